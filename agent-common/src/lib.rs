@@ -1,0 +1,271 @@
+//! Everything that crosses the kernel/userspace boundary: map and program names, the map key and
+//! value layouts, and the event the kernel sends. One Rust type per layout, used by both sides.
+//!
+//! Every struct is `#[repr(C)]` with explicit padding fields (hash-map keys must be fully
+//! initialised) and a size assertion next to it, so a layout change cannot go unnoticed.
+//!
+//! No type here can carry raw payload bytes: the only text that crosses is an IAM role name,
+//! validated in the kernel against the IAM role-name alphabet. Credential secrets never leave the
+//! kernel (see SECURITY.md).
+#![no_std]
+
+pub mod dfa;
+pub mod names;
+
+use core::mem::size_of;
+
+/// Longest IAM role name (AWS limit: 64 characters).
+pub const ROLE_MAX: usize = 64;
+
+/// Bit set in [`names::MAP_PORTS`] for a TCP port that some metadata endpoint listens on.
+pub const PORT_FLAG_METADATA: u8 = 1;
+
+/// Capacity of the per-socket flow table (LRU: the oldest idle flow is evicted first).
+pub const FLOW_TABLE_SIZE: u32 = 16_384;
+/// Capacity of the metadata endpoint table.
+pub const ENDPOINT_TABLE_SIZE: u32 = 64;
+/// Ring buffer size in bytes (a power of two, multiple of the page size).
+pub const EVENT_RING_BYTES: u32 = 256 * 1024;
+
+/// A metadata endpoint: IPv6 address (IPv4 as `::ffff:a.b.c.d`) and TCP port in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<EndpointKey>() == 20);
+
+impl EndpointKey {
+    pub const fn new(addr: [u8; 16], port: u16) -> Self {
+        Self {
+            addr,
+            port,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The IPv4-mapped IPv6 form the kernel programs use for IPv4 addresses.
+    pub const fn v4(octets: [u8; 4], port: u16) -> Self {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12] = octets[0];
+        addr[13] = octets[1];
+        addr[14] = octets[2];
+        addr[15] = octets[3];
+        Self::new(addr, port)
+    }
+}
+
+/// Which service an endpoint is; a label on every metadata metric.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndpointKind {
+    Imds = 0,
+    Ecs = 1,
+    PodIdentity = 2,
+    Custom = 3,
+}
+
+impl EndpointKind {
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Imds,
+            1 => Self::Ecs,
+            2 => Self::PodIdentity,
+            _ => Self::Custom,
+        }
+    }
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Imds => "imds",
+            Self::Ecs => "ecs",
+            Self::PodIdentity => "pod_identity",
+            Self::Custom => "custom",
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointValue {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<EndpointValue>() == 4);
+
+/// What a request asked for, decided in the kernel from the method and path.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// Any other metadata path.
+    Metadata = 0,
+    /// `PUT /latest/api/token` (IMDSv2 session token).
+    Token = 1,
+    /// `GET /latest/meta-data/iam/security-credentials/` (the role list).
+    RoleList = 2,
+    /// A credential document: IMDS role credentials, ECS task credentials, Pod Identity.
+    Credentials = 3,
+}
+
+impl RequestKind {
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Token,
+            2 => Self::RoleList,
+            3 => Self::Credentials,
+            _ => Self::Metadata,
+        }
+    }
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Metadata => "metadata",
+            Self::Token => "token",
+            Self::RoleList => "role_list",
+            Self::Credentials => "credentials",
+        }
+    }
+}
+
+/// Where the credentials' identity comes from, since only IMDS paths name the role.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialSource {
+    /// Not a credential request.
+    None = 0,
+    /// IMDS: the role name is in [`MetadataEvent::role`].
+    ImdsRole = 1,
+    /// ECS-style container credentials (`/v2/credentials/…`, or any full URI).
+    EcsTask = 2,
+    /// EKS Pod Identity (`/v1/credentials`).
+    PodIdentity = 3,
+}
+
+impl CredentialSource {
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::ImdsRole,
+            2 => Self::EcsTask,
+            3 => Self::PodIdentity,
+            _ => Self::None,
+        }
+    }
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get = 0,
+    Put = 1,
+    Other = 2,
+}
+
+/// Kinds of [`MetadataEvent`].
+pub const EVENT_RESPONSE: u8 = 1;
+pub const EVENT_EXPIRATION: u8 = 2;
+
+/// Flags in [`MetadataEvent::flags`] and [`Flow::flags`].
+pub const FLAG_IMDSV2_TOKEN: u8 = 1;
+
+/// One event per metadata response (status and time to first byte) and one per credential
+/// document whose `"Expiration"` the kernel found. No payload bytes: the expiration arrives as
+/// the packed decimal `YYYYMMDDhhmmss` built from its digits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MetadataEvent {
+    pub cgroup_id: u64,
+    /// Request to first response byte, nanoseconds.
+    pub latency_ns: u64,
+    /// `YYYYMMDDhhmmss` as a decimal number, 0 when not an expiration event.
+    pub expiration: u64,
+    /// `bpf_ktime_get_ns` at the event, to place it in wall-clock time in userspace.
+    pub ktime_ns: u64,
+    pub event: u8,
+    pub endpoint: u8,
+    pub kind: u8,
+    pub method: u8,
+    pub source: u8,
+    pub flags: u8,
+    pub status: u16,
+    pub role_len: u8,
+    pub _pad: [u8; 7],
+    pub role: [u8; ROLE_MAX],
+}
+const _: () = assert!(size_of::<MetadataEvent>() == 112);
+
+/// Flow phase in [`Flow::phase`].
+pub const PHASE_REQUEST_SENT: u8 = 1;
+pub const PHASE_RESPONDING: u8 = 2;
+
+/// Per-socket state between a request and its response, keyed by socket cookie.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Flow {
+    pub cgroup_id: u64,
+    pub request_ns: u64,
+    pub expiration: u64,
+    /// TCP sequence number of the request's first segment (a retransmission is not a new request).
+    pub request_seq: u32,
+    /// Next in-order response sequence number while scanning the body.
+    pub response_next_seq: u32,
+    pub phase: u8,
+    pub endpoint: u8,
+    pub kind: u8,
+    pub method: u8,
+    pub source: u8,
+    pub flags: u8,
+    /// State of the `dfa::expiration` automaton for this response.
+    pub scan: u8,
+    pub role_len: u8,
+    pub _pad: [u8; 8],
+    pub role: [u8; ROLE_MAX],
+}
+const _: () = assert!(size_of::<Flow>() == 112);
+
+/// Indexes of the kernel's per-CPU counters ([`names::MAP_COUNTERS`]). Loss and rejects are
+/// counted where they happen and exported as `credwatch_events_lost_total` and
+/// `credwatch_parse_rejects_total`.
+pub mod counter {
+    /// Ring buffer full: an event was dropped.
+    pub const LOST_RINGBUF_FULL: u32 = 0;
+    /// Flow table insert failed.
+    pub const LOST_FLOW_TABLE: u32 = 1;
+    /// Payload to a metadata port that is not an HTTP request.
+    pub const REJECT_NOT_HTTP: u32 = 2;
+    /// Request line longer than the kernel parses.
+    pub const REJECT_REQUEST_LINE: u32 = 3;
+    /// Role name with characters outside the IAM alphabet, or too long.
+    pub const REJECT_BAD_ROLE: u32 = 4;
+    /// Response from a metadata endpoint on a socket with no request seen.
+    pub const REJECT_NO_REQUEST: u32 = 5;
+    /// Response that does not start with an HTTP status line.
+    pub const REJECT_BAD_STATUS: u32 = 6;
+    /// Credential document ended with no `"Expiration"`.
+    pub const REJECT_NO_EXPIRATION: u32 = 7;
+    /// `"Expiration"` value not shaped like `YYYY-MM-DDThh:mm:ss`.
+    pub const REJECT_BAD_TIMESTAMP: u32 = 8;
+    /// Response segment out of order: the expiration search for that response stops.
+    pub const REJECT_OUT_OF_ORDER: u32 = 9;
+    /// Response segment longer than the kernel scans.
+    pub const REJECT_SCAN_LIMIT: u32 = 10;
+    /// Retransmitted segment (ignored, counted for visibility).
+    pub const RETRANSMIT: u32 = 11;
+    pub const COUNT: u32 = 12;
+}
+
+/// Bytes of payload the kernel copies at once for parsing (a power of two: indexes are masked).
+pub const SCRATCH_LEN: usize = 512;
+/// Most response bytes one segment is scanned for `"Expiration"`.
+pub const SCAN_MAX_BYTES: usize = 8 * SCRATCH_LEN;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain `repr(C)` data with explicit padding, valid for any bit pattern.
+    unsafe impl aya::Pod for EndpointKey {}
+    unsafe impl aya::Pod for EndpointValue {}
+    unsafe impl aya::Pod for MetadataEvent {}
+    unsafe impl aya::Pod for Flow {}
+}

@@ -1,0 +1,27 @@
+//! Program and map names. The kernel object must contain exactly these (a test checks it);
+//! userspace looks them up by these constants only.
+
+pub const PROG_SKB_EGRESS: &str = "cw_skb_egress";
+pub const PROG_SKB_INGRESS: &str = "cw_skb_ingress";
+pub const PROGRAMS: &[&str] = &[PROG_SKB_EGRESS, PROG_SKB_INGRESS];
+
+/// `Array<u8>` indexed by TCP port: [`crate::PORT_FLAG_METADATA`] etc. The fast-path filter.
+pub const MAP_PORTS: &str = "CW_PORTS";
+/// `HashMap<EndpointKey, EndpointValue>`: the metadata endpoints.
+pub const MAP_ENDPOINTS: &str = "CW_ENDPOINTS";
+/// `LruHashMap<u64 socket cookie, Flow>`.
+pub const MAP_FLOWS: &str = "CW_FLOWS";
+/// `RingBuf` of `MetadataEvent`.
+pub const MAP_EVENTS: &str = "CW_EVENTS";
+/// `PerCpuArray<u64>` indexed by `counter::*`.
+pub const MAP_COUNTERS: &str = "CW_COUNTERS";
+/// `PerCpuArray<[u8; SCRATCH_LEN]>`: payload bytes copied for parsing, never exported.
+pub const MAP_SCRATCH: &str = "CW_SCRATCH";
+pub const MAPS: &[&str] = &[
+    MAP_PORTS,
+    MAP_ENDPOINTS,
+    MAP_FLOWS,
+    MAP_EVENTS,
+    MAP_COUNTERS,
+    MAP_SCRATCH,
+];

@@ -1,0 +1,41 @@
+//! The maps, named as in `agent_common::names` (a userspace test checks the built object).
+use agent_common::{
+    ENDPOINT_TABLE_SIZE, EVENT_RING_BYTES, EndpointKey, EndpointValue, FLOW_TABLE_SIZE, Flow,
+    SCRATCH_LEN, counter,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// The syscall side may only write this map, never read it: it holds payload bytes (possibly
+/// credential secrets) while a segment is parsed, and nothing outside the kernel may see them.
+const BPF_F_WRONLY: u32 = 1 << 4;
+
+#[map]
+pub static CW_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+
+#[map]
+pub static CW_ENDPOINTS: HashMap<EndpointKey, EndpointValue> =
+    HashMap::with_max_entries(ENDPOINT_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_FLOWS: LruHashMap<u64, Flow> = LruHashMap::with_max_entries(FLOW_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+
+#[map]
+pub static CW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[map]
+pub static CW_SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> =
+    PerCpuArray::with_max_entries(1, BPF_F_WRONLY);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(p) = CW_COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer, so a plain add is exact (no atomics on this target).
+        unsafe { *p += 1 };
+    }
+}
