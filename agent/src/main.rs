@@ -1,14 +1,50 @@
-static EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
-fn main() {
-    let mut ebpf = aya::EbpfLoader::new()
-        .verifier_log_level(aya::VerifierLogLevel::STATS)
-        .load(EBPF)
-        .expect("load");
-    for (name, prog) in ebpf.programs_mut() {
-        let p: &mut aya::programs::CgroupSkb = prog.try_into().unwrap();
-        match p.load() {
-            Ok(()) => println!("{name} loaded"),
-            Err(e) => println!("{name}: {e:#?}"),
+//! credwatch: wires the command line to the agent, the demo and the demo's client.
+mod cgroup;
+mod cli;
+mod demo;
+mod endpoints;
+mod http;
+mod kernel;
+mod metadata;
+mod metrics;
+mod pipeline;
+mod run;
+mod workload;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match cli.command {
+        cli::Command::DemoClient(args) => demo::client::run(&args),
+        command => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|rt| {
+                rt.block_on(async {
+                    match command {
+                        cli::Command::Run(args) => run::run(args, run::Hooks::default()).await,
+                        cli::Command::Demo(args) => demo::run(args).await,
+                        cli::Command::DemoClient(_) => unreachable!("handled above"),
+                    }
+                })
+            }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging(level: &str) {
+    env_logger::Builder::new()
+        .parse_filters(level)
+        .format_target(false)
+        .init();
 }

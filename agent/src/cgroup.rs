@@ -1,0 +1,167 @@
+//! cgroup v2: where it is mounted, and which directory a cgroup id names (on cgroup v2 the id
+//! the kernel reports is the inode number of the cgroup's directory).
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("reading /proc/self/mountinfo")]
+    Mountinfo(#[source] std::io::Error),
+    #[error("no cgroup v2 filesystem is mounted (credwatch needs cgroup v2, kernel 4.15 or later)")]
+    NoCgroup2,
+    #[error("{0} is not inside the cgroup v2 mount {1}")]
+    NotCgroup2(PathBuf, PathBuf),
+    #[error("cgroup path {path}")]
+    Path {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Finds the cgroup v2 mount point in mountinfo text (field 5 is the mount point; the
+/// filesystem type follows the ` - ` separator).
+pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mount_point = left.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
+    cgroup2_mount_in(&text).ok_or(CgroupError::NoCgroup2)
+}
+
+/// Checks that `path` is a directory inside the cgroup v2 mount and returns it canonical.
+pub fn resolve_attach_path(mount: &Path, path: Option<&Path>) -> Result<PathBuf, CgroupError> {
+    let Some(path) = path else {
+        return Ok(mount.to_path_buf());
+    };
+    let canonical = fs::canonicalize(path).map_err(|source| CgroupError::Path {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !canonical.starts_with(mount) || !canonical.join("cgroup.procs").exists() {
+        return Err(CgroupError::NotCgroup2(canonical, mount.to_path_buf()));
+    }
+    Ok(canonical)
+}
+
+/// cgroup id → path under the mount, for the subtree the agent is attached to. Rebuilt by a
+/// walk on a miss (cgroups come and go with pods); the walk is rate-limited by the caller.
+#[derive(Debug)]
+pub struct CgroupIndex {
+    mount: PathBuf,
+    root: PathBuf,
+    paths: HashMap<u64, String>,
+}
+
+impl CgroupIndex {
+    pub fn new(mount: PathBuf, root: PathBuf) -> Self {
+        Self {
+            mount,
+            root,
+            paths: HashMap::new(),
+        }
+    }
+
+    /// The path relative to the mount, starting with `/` (as in /proc/PID/cgroup).
+    pub fn get(&self, id: u64) -> Option<&str> {
+        self.paths.get(&id).map(String::as_str)
+    }
+
+    /// Walks the subtree again. Directories that vanish during the walk are skipped.
+    pub fn rescan(&mut self) {
+        let mut paths = HashMap::with_capacity(self.paths.len().max(64));
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
+            if let Ok(rel) = dir.strip_prefix(&self.mount) {
+                paths.insert(meta.ino(), format!("/{}", rel.display()));
+            }
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        self.paths = paths;
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const UNIFIED: &str =
+        "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_and_unified_layouts() {
+        assert_eq!(
+            cgroup2_mount_in(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup2_mount_in(UNIFIED),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            cgroup2_mount_in("1 2 0:1 / /x rw - ext4 /dev/vda rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn unescapes_octal_in_mount_points() {
+        let line = "41 31 0:38 / /mnt/with\\040space rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount_in(line),
+            Some(PathBuf::from("/mnt/with space"))
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Command line. Every `run` flag also reads an environment variable, so the DaemonSet can be
+//! configured either way; `credwatch --help` documents them all.
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::endpoints::EndpointSpec;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "credwatch",
+    version,
+    about = "Per-pod metadata-credential, DNS and TCP observability from eBPF",
+    long_about = "credwatch watches, per pod and without touching applications, every call to the \
+cloud metadata/credential endpoints (EC2 IMDS v1/v2, ECS, EKS Pod Identity) and exports Prometheus \
+metrics that flag per-request credential refreshes.\n\nKernel programs are observe-only: they never \
+drop or change a packet."
+)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug or trace (RUST_LOG syntax is accepted too).
+    #[arg(
+        long,
+        global = true,
+        env = "CREDWATCH_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach to a cgroup v2 subtree and export metrics (what the DaemonSet runs).
+    Run(RunArgs),
+    /// Show the credential-refresh storm on this host with no cluster: a private cgroup
+    /// subtree, a KIAM-like fake credential server on loopback, a Java-SDK-v1-like client and a
+    /// healthy one. Needs root, like `run`.
+    Demo(DemoArgs),
+    /// Internal: a demo client process (the demo starts two of these in its cgroups).
+    #[command(hide = true)]
+    DemoClient(crate::demo::client::ClientArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// cgroup v2 directory to attach to; every process below it is observed. Default: the
+    /// cgroup v2 root, found in /proc/self/mountinfo.
+    #[arg(long, env = "CREDWATCH_CGROUP_PATH")]
+    pub cgroup_path: Option<PathBuf>,
+
+    /// Extra metadata endpoint to watch, `ADDR:PORT` (IPv6 as `[ADDR]:PORT`), optionally with
+    /// its kind: `imds=ADDR:PORT`, `ecs=…`, `pod_identity=…`, `custom=…` (the default kind).
+    /// Repeatable; in the environment, comma-separated.
+    #[arg(
+        long = "metadata-endpoint",
+        env = "CREDWATCH_METADATA_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub metadata_endpoints: Vec<EndpointSpec>,
+
+    /// Do not watch the real AWS endpoints (169.254.169.254, fd00:ec2::254, 169.254.170.2,
+    /// 169.254.170.23, fd00:ec2::23, port 80); only those given with --metadata-endpoint.
+    #[arg(long, env = "CREDWATCH_NO_DEFAULT_ENDPOINTS")]
+    pub no_default_endpoints: bool,
+
+    /// Address for /metrics, /healthz and /readyz. Use 127.0.0.1:9500 behind a proxy.
+    #[arg(long, env = "CREDWATCH_LISTEN", default_value = "0.0.0.0:9500")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub detector: DetectorArgs,
+}
+
+/// The storm rule (docs/metrics.md#credential-refresh-storm): within `window`, at least
+/// `min_fetches` credential fetches happened while the previously delivered credentials still
+/// had more than `valid_margin` to live, and that rate is at least `factor` times one fetch
+/// per credential lifetime.
+#[derive(Args, Debug, Clone)]
+pub struct DetectorArgs {
+    /// Sliding window the storm rule looks at, seconds.
+    #[arg(long, env = "CREDWATCH_STORM_WINDOW", default_value_t = 120)]
+    pub storm_window: u64,
+
+    /// Early fetches within the window needed to flag a storm.
+    #[arg(long, env = "CREDWATCH_STORM_MIN_FETCHES", default_value_t = 5)]
+    pub storm_min_fetches: u32,
+
+    /// How many times above one fetch per lifetime the early-fetch rate must be.
+    #[arg(long, env = "CREDWATCH_STORM_FACTOR", default_value_t = 10.0)]
+    pub storm_factor: f64,
+
+    /// A fetch is early when the previous credentials had more than this left, seconds.
+    #[arg(long, env = "CREDWATCH_STORM_VALID_MARGIN", default_value_t = 60)]
+    pub storm_valid_margin: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Address for /metrics while the demo runs.
+    #[arg(long, env = "CREDWATCH_LISTEN", default_value = "127.0.0.1:9500")]
+    pub listen: SocketAddr,
+
+    /// Stop after this many seconds (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub duration: u64,
+
+    /// Application requests per second made by each demo client.
+    #[arg(long, default_value_t = 2.0)]
+    pub rate: f64,
+}

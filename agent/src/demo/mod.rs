@@ -1,0 +1,159 @@
+//! `credwatch demo`: the incident on one host, no cluster needed. Two pod-shaped cgroups under a
+//! private subtree; a KIAM-like credential server (15-minute credentials) and an IMDS-like one
+//! (6-hour credentials) on loopback; in each pod a client that follows the AWS Java SDK v1 rule
+//! (refresh when less than 15 minutes remain). The agent runs attached to that subtree only, and a
+//! live summary shows the KIAM pod flagged as a refresh storm while the other stays healthy.
+pub mod client;
+mod sandbox;
+mod server;
+
+use std::{net::SocketAddr, time::Duration};
+
+use agent_common::EndpointKind;
+use anyhow::Context as _;
+use tokio::sync::{oneshot, watch};
+
+use crate::{
+    cli::{DemoArgs, DetectorArgs, RunArgs},
+    endpoints::EndpointSpec,
+    metrics::{CredentialLabels, Metrics, RequestLabels, StormLabels},
+    run::{self, Hooks},
+    workload::Workload,
+};
+
+const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+/// One simulated pod: its cgroup, the credential server it talks to, and its client.
+struct DemoPod {
+    title: &'static str,
+    workload: Workload,
+    server: SocketAddr,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("the demo loads eBPF programs and creates cgroups: run it as root (sudo)");
+    }
+    let kiam = server::start(server::Profile::kiam()).await?;
+    let imds = server::start(server::Profile::ec2_instance_profile()).await?;
+    let sandbox = sandbox::Sandbox::create(2).context("creating the demo cgroups")?;
+    let pods = [
+        DemoPod {
+            title: "java-v1 client, KIAM 15-min credentials",
+            workload: sandbox.workload(0),
+            server: kiam,
+        },
+        DemoPod {
+            title: "java-v1 client, IMDS 6-h credentials  ",
+            workload: sandbox.workload(1),
+            server: imds,
+        },
+    ];
+
+    let run_args = RunArgs {
+        cgroup_path: Some(sandbox.root().to_path_buf()),
+        metadata_endpoints: pods
+            .iter()
+            .map(|p| EndpointSpec {
+                addr: p.server,
+                kind: EndpointKind::Imds,
+            })
+            .collect(),
+        no_default_endpoints: true,
+        listen: args.listen,
+        detector: DetectorArgs {
+            storm_window: 120,
+            storm_min_fetches: 5,
+            storm_factor: 10.0,
+            storm_valid_margin: 60,
+        },
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let agent = run::run(
+        run_args,
+        Hooks {
+            on_ready: Some(ready_tx),
+            stop: Some(stop_rx),
+        },
+    );
+    let driver = async {
+        let result = drive(&args, &sandbox, &pods, ready_rx).await;
+        let _ = stop_tx.send(true);
+        result
+    };
+    let (agent_result, driver_result) = tokio::join!(agent, driver);
+    drop(sandbox);
+    agent_result.and(driver_result)
+}
+
+async fn drive(
+    args: &DemoArgs,
+    sandbox: &sandbox::Sandbox,
+    pods: &[DemoPod],
+    ready: oneshot::Receiver<Metrics>,
+) -> anyhow::Result<()> {
+    let Ok(metrics) = ready.await else {
+        return Ok(()); // the agent failed to start and says why
+    };
+    let mut clients = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        clients.push(sandbox.spawn_client(i, pod.server, args.rate)?);
+    }
+    println!(
+        "\ncredwatch demo: metrics on http://{}/metrics (Ctrl-C to stop)\n",
+        args.listen
+    );
+    let started = tokio::time::Instant::now();
+    let mut every = tokio::time::interval(SUMMARY_EVERY);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        print_summary(started.elapsed(), pods, &metrics);
+        if args.duration > 0 && started.elapsed() >= Duration::from_secs(args.duration) {
+            break;
+        }
+    }
+    for mut c in clients {
+        c.stop();
+    }
+    Ok(())
+}
+
+fn print_summary(elapsed: Duration, pods: &[DemoPod], metrics: &Metrics) {
+    println!("[{:>4}s]", elapsed.as_secs());
+    for pod in pods {
+        let calls: u64 = ["token", "role_list", "credentials"]
+            .into_iter()
+            .filter_map(|kind| {
+                let labels = RequestLabels {
+                    workload: pod.workload.clone(),
+                    endpoint: "imds",
+                    kind,
+                    code: "200".into(),
+                };
+                metrics.requests.get(&labels).map(|c| c.get())
+            })
+            .sum();
+        let cred = CredentialLabels {
+            workload: pod.workload.clone(),
+            endpoint: "imds",
+            role: server::ROLE.into(),
+        };
+        let fetches = metrics.fetches.get(&cred).map_or(0, |c| c.get());
+        let storm = StormLabels {
+            workload: pod.workload.clone(),
+            role: server::ROLE.into(),
+        };
+        let flagged = metrics.storm.get(&storm).is_some_and(|g| g.get() == 1);
+        println!(
+            "  pod {} ({}): metadata calls {calls:>4}  credential fetches {fetches:>4}  {}",
+            &pod.workload.pod[..8],
+            pod.title,
+            if flagged { "REFRESH STORM" } else { "healthy" }
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The demo's private cgroup subtree, shaped like a kubelet's (cgroupfs driver), and the client
+//! processes placed in it. Everything is removed on drop; clients are killed by pid.
+use std::{
+    ffi::CString,
+    fs,
+    net::SocketAddr,
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use anyhow::Context as _;
+
+use crate::{cgroup, workload::Workload};
+
+pub struct Sandbox {
+    root: PathBuf,
+    leaves: Vec<PathBuf>,
+    workloads: Vec<Workload>,
+}
+
+impl Sandbox {
+    pub fn create(pods: usize) -> anyhow::Result<Self> {
+        let mount = cgroup::cgroup2_mount()?;
+        let root = mount.join(format!("credwatch-demo-{}", std::process::id()));
+        let mut sandbox = Self {
+            root: root.clone(),
+            leaves: Vec::new(),
+            workloads: Vec::new(),
+        };
+        for i in 0..pods {
+            let uid = random_uid();
+            let cid = random_hex(32);
+            let leaf = root.join(format!("kubepods/burstable/pod{uid}/{cid}"));
+            fs::create_dir_all(&leaf).with_context(|| format!("mkdir {}", leaf.display()))?;
+            sandbox.leaves.push(leaf);
+            sandbox.workloads.push(Workload {
+                namespace: String::new(),
+                pod: uid,
+                container: cid[..12].to_string(),
+            });
+            log::debug!("demo pod {i} cgroup created");
+        }
+        Ok(sandbox)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn workload(&self, i: usize) -> Workload {
+        self.workloads[i].clone()
+    }
+
+    /// Starts `credwatch demo-client` inside pod `i`'s cgroup (it joins before exec, so its first
+    /// request is already attributed).
+    pub fn spawn_client(&self, i: usize, server: SocketAddr, rate: f64) -> anyhow::Result<Client> {
+        let procs = CString::new(self.leaves[i].join("cgroup.procs").as_os_str().as_bytes())?;
+        let exe = std::env::current_exe().context("locating the credwatch binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "demo-client",
+            "--endpoint",
+            &server.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ])
+        .stdin(Stdio::null());
+        // SAFETY: between fork and exec only async-signal-safe calls: open, write, close.
+        unsafe {
+            cmd.pre_exec(move || join_cgroup(&procs));
+        }
+        let child = cmd.spawn().context("starting a demo client")?;
+        Ok(Client(Some(child)))
+    }
+}
+
+fn join_cgroup(procs: &CString) -> std::io::Result<()> {
+    // Writing "0" to cgroup.procs moves the writing process.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+        libc::close(fd);
+        if !ok {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Leaf first; rmdir of a cgroup only succeeds once its processes are gone.
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for leaf in &self.leaves {
+            let mut d = leaf.as_path();
+            while d != self.root {
+                if !dirs.iter().any(|x| x == d) {
+                    dirs.push(d.to_path_buf());
+                }
+                d = d.parent().unwrap_or(&self.root);
+            }
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        dirs.push(self.root.clone());
+        for d in dirs {
+            if let Err(e) = fs::remove_dir(&d) {
+                log::warn!("removing demo cgroup {}: {e}", d.display());
+            }
+        }
+    }
+}
+
+/// A demo client process; killed (by its pid) and reaped on stop or drop.
+pub struct Client(Option<Child>);
+
+impl Client {
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn fill_random(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom writes at most len bytes into the buffer it is given.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+    }
+}
+
+fn random_uid() -> String {
+    let h = random_hex(16);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

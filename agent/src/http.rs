@@ -1,0 +1,143 @@
+//! A deliberately small HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`: one request per
+//! connection, bounded request size and time, nothing else. Scrapers and kubelet probes need no
+//! more, and it keeps the agent's footprint and dependency tree small.
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use prometheus_client::{encoding::text::encode, registry::Registry};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+use crate::pipeline::Ready;
+
+const MAX_REQUEST: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    ready: Ready,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let registry = registry.clone();
+                    let ready = ready.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &registry, &ready)).await {
+                            log::debug!("metrics client timed out: {e}");
+                        }
+                    });
+                }
+                Err(e) => log::warn!("accepting a metrics connection: {e}"),
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, registry: &Registry, ready: &Ready) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) if buf.len() + n > MAX_REQUEST => {
+                let _ = respond(&mut stream, 431, "text/plain", "request too large\n", false).await;
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let head = method == b"HEAD";
+    if method != b"GET" && !head {
+        let _ = respond(&mut stream, 405, "text/plain", "only GET and HEAD\n", head).await;
+        return;
+    }
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    let result = match path {
+        b"/metrics" => {
+            let mut body = String::new();
+            match encode(&mut body, registry) {
+                Ok(()) => respond(&mut stream, 200, OPENMETRICS, &body, head).await,
+                Err(e) => {
+                    respond(
+                        &mut stream,
+                        500,
+                        "text/plain",
+                        &format!("encoding: {e}\n"),
+                        head,
+                    )
+                    .await
+                }
+            }
+        }
+        b"/healthz" => respond(&mut stream, 200, "text/plain", "ok\n", head).await,
+        b"/readyz" if ready.load(Ordering::Acquire) => {
+            respond(&mut stream, 200, "text/plain", "ready\n", head).await
+        }
+        b"/readyz" => {
+            respond(
+                &mut stream,
+                503,
+                "text/plain",
+                "programs not attached yet\n",
+                head,
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain",
+                "try /metrics, /healthz or /readyz\n",
+                head,
+            )
+            .await
+        }
+    };
+    if let Err(e) = result {
+        log::debug!("writing metrics response: {e}");
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+    head: bool,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    };
+    let header = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(header.as_bytes()).await?;
+    if !head {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    stream.shutdown().await
+}

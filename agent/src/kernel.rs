@@ -1,0 +1,170 @@
+//! Loading the kernel programs, filling their configuration maps and attaching them. Dropping
+//! [`Kernel`] detaches everything; attachments are bpf_links owned by this process, so they also
+//! go away if the process dies.
+use std::{collections::BTreeSet, fs::File, path::Path};
+
+use agent_common::{EndpointValue, PORT_FLAG_METADATA, names};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+};
+
+use crate::endpoints::EndpointSpec;
+
+/// The kernel object built by agent/build.rs.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("loading the eBPF object (is this Linux 5.8+ with BPF ring buffers, and are we root?)")]
+    Load(#[source] aya::EbpfError),
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("program {0} missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("opening cgroup {path}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("too many metadata endpoints: {0} (at most {1})")]
+    TooManyEndpoints(usize, u32),
+}
+
+/// The loaded, attached programs and the maps userspace reads.
+pub struct Kernel {
+    pub attachment: Attachment,
+    pub events: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// Owns the programs and their links: dropping it detaches them.
+pub struct Attachment {
+    _ebpf: Ebpf,
+    pub programs: Vec<&'static str>,
+}
+
+pub fn load_and_attach(cgroup: &Path, endpoints: &[EndpointSpec]) -> Result<Kernel, KernelError> {
+    raise_memlock_limit();
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .map_err(KernelError::Load)?;
+    configure_endpoints(&mut ebpf, endpoints)?;
+
+    let events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?).map_err(|source| {
+        KernelError::Map {
+            name: names::MAP_EVENTS,
+            source,
+        }
+    })?;
+    let counters =
+        PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?).map_err(|source| {
+            KernelError::Map {
+                name: names::MAP_COUNTERS,
+                source,
+            }
+        })?;
+
+    let cgroup_fd = File::open(cgroup).map_err(|source| KernelError::Cgroup {
+        path: cgroup.display().to_string(),
+        source,
+    })?;
+    let mut attached = Vec::new();
+    for (name, attach_type) in [
+        (names::PROG_SKB_EGRESS, CgroupSkbAttachType::Egress),
+        (names::PROG_SKB_INGRESS, CgroupSkbAttachType::Ingress),
+    ] {
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .ok_or(KernelError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| KernelError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| KernelError::Program { name, source })?;
+        prog.attach(&cgroup_fd, attach_type, CgroupAttachMode::default())
+            .map_err(|source| KernelError::Program { name, source })?;
+        log::info!("attached {name} to {}", cgroup.display());
+        attached.push(name);
+    }
+    Ok(Kernel {
+        attachment: Attachment {
+            _ebpf: ebpf,
+            programs: attached,
+        },
+        events,
+        counters,
+    })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, KernelError> {
+    ebpf.take_map(name).ok_or(KernelError::MissingMap(name))
+}
+
+fn configure_endpoints(ebpf: &mut Ebpf, endpoints: &[EndpointSpec]) -> Result<(), KernelError> {
+    if endpoints.len() > agent_common::ENDPOINT_TABLE_SIZE as usize {
+        return Err(KernelError::TooManyEndpoints(
+            endpoints.len(),
+            agent_common::ENDPOINT_TABLE_SIZE,
+        ));
+    }
+    let map_err = |name| move |source| KernelError::Map { name, source };
+    let mut table: HashMap<_, agent_common::EndpointKey, EndpointValue> = HashMap::try_from(
+        ebpf.map_mut(names::MAP_ENDPOINTS)
+            .ok_or(KernelError::MissingMap(names::MAP_ENDPOINTS))?,
+    )
+    .map_err(map_err(names::MAP_ENDPOINTS))?;
+    let mut ports = BTreeSet::new();
+    for e in endpoints {
+        let value = EndpointValue {
+            kind: e.kind as u8,
+            _pad: [0; 3],
+        };
+        table
+            .insert(&e.key(), &value, 0)
+            .map_err(map_err(names::MAP_ENDPOINTS))?;
+        ports.insert(e.addr.port());
+        log::info!("watching metadata endpoint {e}");
+    }
+    let mut port_flags: Array<_, u8> = Array::try_from(
+        ebpf.map_mut(names::MAP_PORTS)
+            .ok_or(KernelError::MissingMap(names::MAP_PORTS))?,
+    )
+    .map_err(map_err(names::MAP_PORTS))?;
+    for port in ports {
+        port_flags
+            .set(u32::from(port), &PORT_FLAG_METADATA, 0)
+            .map_err(map_err(names::MAP_PORTS))?;
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones use memory cgroups and
+/// ignore it. Raising it is harmless either way.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! The exported metrics. Names and labels are a contract for dashboards and alerts
+//! (docs/metrics.md). Per-event metrics are updated by the event pipeline; kernel counters are
+//! read at scrape time by [`KernelCounters`].
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use agent_common::counter;
+use aya::maps::{MapData, PerCpuArray};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{
+        MetricType, counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+
+use crate::workload::Workload;
+
+pub const DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// 1 minute to 12 hours: KIAM's 15 minutes, kube2iam's 30, IMDS's 6 hours all fall on an edge.
+pub const LIFETIME_BUCKETS: [f64; 11] = [
+    60.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0, 43200.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub endpoint: &'static str,
+    pub kind: &'static str,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub endpoint: &'static str,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub endpoint: &'static str,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct StormLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    pub program: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+fn lifetime_histogram() -> Histogram {
+    Histogram::new(LIFETIME_BUCKETS)
+}
+
+/// Rejects found in userspace, exported with the kernel's under the same metric.
+#[derive(Debug, Default)]
+pub struct UserspaceCounters {
+    /// An `"Expiration"` whose digits do not form a real date.
+    pub bad_timestamp: AtomicU64,
+    /// A ring buffer record that could not be decoded.
+    pub undecodable_event: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: HistogramFamily<DurationLabels>,
+    pub imdsv1: Family<Workload, Counter>,
+    pub fetches: Family<CredentialLabels, Counter>,
+    pub lifetime: HistogramFamily<CredentialLabels>,
+    pub storm: Family<StormLabels, Gauge>,
+    pub attached: Family<ProgramLabels, Gauge>,
+    pub cgroups_known: Gauge,
+    pub userspace: Arc<UserspaceCounters>,
+}
+
+impl Metrics {
+    /// Creates the metrics and a registry that exports them (and `kernel`'s counters, when
+    /// given).
+    pub fn new(kernel: Option<KernelCounters>) -> (Self, Registry) {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            imdsv1: Family::default(),
+            fetches: Family::default(),
+            lifetime: Family::new_with_constructor(lifetime_histogram),
+            storm: Family::default(),
+            attached: Family::default(),
+            cgroups_known: Gauge::default(),
+            userspace: Arc::default(),
+        };
+        let mut r = Registry::default();
+        r.register(
+            "credwatch_metadata_requests",
+            "Requests to metadata/credential endpoints, by HTTP status of the response",
+            m.requests.clone(),
+        );
+        r.register(
+            "credwatch_metadata_request_duration_seconds",
+            "Time from a metadata request to the first byte of its response",
+            m.duration.clone(),
+        );
+        r.register(
+            "credwatch_metadata_imdsv1_requests",
+            "IMDS GET requests made without an IMDSv2 session token",
+            m.imdsv1.clone(),
+        );
+        r.register(
+            "credwatch_credential_fetches",
+            "Credential documents delivered (HTTP 200) to the workload",
+            m.fetches.clone(),
+        );
+        r.register(
+            "credwatch_credential_remaining_lifetime_seconds",
+            "Time the delivered credentials had left (Expiration minus delivery time)",
+            m.lifetime.clone(),
+        );
+        r.register(
+            "credwatch_credential_refresh_storm",
+            "1 while the workload fetches credentials far more often than their lifetime requires",
+            m.storm.clone(),
+        );
+        r.register(
+            "credwatch_program_attached",
+            "1 for each kernel program attached",
+            m.attached.clone(),
+        );
+        r.register(
+            "credwatch_cgroups_known",
+            "cgroups in the attached subtree that the agent has indexed",
+            m.cgroups_known.clone(),
+        );
+        let build_info: Family<VersionLabels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register(
+            "credwatch_build_info",
+            "credwatch version; always 1",
+            build_info,
+        );
+        r.register_collector(Box::new(LossAndRejects {
+            kernel,
+            userspace: m.userspace.clone(),
+        }));
+        (m, r)
+    }
+}
+
+/// The kernel's per-CPU counters, summed over CPUs at scrape time.
+#[derive(Clone)]
+pub struct KernelCounters(Arc<Mutex<PerCpuArray<MapData, u64>>>);
+
+impl std::fmt::Debug for KernelCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelCounters")
+    }
+}
+
+impl KernelCounters {
+    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        Self(Arc::new(Mutex::new(map)))
+    }
+
+    /// Sums per CPU; a counter that cannot be read reads as 0 and is logged.
+    pub fn read(&self) -> [u64; counter::COUNT as usize] {
+        let mut out = [0u64; counter::COUNT as usize];
+        let Ok(map) = self.0.lock() else { return out };
+        for (i, slot) in out.iter_mut().enumerate() {
+            match map.get(&(i as u32), 0) {
+                Ok(per_cpu) => *slot = per_cpu.iter().sum(),
+                Err(e) => log::warn!("reading kernel counter {i}: {e}"),
+            }
+        }
+        out
+    }
+}
+
+/// Label value for each kernel counter index, and which metric it belongs to.
+const LOST: &[(u32, &str)] = &[
+    (counter::LOST_RINGBUF_FULL, "ringbuf_full"),
+    (counter::LOST_FLOW_TABLE, "flow_table_full"),
+];
+const REJECTS: &[(u32, &str)] = &[
+    (counter::REJECT_NOT_HTTP, "not_http"),
+    (counter::REJECT_REQUEST_LINE, "request_line_too_long"),
+    (counter::REJECT_BAD_ROLE, "bad_role"),
+    (counter::REJECT_NO_REQUEST, "response_without_request"),
+    (counter::REJECT_BAD_STATUS, "bad_status_line"),
+    (counter::REJECT_NO_EXPIRATION, "no_expiration"),
+    (counter::REJECT_BAD_TIMESTAMP, "bad_timestamp"),
+    (counter::REJECT_OUT_OF_ORDER, "out_of_order"),
+    (counter::REJECT_SCAN_LIMIT, "scan_limit"),
+];
+
+#[derive(Debug)]
+struct LossAndRejects {
+    kernel: Option<KernelCounters>,
+    userspace: Arc<UserspaceCounters>,
+}
+
+impl Collector for LossAndRejects {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let k = self
+            .kernel
+            .as_ref()
+            .map(KernelCounters::read)
+            .unwrap_or_default();
+        let user_ts = self.userspace.bad_timestamp.load(Ordering::Relaxed);
+        let user_decode = self.userspace.undecodable_event.load(Ordering::Relaxed);
+
+        let lost = LOST
+            .iter()
+            .map(|&(i, r)| (r, k[i as usize]))
+            .chain([("undecodable_event", user_decode)]);
+        counter_family(
+            &mut enc,
+            "credwatch_events_lost",
+            "Events lost, by reason (pre-set to 0)",
+            lost,
+        )?;
+
+        let rejects = REJECTS.iter().map(|&(i, r)| {
+            let extra = if i == counter::REJECT_BAD_TIMESTAMP {
+                user_ts
+            } else {
+                0
+            };
+            (r, k[i as usize] + extra)
+        });
+        counter_family(
+            &mut enc,
+            "credwatch_parse_rejects",
+            "Metadata traffic the parsers refused, by reason; the packets themselves pass unchanged",
+            rejects,
+        )?;
+        counter_family(
+            &mut enc,
+            "credwatch_metadata_retransmits",
+            "Retransmitted metadata segments seen (ignored by the parsers)",
+            [("retransmit", k[counter::RETRANSMIT as usize])],
+        )
+    }
+}
+
+fn counter_family<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (reason, v) in values {
+        let labels = [("reason", reason)];
+        ConstCounter::new(v).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_and_reject_series_exist_before_anything_happens() {
+        let (_m, r) = Metrics::new(None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        for line in [
+            "credwatch_events_lost_total{reason=\"ringbuf_full\"} 0",
+            "credwatch_events_lost_total{reason=\"flow_table_full\"} 0",
+            "credwatch_parse_rejects_total{reason=\"no_expiration\"} 0",
+            "credwatch_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `credwatch run`: attach, export, and detach on SIGTERM/SIGINT.
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
+
+use crate::{
+    cgroup::{self, CgroupIndex},
+    cli::RunArgs,
+    endpoints, http, kernel,
+    metadata::detector::Rule,
+    metrics::{KernelCounters, Metrics, ProgramLabels},
+    pipeline::{Pipeline, Ready},
+    workload::Resolver,
+};
+
+/// What an embedding caller (the demo) gets from a running agent.
+#[derive(Default)]
+pub struct Hooks {
+    /// Receives the metrics once the agent is ready.
+    pub on_ready: Option<tokio::sync::oneshot::Sender<Metrics>>,
+    /// Stops the agent when it changes (besides SIGTERM/SIGINT).
+    pub stop: Option<watch::Receiver<bool>>,
+}
+
+pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
+    let mount = cgroup::cgroup2_mount()?;
+    let attach_to = cgroup::resolve_attach_path(&mount, args.cgroup_path.as_deref())?;
+    let mut endpoints = if args.no_default_endpoints {
+        Vec::new()
+    } else {
+        endpoints::aws_defaults()
+    };
+    for e in &args.metadata_endpoints {
+        if !endpoints.contains(e) {
+            endpoints.push(*e);
+        }
+    }
+    if endpoints.is_empty() {
+        anyhow::bail!(
+            "no metadata endpoints to watch: drop --no-default-endpoints or add --metadata-endpoint"
+        );
+    }
+
+    // Bind first: a port already in use is the most common start-up failure; report it before
+    // touching the kernel.
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "listening on {} (is another credwatch running? see --listen)",
+            args.listen
+        )
+    })?;
+    let listen = listener.local_addr().unwrap_or(args.listen);
+
+    let kernel::Kernel {
+        attachment,
+        events,
+        counters,
+    } = kernel::load_and_attach(&attach_to, &endpoints)
+        .context("setting up the kernel programs")?;
+    let (metrics, registry) = Metrics::new(Some(KernelCounters::new(counters)));
+    for program in &attachment.programs {
+        metrics
+            .attached
+            .get_or_create(&ProgramLabels { program })
+            .set(1);
+    }
+    let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)));
+    let pipeline = Pipeline::new(resolver, Rule::from(&args.detector), metrics.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready: Ready = Arc::default();
+    let server = tokio::spawn(http::serve(
+        listener,
+        Arc::new(registry),
+        ready.clone(),
+        stop_rx.clone(),
+    ));
+    let events = tokio::spawn(pipeline.run(events, stop_rx.clone()));
+    ready.store(true, Ordering::Release);
+    log::info!(
+        "ready: metrics on http://{listen}/metrics, observing {}",
+        attach_to.display()
+    );
+    if let Some(tx) = hooks.on_ready {
+        let _ = tx.send(metrics);
+    }
+
+    wait_for_stop(hooks.stop).await?;
+    log::info!("shutting down: detaching programs");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    match events.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::error!("event reader failed: {e}"),
+        Err(e) => log::error!("event reader panicked: {e}"),
+    }
+    drop(attachment);
+    Ok(())
+}
+
+async fn wait_for_stop(extra: Option<watch::Receiver<bool>>) -> anyhow::Result<()> {
+    let mut term =
+        tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let extra = async move {
+        match extra {
+            Some(mut rx) => {
+                let _ = rx.changed().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = extra => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+"""Fixtures for credwatch's scenario tests (see harness.py for the machinery).
+
+Needs root and a cgroup2 mount; without either the whole directory is skipped, saying why.
+"""
+
+import os
+
+import pytest
+
+from harness import Agent, CgroupTree, Processes, cgroup2_mount
+
+
+@pytest.fixture(scope="session")
+def cgroups():
+    if os.geteuid() != 0:
+        pytest.skip("scenario tests need root (cgroups, eBPF)")
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup2 mount in /proc/self/mountinfo")
+    tree = CgroupTree(mount)
+    yield tree
+    tree.remove()
+
+
+@pytest.fixture
+def processes():
+    started = Processes()
+    yield started
+    started.end_all()
+
+
+@pytest.fixture
+def pod(cgroups, processes):
+    """A kubelet-shaped (systemd driver) container cgroup of its own for each test."""
+    return cgroups.systemd_pod()
+
+
+@pytest.fixture
+def servers():
+    """Factory: `servers(CredentialServer, host, **options)`; all closed afterwards."""
+    started = []
+
+    def start(cls, *args, **kwargs):
+        server = cls(*args, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def agent(cgroups, processes, tmp_path):
+    """Factory: `agent(server, ...)` starts credwatch watching the test subtree for those
+    metadata endpoints and waits for /readyz; stopped with SIGTERM afterwards."""
+    started = []
+
+    def start(*metadata_servers, extra_args=("--storm-window", "300", "--storm-min-fetches", "5")):
+        workdir = tmp_path / f"agent{len(started)}"
+        workdir.mkdir()
+        endpoints = [server.endpoint for server in metadata_servers]
+        started.append(Agent(processes, workdir, cgroups.root, endpoints, extra_args))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop()
+
