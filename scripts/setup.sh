@@ -3,6 +3,7 @@
 # Idempotent: each step checks before it acts, so a second run takes a few seconds.
 # Versions are the ones verified together in docs/toolchain (see rust-toolchain.toml).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 RUST_USER=1.99.1
 RUST_BPF=nightly-2026-07-20
@@ -39,15 +40,32 @@ if ! have_toolchain "$RUST_USER"; then
 fi
 if ! have_toolchain "$RUST_BPF"; then
   log "rustup: installing $RUST_BPF with rust-src"
-  rustup toolchain install "$RUST_BPF" --profile minimal -c rust-src
+  rustup toolchain install "$RUST_BPF" --profile minimal -c rust-src -c clippy
 fi
-if ! rustup component list --toolchain "$RUST_BPF" --installed | grep -q '^rust-src'; then
-  rustup component add --toolchain "$RUST_BPF" rust-src
-fi
+for component in rust-src clippy; do
+  if ! rustup component list --toolchain "$RUST_BPF" --installed | grep -q "^$component"; then
+    rustup component add --toolchain "$RUST_BPF" "$component"
+  fi
+done
 
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER"; then
   log "cargo: building bpf-linker $BPF_LINKER against LLVM 22 (about a minute)"
   PATH=/usr/lib/llvm-22/bin:$PATH cargo "+$RUST_USER" install bpf-linker --locked \
     --version "$BPF_LINKER" --no-default-features --features llvm-22
 fi
-log "ok: toolchains $RUST_USER + $RUST_BPF, bpf-linker $BPF_LINKER"
+
+# Python environment for the scenario tests (a real AWS SDK, pytest), rebuilt when
+# tests/requirements.txt changes.
+VENV=.venv
+REQS=tests/requirements.txt
+if [ -f "$REQS" ]; then
+  stamp="$VENV/.requirements.sha256"
+  want=$(sha256sum "$REQS" | cut -d' ' -f1)
+  if [ ! -x "$VENV/bin/pytest" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "python: creating $VENV from $REQS"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS"
+    echo "$want" > "$stamp"
+  fi
+fi
+log "ok: toolchains $RUST_USER + $RUST_BPF, bpf-linker $BPF_LINKER, python test environment"

@@ -146,3 +146,115 @@ pub mod token_header {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a table over `chunks` in order, as the kernel does over TCP segments: the state and
+    /// accumulator carry over, and each chunk is padded with zeros as the kernel's buffer is.
+    fn run(table: &[u16; TABLE_LEN], chunks: &[&[u8]]) -> (u8, u64) {
+        let (mut state, mut acc) = (0u8, 0u64);
+        for chunk in chunks {
+            let mut padded = chunk.to_vec();
+            padded.resize(chunk.len() + 7, 0);
+            for &b in &padded {
+                (state, acc) = step(table, state, acc, b);
+            }
+        }
+        (state, acc)
+    }
+
+    const DOC: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n{\"Code\":\"Success\",\
+\"LastUpdated\":\"2026-11-28T10:00:00Z\",\"Type\":\"AWS-HMAC\",\"AccessKeyId\":\"ASIAXYZ\",\
+\"SecretAccessKey\":\"s3cr\\\"et\",\"Token\":\"IQoJb3JpZ2luX2VjE\",\"Expiration\":\"2026-11-28T10:15:00Z\"}";
+
+    #[test]
+    fn finds_expiration_in_one_piece() {
+        assert_eq!(
+            run(&expiration::TABLE, &[DOC]),
+            (expiration::ACCEPT, 20261128101500)
+        );
+    }
+
+    #[test]
+    fn finds_expiration_split_at_every_byte_and_in_three_pieces() {
+        for i in 0..=DOC.len() {
+            let r = run(&expiration::TABLE, &[&DOC[..i], &DOC[i..]]);
+            assert_eq!(r, (expiration::ACCEPT, 20261128101500), "split at {i}");
+        }
+        let key = DOC.windows(12).position(|w| w == expiration::KEY).unwrap();
+        for i in key..key + 34 {
+            for j in i..key + 34 {
+                let r = run(&expiration::TABLE, &[&DOC[..i], &DOC[i..j], &DOC[j..]]);
+                assert_eq!(r.0, expiration::ACCEPT, "split at {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn tolerates_whitespace_and_restarts_on_a_quote() {
+        let doc = b"{\"\"Expiration\" : \"2030-01-02T03:04:05Z\"}";
+        assert_eq!(
+            run(&expiration::TABLE, &[doc]),
+            (expiration::ACCEPT, 20300102030405)
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_timestamps() {
+        for bad in [
+            &b"\"Expiration\":\"2026/11/28T10:15:00Z\""[..],
+            b"\"Expiration\":\"tomorrow\"",
+            b"\"Expiration\":1795860900",
+            b"\"Expiration\"x",
+            b"\"Expiration\":\"2026-11-28 10:15:00Z\"",
+        ] {
+            assert_eq!(
+                run(&expiration::TABLE, &[bad]).0,
+                expiration::FAIL,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn a_document_without_expiration_never_accepts() {
+        let doc = b"{\"Code\":\"Success\",\"Expirations\":3,\"Expire\":\"x\",\"Token\":\"abc\"}";
+        let (state, _) = run(&expiration::TABLE, &[doc]);
+        assert!(state < expiration::ACCEPT);
+    }
+
+    #[test]
+    fn terminal_states_are_sticky() {
+        for s in [expiration::ACCEPT, expiration::FAIL, expiration::FINISHED] {
+            for b in 0..=255u8 {
+                assert_eq!(step(&expiration::TABLE, s, 7, b), (s, 7));
+            }
+        }
+    }
+
+    #[test]
+    fn token_header_any_case_not_the_ttl_header() {
+        let with = |h: &[u8]| {
+            let mut req = b"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\n".to_vec();
+            req.extend_from_slice(h);
+            req.extend_from_slice(b"\r\n\r\n");
+            run(&token_header::TABLE, &[&req]).0 == token_header::ACCEPT
+        };
+        assert!(with(b"X-aws-ec2-metadata-token: AQAEAF"));
+        assert!(with(b"x-AWS-EC2-METADATA-TOKEN:AQAEAF"));
+        assert!(!with(b"X-aws-ec2-metadata-token-ttl-seconds: 21600"));
+        assert!(!with(b"Authorization: x-aws-ec2-metadata-token: no"));
+        assert!(!with(b""));
+    }
+
+    #[test]
+    fn nul_bytes_never_move_a_state() {
+        for s in 0..STATES as u8 {
+            assert_eq!(step(&expiration::TABLE, s, 5, 0), (s, 5));
+            assert_eq!(step(&token_header::TABLE, s, 0, 0), (s, 0));
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! errors included, so a bug here can cost a measurement but never a packet.
 #![no_std]
 #![no_main]
+// The entry points aya's #[cgroup_skb] generates take the kernel's raw context pointer.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod maps;
 mod packet;

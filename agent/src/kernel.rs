@@ -168,3 +168,27 @@ fn raise_memlock_limit() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use agent_common::names;
+
+    use super::EBPF_OBJECT;
+
+    #[test]
+    fn object_has_exactly_the_declared_programs_and_maps() {
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).expect("parse the built eBPF object");
+        let programs: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
+        assert_eq!(programs, names::PROGRAMS.iter().copied().collect());
+        // Sections such as .rodata (the automaton tables) are maps too, but not named ones.
+        let maps: BTreeSet<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|m| !m.starts_with('.'))
+            .collect();
+        assert_eq!(maps, names::MAPS.iter().copied().collect());
+    }
+}

@@ -30,7 +30,7 @@ def processes():
 
 
 @pytest.fixture
-def pod(cgroups, processes):
+def pod(cgroups):
     """A kubelet-shaped (systemd driver) container cgroup of its own for each test."""
     return cgroups.systemd_pod()
 

@@ -1,1 +1,148 @@
-fn main() {}
+//! Project tasks: `cargo xtask test` (every check and test, as CI runs them), `cargo xtask demo`.
+//! The README's commands (scripts/test.sh, scripts/demo.sh) run scripts/setup.sh first and then
+//! these.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// The eBPF crate's toolchain; kept equal to agent/build.rs and scripts/setup.sh.
+const EBPF_TOOLCHAIN: &str = "+nightly-2026-07-20";
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Format and lint checks, unit tests, then the root scenario tests against real servers,
+    /// a real SDK and the real kernel.
+    Test {
+        /// Only the checks and unit tests that need no root.
+        #[arg(long)]
+        unit_only: bool,
+        /// Extra arguments for pytest (e.g. -k storm).
+        #[arg(last = true)]
+        pytest_args: Vec<String>,
+    },
+    /// Build and run `credwatch demo` (needs root).
+    Demo {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match Cli::parse().task {
+        Task::Test {
+            unit_only,
+            pytest_args,
+        } => test(&root, unit_only, &pytest_args),
+        Task::Demo { args } => {
+            cargo(&["build", "-p", "agent"])?;
+            let mut cmd = Command::new(root.join("target/debug/credwatch"));
+            cmd.arg("demo").args(args);
+            run(&mut cmd)
+        }
+    }
+}
+
+fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<()> {
+    step("cargo fmt --check");
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    step("clippy (userspace)");
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    step("clippy (kernel programs)");
+    cargo(&[
+        EBPF_TOOLCHAIN,
+        "clippy",
+        "-p",
+        "agent-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    step("unit tests");
+    cargo(&["test"])?;
+    if unit_only {
+        return Ok(());
+    }
+    step("scenario tests (root, real kernel)");
+    cargo(&["build", "-p", "agent"])?;
+    if !is_root() {
+        println!(
+            "SKIPPED scenario tests: they load eBPF programs and create cgroups, which needs root"
+        );
+        return Ok(());
+    }
+    let pytest = root.join(".venv/bin/pytest");
+    if !pytest.exists() {
+        bail!("{} is missing: run scripts/setup.sh", pytest.display());
+    }
+    let mut cmd = Command::new(pytest);
+    cmd.args(["tests/scenarios", "-q", "-rs"])
+        .args(pytest_args)
+        .env("CREDWATCH_BIN", root.join("target/debug/credwatch"));
+    run(&mut cmd)
+}
+
+fn step(name: &str) {
+    println!("\n==> {name}");
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // `+toolchain` only works through the rustup proxy, not the resolved cargo binary.
+    let mut cmd = if args.first().is_some_and(|a| a.starts_with('+')) {
+        Command::new("cargo")
+    } else {
+        Command::new(cargo)
+    };
+    if args.first().is_some_and(|a| a.starts_with('+')) {
+        // The proxy must not inherit the pinned userspace toolchain chosen for this process.
+        cmd.env_remove("RUSTUP_TOOLCHAIN");
+    }
+    cmd.args(args);
+    run(&mut cmd)
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    })
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
