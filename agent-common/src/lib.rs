@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod dfa;
+pub mod dns;
 pub mod names;
 
 use core::mem::size_of;
@@ -19,6 +20,8 @@ pub const ROLE_MAX: usize = 64;
 
 /// Bit set in [`names::MAP_PORTS`] for a TCP port that some metadata endpoint listens on.
 pub const PORT_FLAG_METADATA: u8 = 1;
+/// Bit set in [`names::MAP_PORTS`] for a DNS server port (UDP and TCP).
+pub const PORT_FLAG_DNS: u8 = 2;
 
 /// Capacity of the per-socket flow table (LRU: the oldest idle flow is evicted first).
 pub const FLOW_TABLE_SIZE: u32 = 16_384;
@@ -252,7 +255,23 @@ pub mod counter {
     pub const REJECT_SCAN_LIMIT: u32 = 10;
     /// Retransmitted segment (ignored, counted for visibility).
     pub const RETRANSMIT: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// DNS event dropped: its ring buffer was full.
+    pub const LOST_DNS_RINGBUF_FULL: u32 = 12;
+    /// DNS pending-query table insert failed.
+    pub const LOST_DNS_PENDING_TABLE: u32 = 13;
+    /// DNS message shorter than its 12-byte header (or the TCP length prefix).
+    pub const DNS_MALFORMED_HEADER: u32 = 14;
+    /// DNS query whose question count is not 1, or a query with the response bit set.
+    pub const DNS_MALFORMED_QDCOUNT: u32 = 15;
+    /// Label longer than 63 bytes.
+    pub const DNS_MALFORMED_LABEL: u32 = 16;
+    /// Name longer than 255 bytes, or the question runs past the packet.
+    pub const DNS_MALFORMED_NAME: u32 = 17;
+    /// Compression pointer in a query's question (a query has nothing to point to).
+    pub const DNS_MALFORMED_POINTER: u32 = 18;
+    /// Response whose query the kernel did not see (sent before the agent started, or evicted).
+    pub const DNS_UNMATCHED_RESPONSE: u32 = 19;
+    pub const COUNT: u32 = 20;
 }
 
 /// Bytes of payload the kernel copies at once for parsing (a power of two: indexes are masked).
@@ -268,4 +287,7 @@ mod pod {
     unsafe impl aya::Pod for EndpointValue {}
     unsafe impl aya::Pod for MetadataEvent {}
     unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for crate::dns::DnsPendingKey {}
+    unsafe impl aya::Pod for crate::dns::DnsPending {}
+    unsafe impl aya::Pod for crate::dns::DnsEvent {}
 }

@@ -13,6 +13,10 @@ pub const MAP_ENDPOINTS: &str = "CW_ENDPOINTS";
 pub const MAP_FLOWS: &str = "CW_FLOWS";
 /// `RingBuf` of `MetadataEvent`.
 pub const MAP_EVENTS: &str = "CW_EVENTS";
+/// `LruHashMap<DnsPendingKey, DnsPending>`: queries waiting for their response.
+pub const MAP_DNS_PENDING: &str = "CW_DNS_PENDING";
+/// `RingBuf` of `DnsEvent`.
+pub const MAP_DNS_EVENTS: &str = "CW_DNS_EVENTS";
 /// `PerCpuArray<u64>` indexed by `counter::*`.
 pub const MAP_COUNTERS: &str = "CW_COUNTERS";
 /// `PerCpuArray<[u8; SCRATCH_LEN]>`: payload bytes copied for parsing, never exported.
@@ -24,4 +28,6 @@ pub const MAPS: &[&str] = &[
     MAP_EVENTS,
     MAP_COUNTERS,
     MAP_SCRATCH,
+    MAP_DNS_PENDING,
+    MAP_DNS_EVENTS,
 ];

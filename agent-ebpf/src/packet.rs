@@ -1,7 +1,7 @@
-//! IP and TCP header parsing for `cgroup_skb` (data starts at the IP header) and the fast path:
-//! a packet whose remote port is not a metadata port leaves after two loads and one array
+//! IP and L4 header parsing for `cgroup_skb` (data starts at the IP header) and the fast path:
+//! a packet whose remote port carries no flag leaves after two or three loads and one array
 //! lookup, which the verifier inlines.
-use agent_common::{EndpointKey, PORT_FLAG_METADATA};
+use agent_common::{EndpointKey, PORT_FLAG_DNS, PORT_FLAG_METADATA, SCRATCH_LEN, dfa};
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_cgroup_id},
@@ -9,21 +9,34 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{CW_ENDPOINTS, CW_PORTS},
+    dns,
+    maps::{CW_ENDPOINTS, CW_PORTS, CW_SCRATCH},
     request, response,
 };
 
-const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 const IPV6_HEADER_LEN: usize = 40;
+const UDP_HEADER_LEN: u32 = 8;
 pub const TCP_FIN: u8 = 0x01;
 
-/// Which side of the connection the metadata endpoint is on.
+/// Which side of the connection the watched service (endpoint, DNS server) is on.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    /// Egress: the endpoint is the destination.
-    ToEndpoint,
-    /// Ingress: the endpoint is the source.
-    FromEndpoint,
+pub enum Direction {
+    /// Egress: the service is the destination.
+    ToService,
+    /// Ingress: the service is the source.
+    FromService,
+}
+
+/// Where the L4 header is and what the port flags said.
+pub struct L4 {
+    pub proto: u8,
+    pub v4: bool,
+    pub l4_off: usize,
+    pub port: u16,
+    pub port_flags: u8,
+    pub dir: Direction,
 }
 
 /// A TCP segment to or from a metadata endpoint, with what the parsers need.
@@ -40,112 +53,152 @@ pub struct Segment {
 }
 
 pub fn egress(ctx: &SkBuffContext) -> Result<(), i64> {
-    if let Some(seg) = metadata_segment(ctx, Direction::ToEndpoint)? {
+    let Some(l4) = l4(ctx, Direction::ToService)? else {
+        return Ok(());
+    };
+    if l4.port_flags & PORT_FLAG_METADATA != 0
+        && l4.proto == IPPROTO_TCP
+        && let Some(seg) = metadata_segment(ctx, &l4)?
+    {
         request::on_segment(ctx, &seg);
+    } else if l4.port_flags & PORT_FLAG_DNS != 0 {
+        dns::on_query(ctx, &l4)?;
     }
     Ok(())
 }
 
 pub fn ingress(ctx: &SkBuffContext) -> Result<(), i64> {
-    if let Some(seg) = metadata_segment(ctx, Direction::FromEndpoint)? {
+    let Some(l4) = l4(ctx, Direction::FromService)? else {
+        return Ok(());
+    };
+    if l4.port_flags & PORT_FLAG_METADATA != 0
+        && l4.proto == IPPROTO_TCP
+        && let Some(seg) = metadata_segment(ctx, &l4)?
+    {
         response::on_segment(ctx, &seg);
+    } else if l4.port_flags & PORT_FLAG_DNS != 0 {
+        dns::on_response(ctx, &l4)?;
     }
     Ok(())
 }
 
-/// Returns the segment when it is TCP to (egress) or from (ingress) a configured endpoint.
+/// The fast path: TCP or UDP whose service-side port has a flag, else None.
 #[inline(always)]
-fn metadata_segment(ctx: &SkBuffContext, dir: Direction) -> Result<Option<Segment>, i64> {
+fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
     let first: u8 = ctx.load(0)?;
-    let (l4_off, addr_off, v4) = match first >> 4 {
-        4 => {
-            if ctx.load::<u8>(9)? != IPPROTO_TCP {
-                return Ok(None);
-            }
-            let ihl = ((first & 0x0f) as usize) * 4;
-            (
-                ihl,
-                if dir == Direction::ToEndpoint { 16 } else { 12 },
-                true,
-            )
-        }
-        6 => {
-            // Extension headers before TCP are not followed: metadata clients do not send them.
-            if ctx.load::<u8>(6)? != IPPROTO_TCP {
-                return Ok(None);
-            }
-            (
-                IPV6_HEADER_LEN,
-                if dir == Direction::ToEndpoint { 24 } else { 8 },
-                false,
-            )
-        }
+    let (proto, l4_off, v4) = match first >> 4 {
+        4 => (ctx.load::<u8>(9)?, ((first & 0x0f) as usize) * 4, true),
+        // Extension headers before TCP/UDP are not followed: these clients do not send them.
+        6 => (ctx.load::<u8>(6)?, IPV6_HEADER_LEN, false),
         _ => return Ok(None),
     };
-    let port_off = if dir == Direction::ToEndpoint {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Ok(None);
+    }
+    // TCP and UDP both start with source port, then destination port.
+    let port_off = if dir == Direction::ToService {
         l4_off + 2
     } else {
         l4_off
     };
     let port = u16::from_be(ctx.load::<u16>(port_off)?);
-    match CW_PORTS.get(port as u32) {
-        Some(flags) if *flags & PORT_FLAG_METADATA != 0 => {}
+    let port_flags = match CW_PORTS.get(port as u32) {
+        Some(flags) if *flags != 0 => *flags,
         _ => return Ok(None),
-    }
+    };
+    Ok(Some(L4 {
+        proto,
+        v4,
+        l4_off,
+        port,
+        port_flags,
+        dir,
+    }))
+}
 
-    // Slow path: the port is a metadata port; is the address an endpoint?
-    let key = if v4 {
-        EndpointKey::v4(ctx.load::<[u8; 4]>(addr_off)?, port)
+/// The TCP segment when its service-side address is a configured metadata endpoint.
+#[inline(always)]
+fn metadata_segment(ctx: &SkBuffContext, l4: &L4) -> Result<Option<Segment>, i64> {
+    let to_service = l4.dir == Direction::ToService;
+    let key = if l4.v4 {
+        EndpointKey::v4(
+            ctx.load::<[u8; 4]>(if to_service { 16 } else { 12 })?,
+            l4.port,
+        )
     } else {
-        EndpointKey::new(ctx.load::<[u8; 16]>(addr_off)?, port)
+        EndpointKey::new(
+            ctx.load::<[u8; 16]>(if to_service { 24 } else { 8 })?,
+            l4.port,
+        )
     };
     let Some(endpoint) = (unsafe { CW_ENDPOINTS.get(&key) }) else {
         return Ok(None);
     };
-
-    let seq = u32::from_be(ctx.load::<u32>(l4_off + 4)?);
-    let data_off = ((ctx.load::<u8>(l4_off + 12)? >> 4) as usize) * 4;
-    let tcp_flags: u8 = ctx.load(l4_off + 13)?;
-    let payload_off = (l4_off + data_off) as u32;
-    let len = ctx.len();
-    let payload_len = len.saturating_sub(payload_off);
-    let skb = ctx.as_ptr();
+    let (payload_off, payload_len) = tcp_payload(ctx, l4.l4_off)?;
     Ok(Some(Segment {
         endpoint_kind: endpoint.kind,
-        seq,
-        tcp_flags,
+        seq: u32::from_be(ctx.load::<u32>(l4.l4_off + 4)?),
+        tcp_flags: ctx.load(l4.l4_off + 13)?,
         payload_off,
         payload_len,
-        cookie: unsafe { bpf_get_socket_cookie(skb) },
-        cgroup_id: unsafe { bpf_skb_cgroup_id(skb.cast()) },
+        cookie: socket_cookie(ctx),
+        cgroup_id: cgroup_id(ctx),
         now_ns: unsafe { bpf_ktime_get_ns() },
     }))
 }
 
-/// Copies up to `SCRATCH_LEN` payload bytes starting `skip` bytes into the payload into the
-/// per-CPU scratch buffer; returns the buffer and how many bytes it holds.
+/// Offset and length of the L4 payload (TCP: after the header's data offset; UDP: after 8 bytes).
 #[inline(always)]
-pub fn load_payload(
-    ctx: &SkBuffContext,
-    seg: &Segment,
-    skip: u32,
-) -> Option<(&'static mut [u8; agent_common::SCRATCH_LEN], usize)> {
-    use agent_common::SCRATCH_LEN;
-    let buf = unsafe { &mut *crate::maps::CW_SCRATCH.get_ptr_mut(0)? };
-    let remaining = seg.payload_len.checked_sub(skip)? as i64;
-    let n = if remaining > SCRATCH_LEN as i64 {
-        SCRATCH_LEN as i64
+pub fn payload(ctx: &SkBuffContext, l4: &L4) -> Result<(u32, u32), i64> {
+    if l4.proto == IPPROTO_TCP {
+        tcp_payload(ctx, l4.l4_off)
     } else {
-        remaining
-    };
-    // bpf_skb_load_bytes needs a length the verifier can prove is in [1, SCRATCH_LEN].
-    if !aya_ebpf::check_bounds_signed(n, 1, SCRATCH_LEN as i64) {
+        let off = l4.l4_off as u32 + UDP_HEADER_LEN;
+        Ok((off, ctx.len().saturating_sub(off)))
+    }
+}
+
+#[inline(always)]
+fn tcp_payload(ctx: &SkBuffContext, l4_off: usize) -> Result<(u32, u32), i64> {
+    let data_off = ((ctx.load::<u8>(l4_off + 12)? >> 4) as usize) * 4;
+    let off = (l4_off + data_off) as u32;
+    Ok((off, ctx.len().saturating_sub(off)))
+}
+
+#[inline(always)]
+pub fn socket_cookie(ctx: &SkBuffContext) -> u64 {
+    unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
+}
+
+#[inline(always)]
+pub fn cgroup_id(ctx: &SkBuffContext) -> u64 {
+    unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast()) }
+}
+
+/// Copies up to `SCRATCH_LEN` bytes from `off` (at most `avail` exist) into the per-CPU scratch
+/// buffer; returns the buffer and how many bytes it holds.
+#[inline(always)]
+pub fn load_scratch(
+    ctx: &SkBuffContext,
+    off: u32,
+    avail: u32,
+) -> Option<(&'static mut [u8; SCRATCH_LEN], usize)> {
+    let buf = unsafe { &mut *CW_SCRATCH.get_ptr_mut(0)? };
+    // bpf_skb_load_bytes needs a length the verifier can prove is in [1, SCRATCH_LEN] in the very
+    // register it is passed in. Hiding the value from LLVM makes it emit the checks below on that
+    // register instead of folding them into facts the verifier cannot see (aya issue #1207).
+    let n = opaque(if avail as usize > SCRATCH_LEN {
+        SCRATCH_LEN as u64
+    } else {
+        avail as u64
+    });
+    if n == 0 || n > SCRATCH_LEN as u64 {
         return None;
     }
     let rc = unsafe {
         aya_ebpf::helpers::bpf_skb_load_bytes(
             ctx.as_ptr() as *const _,
-            seg.payload_off + skip,
+            off,
             buf.as_mut_ptr() as *mut _,
             n as u32,
         )
@@ -156,11 +209,33 @@ pub fn load_payload(
     Some((buf, n as usize))
 }
 
+/// Returns `v` unchanged through an instruction LLVM cannot see through (a self-move, so that the
+/// program still has an instruction at that line for the kernel's line info).
+#[inline(always)]
+pub fn opaque(mut v: u64) -> u64 {
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) v) };
+    v
+}
+
+/// [`load_scratch`] for the metadata parsers: `skip` bytes into the segment's payload.
+#[inline(always)]
+pub fn load_payload(
+    ctx: &SkBuffContext,
+    seg: &Segment,
+    skip: u32,
+) -> Option<(&'static mut [u8; SCRATCH_LEN], usize)> {
+    load_scratch(
+        ctx,
+        seg.payload_off + skip,
+        seg.payload_len.checked_sub(skip)?,
+    )
+}
+
 /// Zeroes the scratch buffer, so payload bytes do not linger in kernel memory after parsing.
 #[inline(always)]
-pub fn wipe_scratch(buf: &mut [u8; agent_common::SCRATCH_LEN]) {
+pub fn wipe_scratch(buf: &mut [u8; SCRATCH_LEN]) {
     let words = buf.as_mut_ptr() as *mut u64;
-    for i in 0..agent_common::SCRATCH_LEN / 8 {
+    for i in 0..SCRATCH_LEN / 8 {
         unsafe { words.add(i).write_volatile(0) };
     }
 }
@@ -170,14 +245,14 @@ pub fn wipe_scratch(buf: &mut [u8; agent_common::SCRATCH_LEN]) {
 /// queueing states; bytes past the loaded length are zero, which every state ignores.
 #[inline(always)]
 pub fn run_dfa(
-    table: &[u16; agent_common::dfa::TABLE_LEN],
-    buf: &[u8; agent_common::SCRATCH_LEN],
+    table: &[u16; dfa::TABLE_LEN],
+    buf: &[u8; SCRATCH_LEN],
     mut state: u8,
     mut acc: u64,
 ) -> (u8, u64) {
     let mut i = 0;
-    while i < agent_common::SCRATCH_LEN {
-        (state, acc) = agent_common::dfa::step(table, state, acc, buf[i]);
+    while i < SCRATCH_LEN {
+        (state, acc) = dfa::step(table, state, acc, buf[i]);
         i += 1;
     }
     (state, acc)

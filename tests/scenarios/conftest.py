@@ -9,6 +9,10 @@ import pytest
 
 from harness import Agent, CgroupTree, Processes, cgroup2_mount
 
+# Pinned rather than the agent's defaults, so a change of defaults does not silently change what
+# the storm assertions mean: a run of 20 fetches in seconds is a storm, a single fetch is not.
+STORM_ARGS = ("--storm-window", "300", "--storm-min-fetches", "5")
+
 
 @pytest.fixture(scope="session")
 def cgroups():
@@ -56,7 +60,7 @@ def agent(cgroups, processes, tmp_path):
     metadata endpoints and waits for /readyz; stopped with SIGTERM afterwards."""
     started = []
 
-    def start(*metadata_servers, extra_args=("--storm-window", "300", "--storm-min-fetches", "5")):
+    def start(*metadata_servers, extra_args=STORM_ARGS):
         workdir = tmp_path / f"agent{len(started)}"
         workdir.mkdir()
         endpoints = [server.endpoint for server in metadata_servers]

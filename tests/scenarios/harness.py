@@ -26,7 +26,7 @@ TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 CLIENTS = TESTS / "clients"
 sys.path.insert(0, str(TESTS / "fixtures"))
-import credserver  # noqa: E402  (path set just above)
+import credserver  # noqa: E402,F401  (path set just above; re-exported to the tests)
 
 CLIENT_TIMEOUT = 120
 READY_TIMEOUT = 30

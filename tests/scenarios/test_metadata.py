@@ -50,7 +50,7 @@ def run_raw(processes, cgroup, server, payload: bytes):
     """Send `payload` from `cgroup`; check both directions arrived byte for byte."""
     args = ["--host", server.host, "--port", server.port, "--send-hex", payload.hex()]
     report = processes.run_client("raw_client.py", args, cgroup)
-    request, response = server.exchanges()[-1]
+    _, request, response = server.exchanges()[-1]
     assert bytes.fromhex(report["sent"]) == request
     assert bytes.fromhex(report["received"]) == response
 

@@ -1,0 +1,219 @@
+//! DNS over UDP and TCP: queries (id, question name, qtype) on egress to a DNS port, responses
+//! (rcode, answer count, truncation) on ingress from one, matched to their query by socket
+//! cookie and transaction id so that latency is measured here, between the two packets.
+//!
+//! The question name is validated while it is walked (labels ≤ 63 bytes, name ≤ 255, no
+//! compression pointer: a query's question has nothing earlier to point to), with a constant loop
+//! bound the verifier accepts; malformed messages are counted by reason and otherwise ignored.
+use agent_common::{
+    SCRATCH_LEN, counter,
+    dns::{
+        DnsEvent, DnsPending, DnsPendingKey, EVENT_QUERY, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED,
+        HEADER_LEN, LABELS_MAX, NAME_BUF, NAME_MAX,
+    },
+};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
+
+use crate::{
+    maps::{CW_DNS_EVENTS, CW_DNS_PENDING, count},
+    packet::{
+        IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie, wipe_scratch,
+    },
+};
+
+const MASK: usize = SCRATCH_LEN - 1;
+/// Name, then qtype and qclass.
+const QUESTION_MAX: u32 = NAME_MAX as u32 + 4;
+
+/// Where the DNS message starts and how long it is (TCP: after the 2-byte length prefix).
+#[inline(always)]
+fn message(ctx: &SkBuffContext, l4: &L4) -> Result<Option<(u32, u32, u8)>, i64> {
+    let (off, len) = payload(ctx, l4)?;
+    if len == 0 {
+        return Ok(None); // TCP handshake, ACKs and FINs
+    }
+    let (off, len, flags) = if l4.proto == IPPROTO_TCP {
+        (off + 2, len.saturating_sub(2), FLAG_TCP)
+    } else {
+        (off, len, 0)
+    };
+    if (len as usize) < HEADER_LEN {
+        count(counter::DNS_MALFORMED_HEADER);
+        return Ok(None);
+    }
+    Ok(Some((off, len, flags)))
+}
+
+pub fn on_query(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
+    let Some((off, len, flags)) = message(ctx, l4)? else {
+        return Ok(());
+    };
+    let header: [u8; HEADER_LEN] = ctx.load(off as usize)?;
+    let id = u16::from_be_bytes([header[0], header[1]]);
+    let qdcount = u16::from_be_bytes([header[4], header[5]]);
+    if header[2] & 0x80 != 0 || qdcount != 1 {
+        count(counter::DNS_MALFORMED_QDCOUNT);
+        return Ok(());
+    }
+    let question = len - HEADER_LEN as u32;
+    let avail = if question > QUESTION_MAX {
+        QUESTION_MAX
+    } else {
+        question
+    };
+    let Some((buf, n)) = load_scratch(ctx, off + HEADER_LEN as u32, avail) else {
+        count(counter::DNS_MALFORMED_NAME);
+        return Ok(());
+    };
+    match walk_name(buf, n) {
+        Ok(name_len) => {
+            // Each exit of the label walk has its own constant length; hiding it from the
+            // verifier lets the paths below merge instead of being walked once per exit.
+            let name_len = opaque(name_len as u64) as usize;
+            let qtype_at = name_len + 1;
+            if name_len >= NAME_MAX || qtype_at + 4 > n {
+                count(counter::DNS_MALFORMED_NAME);
+            } else {
+                let qtype = u16::from_be_bytes([buf[qtype_at & MASK], buf[(qtype_at + 1) & MASK]]);
+                record_query(ctx, buf, id, name_len, qtype, flags);
+            }
+        }
+        Err(reason) => count(reason),
+    }
+    wipe_scratch(buf);
+    Ok(())
+}
+
+/// Validates the wire-format name at the start of `buf[..n]`; returns its length without the
+/// root label, or the malformed-reason counter.
+#[inline(always)]
+fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
+    let mut pos = 0usize;
+    let mut labels = 0;
+    while labels < LABELS_MAX {
+        if pos >= n {
+            return Err(counter::DNS_MALFORMED_NAME);
+        }
+        let len = buf[pos & MASK] as usize;
+        if len == 0 {
+            return Ok(pos);
+        }
+        if len & 0xc0 != 0 {
+            return Err(counter::DNS_MALFORMED_POINTER);
+        }
+        if len > 63 {
+            return Err(counter::DNS_MALFORMED_LABEL);
+        }
+        pos += len + 1;
+        if pos >= NAME_MAX {
+            return Err(counter::DNS_MALFORMED_NAME);
+        }
+        labels += 1;
+    }
+    Err(counter::DNS_MALFORMED_NAME)
+}
+
+#[inline(always)]
+fn record_query(
+    ctx: &SkBuffContext,
+    buf: &[u8; SCRATCH_LEN],
+    id: u16,
+    name_len: usize,
+    qtype: u16,
+    flags: u8,
+) {
+    let cookie = socket_cookie(ctx);
+    let cgroup_id = cgroup_id(ctx);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = DnsPendingKey {
+        cookie,
+        id,
+        _pad: [0; 6],
+    };
+    let pending = DnsPending {
+        query_ns: now,
+        cgroup_id,
+        qtype,
+        _pad: [0; 6],
+    };
+    if CW_DNS_PENDING.insert(&key, &pending, 0).is_err() {
+        count(counter::LOST_DNS_PENDING_TABLE);
+    }
+    let Some(mut entry) = CW_DNS_EVENTS.reserve::<DnsEvent>(0) else {
+        count(counter::LOST_DNS_RINGBUF_FULL);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        (*ev).cookie = cookie;
+        (*ev).cgroup_id = cgroup_id;
+        (*ev).latency_ns = 0;
+        (*ev).ktime_ns = now;
+        (*ev).id = id;
+        (*ev).qtype = qtype;
+        (*ev).ancount = 0;
+        (*ev).event = EVENT_QUERY;
+        (*ev).flags = flags;
+        (*ev).rcode = 0;
+        (*ev).name_len = name_len as u8;
+        (*ev)._pad = [0; 6];
+        // Only the name's bytes; the rest of the buffer is zeroed without a branch per byte.
+        let mut i = 0;
+        while i < NAME_BUF {
+            let keep = ((i as i64 - name_len as i64) >> 63) as u8; // 0xff while i < name_len
+            (*ev).name[i] = buf[i & MASK] & keep;
+            i += 1;
+        }
+    }
+    entry.submit(0);
+}
+
+pub fn on_response(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
+    let Some((off, _len, flags)) = message(ctx, l4)? else {
+        return Ok(());
+    };
+    let header: [u8; HEADER_LEN] = ctx.load(off as usize)?;
+    if header[2] & 0x80 == 0 {
+        count(counter::DNS_MALFORMED_QDCOUNT);
+        return Ok(());
+    }
+    let id = u16::from_be_bytes([header[0], header[1]]);
+    let key = DnsPendingKey {
+        cookie: socket_cookie(ctx),
+        id,
+        _pad: [0; 6],
+    };
+    let Some(pending) = (unsafe { CW_DNS_PENDING.get(&key) }).copied() else {
+        count(counter::DNS_UNMATCHED_RESPONSE);
+        return Ok(());
+    };
+    let _ = CW_DNS_PENDING.remove(&key);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(mut entry) = CW_DNS_EVENTS.reserve::<DnsEvent>(0) else {
+        count(counter::LOST_DNS_RINGBUF_FULL);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        (*ev).cookie = key.cookie;
+        (*ev).cgroup_id = pending.cgroup_id;
+        (*ev).latency_ns = now.wrapping_sub(pending.query_ns);
+        (*ev).ktime_ns = now;
+        (*ev).id = id;
+        (*ev).qtype = pending.qtype;
+        (*ev).ancount = u16::from_be_bytes([header[6], header[7]]);
+        (*ev).event = EVENT_RESPONSE;
+        (*ev).flags = flags
+            | if header[2] & 0x02 != 0 {
+                FLAG_TRUNCATED
+            } else {
+                0
+            };
+        (*ev).rcode = header[3] & 0x0f;
+        (*ev).name_len = 0;
+        (*ev)._pad = [0; 6];
+        (*ev).name = [0; NAME_BUF];
+    }
+    entry.submit(0);
+    Ok(())
+}
