@@ -100,6 +100,11 @@ impl CgroupIndex {
         self.paths.get(&id).map(String::as_str)
     }
 
+    pub fn absolute(&self, id: u64) -> Option<PathBuf> {
+        self.get(id)
+            .map(|rel| self.mount.join(rel.trim_start_matches('/')))
+    }
+
     /// Walks the subtree again. Directories that vanish during the walk are skipped.
     pub fn rescan(&mut self) {
         let mut paths = HashMap::with_capacity(self.paths.len().max(64));

@@ -13,7 +13,8 @@ use tokio::{
     sync::watch,
 };
 
-use crate::pipeline::Ready;
+/// Shared readiness: true once programs are attached and events are being read.
+pub type Ready = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
 const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

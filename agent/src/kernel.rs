@@ -1,9 +1,9 @@
 //! Loading the kernel programs, filling their configuration maps and attaching them. Dropping
 //! [`Kernel`] detaches everything; attachments are bpf_links owned by this process, so they also
 //! go away if the process dies.
-use std::{collections::BTreeSet, fs::File, path::Path};
+use std::{fs::File, path::Path};
 
-use agent_common::{EndpointValue, PORT_FLAG_METADATA, names};
+use agent_common::{EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA, names};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -50,6 +50,7 @@ pub enum KernelError {
 pub struct Kernel {
     pub attachment: Attachment,
     pub events: RingBuf<MapData>,
+    pub dns_events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
 }
 
@@ -59,12 +60,16 @@ pub struct Attachment {
     pub programs: Vec<&'static str>,
 }
 
-pub fn load_and_attach(cgroup: &Path, endpoints: &[EndpointSpec]) -> Result<Kernel, KernelError> {
+pub fn load_and_attach(
+    cgroup: &Path,
+    endpoints: &[EndpointSpec],
+    dns_ports: &[u16],
+) -> Result<Kernel, KernelError> {
     raise_memlock_limit();
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .map_err(KernelError::Load)?;
-    configure_endpoints(&mut ebpf, endpoints)?;
+    configure_ports(&mut ebpf, endpoints, dns_ports)?;
 
     let events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?).map_err(|source| {
         KernelError::Map {
@@ -72,6 +77,13 @@ pub fn load_and_attach(cgroup: &Path, endpoints: &[EndpointSpec]) -> Result<Kern
             source,
         }
     })?;
+    let dns_events =
+        RingBuf::try_from(take_map(&mut ebpf, names::MAP_DNS_EVENTS)?).map_err(|source| {
+            KernelError::Map {
+                name: names::MAP_DNS_EVENTS,
+                source,
+            }
+        })?;
     let counters =
         PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?).map_err(|source| {
             KernelError::Map {
@@ -107,6 +119,7 @@ pub fn load_and_attach(cgroup: &Path, endpoints: &[EndpointSpec]) -> Result<Kern
             programs: attached,
         },
         events,
+        dns_events,
         counters,
     })
 }
@@ -115,7 +128,13 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Kerne
     ebpf.take_map(name).ok_or(KernelError::MissingMap(name))
 }
 
-fn configure_endpoints(ebpf: &mut Ebpf, endpoints: &[EndpointSpec]) -> Result<(), KernelError> {
+/// Fills the endpoint table and flags each watched port (a port can be both a metadata and a DNS
+/// port; metadata parsing then takes precedence for TCP to an endpoint address).
+fn configure_ports(
+    ebpf: &mut Ebpf,
+    endpoints: &[EndpointSpec],
+    dns_ports: &[u16],
+) -> Result<(), KernelError> {
     if endpoints.len() > agent_common::ENDPOINT_TABLE_SIZE as usize {
         return Err(KernelError::TooManyEndpoints(
             endpoints.len(),
@@ -128,7 +147,7 @@ fn configure_endpoints(ebpf: &mut Ebpf, endpoints: &[EndpointSpec]) -> Result<()
             .ok_or(KernelError::MissingMap(names::MAP_ENDPOINTS))?,
     )
     .map_err(map_err(names::MAP_ENDPOINTS))?;
-    let mut ports = BTreeSet::new();
+    let mut ports = std::collections::BTreeMap::<u16, u8>::new();
     for e in endpoints {
         let value = EndpointValue {
             kind: e.kind as u8,
@@ -137,17 +156,21 @@ fn configure_endpoints(ebpf: &mut Ebpf, endpoints: &[EndpointSpec]) -> Result<()
         table
             .insert(&e.key(), &value, 0)
             .map_err(map_err(names::MAP_ENDPOINTS))?;
-        ports.insert(e.addr.port());
+        *ports.entry(e.addr.port()).or_default() |= PORT_FLAG_METADATA;
         log::info!("watching metadata endpoint {e}");
+    }
+    for &port in dns_ports {
+        *ports.entry(port).or_default() |= PORT_FLAG_DNS;
+        log::info!("watching DNS on port {port}");
     }
     let mut port_flags: Array<_, u8> = Array::try_from(
         ebpf.map_mut(names::MAP_PORTS)
             .ok_or(KernelError::MissingMap(names::MAP_PORTS))?,
     )
     .map_err(map_err(names::MAP_PORTS))?;
-    for port in ports {
+    for (port, flags) in ports {
         port_flags
-            .set(u32::from(port), &PORT_FLAG_METADATA, 0)
+            .set(u32::from(port), &flags, 0)
             .map_err(map_err(names::MAP_PORTS))?;
     }
     Ok(())

@@ -2,6 +2,7 @@
 mod cgroup;
 mod cli;
 mod demo;
+mod dns;
 mod endpoints;
 mod http;
 mod kernel;

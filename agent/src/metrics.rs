@@ -61,6 +61,28 @@ pub struct StormLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub qtype: &'static str,
+    pub rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsQtypeLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub qtype: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsNameLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgramLabels {
     pub program: &'static str,
 }
@@ -78,6 +100,69 @@ fn duration_histogram() -> Histogram {
 fn lifetime_histogram() -> Histogram {
     Histogram::new(LIFETIME_BUCKETS)
 }
+fn dns_histogram() -> Histogram {
+    Histogram::new(DNS_DURATION_BUCKETS)
+}
+
+/// DNS answers from a node-local cache take well under a millisecond; a search-list miss to an
+/// upstream tens of milliseconds; resolver timeouts are seconds.
+pub const DNS_DURATION_BUCKETS: [f64; 14] = [
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Clone)]
+pub struct DnsMetrics {
+    pub requests: Family<DnsLabels, Counter>,
+    pub duration: HistogramFamily<DnsQtypeLabels>,
+    pub expansion_queries: Family<Workload, Counter>,
+    pub expansion_seconds: Family<Workload, Counter<f64, AtomicU64>>,
+    pub truncated: Family<Workload, Counter>,
+    pub names: Family<DnsNameLabels, Counter>,
+}
+
+impl DnsMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(dns_histogram),
+            expansion_queries: Family::default(),
+            expansion_seconds: Family::default(),
+            truncated: Family::default(),
+            names: Family::default(),
+        };
+        r.register(
+            "credwatch_dns_requests",
+            "DNS queries by type and response code (rcode=\"timeout\": no answer in time)",
+            m.requests.clone(),
+        );
+        r.register(
+            "credwatch_dns_request_duration_seconds",
+            "Time from a DNS query to its response, measured in the kernel",
+            m.duration.clone(),
+        );
+        r.register(
+            "credwatch_dns_search_expansion_queries",
+            "Queries sent only because of the search list (suffix tried, NXDOMAIN)",
+            m.expansion_queries.clone(),
+        );
+        r.register(
+            "credwatch_dns_search_expansion_seconds",
+            "Time spent waiting on search-list expansion queries",
+            m.expansion_seconds.clone(),
+        );
+        r.register(
+            "credwatch_dns_truncated_responses",
+            "UDP responses with the TC bit (the resolver retries over TCP)",
+            m.truncated.clone(),
+        );
+        r.register(
+            "credwatch_dns_name_queries",
+            "Queries per name, opt-in (--dns-top-names N): the first N names per pod, the rest as ~other",
+            m.names.clone(),
+        );
+        m
+    }
+}
 
 /// Rejects found in userspace, exported with the kernel's under the same metric.
 #[derive(Debug, Default)]
@@ -86,6 +171,10 @@ pub struct UserspaceCounters {
     pub bad_timestamp: AtomicU64,
     /// A ring buffer record that could not be decoded.
     pub undecodable_event: AtomicU64,
+    /// The userspace pending-query table was full: a query was dropped without an outcome.
+    pub dns_pending_full: AtomicU64,
+    /// A DNS response whose query event never reached userspace.
+    pub dns_response_without_query: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -98,6 +187,7 @@ pub struct Metrics {
     pub storm: Family<StormLabels, Gauge>,
     pub attached: Family<ProgramLabels, Gauge>,
     pub cgroups_known: Gauge,
+    pub dns: DnsMetrics,
     pub userspace: Arc<UserspaceCounters>,
 }
 
@@ -105,7 +195,9 @@ impl Metrics {
     /// Creates the metrics and a registry that exports them (and `kernel`'s counters, when
     /// given).
     pub fn new(kernel: Option<KernelCounters>) -> (Self, Registry) {
+        let mut r = Registry::default();
         let m = Self {
+            dns: DnsMetrics::register(&mut r),
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             imdsv1: Family::default(),
@@ -116,7 +208,6 @@ impl Metrics {
             cgroups_known: Gauge::default(),
             userspace: Arc::default(),
         };
-        let mut r = Registry::default();
         r.register(
             "credwatch_metadata_requests",
             "Requests to metadata/credential endpoints, by HTTP status of the response",
@@ -209,6 +300,15 @@ impl KernelCounters {
 const LOST: &[(u32, &str)] = &[
     (counter::LOST_RINGBUF_FULL, "ringbuf_full"),
     (counter::LOST_FLOW_TABLE, "flow_table_full"),
+    (counter::LOST_DNS_RINGBUF_FULL, "dns_ringbuf_full"),
+    (counter::LOST_DNS_PENDING_TABLE, "dns_pending_table_full"),
+];
+const DNS_MALFORMED: &[(u32, &str)] = &[
+    (counter::DNS_MALFORMED_HEADER, "header"),
+    (counter::DNS_MALFORMED_QDCOUNT, "qdcount"),
+    (counter::DNS_MALFORMED_LABEL, "label_too_long"),
+    (counter::DNS_MALFORMED_NAME, "name"),
+    (counter::DNS_MALFORMED_POINTER, "compression_pointer"),
 ];
 const REJECTS: &[(u32, &str)] = &[
     (counter::REJECT_NOT_HTTP, "not_http"),
@@ -236,12 +336,21 @@ impl Collector for LossAndRejects {
             .map(KernelCounters::read)
             .unwrap_or_default();
         let user_ts = self.userspace.bad_timestamp.load(Ordering::Relaxed);
-        let user_decode = self.userspace.undecodable_event.load(Ordering::Relaxed);
-
-        let lost = LOST
-            .iter()
-            .map(|&(i, r)| (r, k[i as usize]))
-            .chain([("undecodable_event", user_decode)]);
+        let user = &self.userspace;
+        let lost = LOST.iter().map(|&(i, r)| (r, k[i as usize])).chain([
+            (
+                "undecodable_event",
+                user.undecodable_event.load(Ordering::Relaxed),
+            ),
+            (
+                "dns_userspace_pending_full",
+                user.dns_pending_full.load(Ordering::Relaxed),
+            ),
+            (
+                "dns_query_event_missing",
+                user.dns_response_without_query.load(Ordering::Relaxed),
+            ),
+        ]);
         counter_family(
             &mut enc,
             "credwatch_events_lost",
@@ -262,6 +371,19 @@ impl Collector for LossAndRejects {
             "credwatch_parse_rejects",
             "Metadata traffic the parsers refused, by reason; the packets themselves pass unchanged",
             rejects,
+        )?;
+        let malformed = DNS_MALFORMED.iter().map(|&(i, r)| (r, k[i as usize]));
+        counter_family(
+            &mut enc,
+            "credwatch_dns_malformed",
+            "DNS messages the parser refused, by reason",
+            malformed,
+        )?;
+        counter_family(
+            &mut enc,
+            "credwatch_dns_unmatched_responses",
+            "DNS responses whose query the kernel did not see (sent before start, or evicted)",
+            [("unmatched", k[counter::DNS_UNMATCHED_RESPONSE as usize])],
         )?;
         counter_family(
             &mut enc,

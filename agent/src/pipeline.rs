@@ -1,59 +1,58 @@
-//! From kernel events to metrics: attribution, counting and the storm detector.
-use std::{
-    os::fd::AsRawFd as _,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+//! From kernel events to metrics: attribution, counting, the storm detector and DNS.
+use std::{sync::atomic::Ordering, time::Duration};
 
 use agent_common::RequestKind;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
 use crate::{
+    dns::{
+        self,
+        observer::{DnsObserver, monotonic_ns},
+    },
     metadata::{
         detector::{Detector, FlagChange, Rule},
         event::{self, Observation, What},
         expiration::{self, Clock},
     },
     metrics::{CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels},
-    workload::{Resolver, Workload},
+    workload::Resolver,
 };
 
-/// How often idle storm flags are re-evaluated (so they clear when fetching stops).
-const TICK: Duration = Duration::from_secs(5);
+/// How often storm flags are re-evaluated (so they clear when fetching stops) and DNS timeouts
+/// are reported.
+const TICK: Duration = Duration::from_secs(1);
 /// A (workload, role) with no fetch for this long is forgotten and its storm series removed.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 pub struct Pipeline {
     resolver: Resolver,
     detector: Detector<StormLabels>,
+    dns: DnsObserver,
     metrics: Metrics,
     clock: Clock,
 }
 
 impl Pipeline {
-    pub fn new(resolver: Resolver, rule: Rule, metrics: Metrics) -> Self {
+    pub fn new(resolver: Resolver, rule: Rule, dns: DnsObserver, metrics: Metrics) -> Self {
         Self {
             resolver,
             detector: Detector::new(rule),
+            dns,
             metrics,
             clock: Clock::now(),
         }
     }
 
-    /// Reads events until `shutdown` changes.
+    /// Reads both rings until `shutdown` changes.
     pub async fn run(
         mut self,
         ring: RingBuf<MapData>,
+        dns_ring: RingBuf<MapData>,
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
-        // SAFETY: the ring buffer owns its fd, which stays open and unchanged until the AsyncFd (and
-        // the RingBuf inside it) is dropped.
-        let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-        log::debug!(
-            "reading events from ring buffer fd {}",
-            ring.get_ref().as_raw_fd()
-        );
+        let mut ring = register(ring)?;
+        let mut dns_ring = register(dns_ring)?;
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -63,10 +62,21 @@ impl Pipeline {
                     while let Some(item) = ring.next() {
                         match event::decode(&item) {
                             Ok(o) => self.observe(o),
-                            Err(e) => {
-                                self.metrics.userspace.undecodable_event.fetch_add(1, Ordering::Relaxed);
-                                log::warn!("dropping kernel event: {e}");
+                            Err(e) => self.undecodable(&e),
+                        }
+                    }
+                    guard.clear_ready();
+                }
+                guard = dns_ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let ring = guard.get_inner_mut();
+                    while let Some(item) = ring.next() {
+                        match dns::event::decode(&item) {
+                            Ok(o) => {
+                                let now = self.clock.unix_seconds(o.ktime_ns());
+                                self.dns.observe(o, &mut self.resolver, &self.metrics, now);
                             }
+                            Err(e) => self.undecodable(&e),
                         }
                     }
                     guard.clear_ready();
@@ -77,25 +87,21 @@ impl Pipeline {
         }
     }
 
-    fn workload(&mut self, cgroup_id: u64) -> Workload {
-        match self.resolver.resolve(cgroup_id) {
-            Some(w) => (*w).clone(),
-            // The cgroup vanished before it could be indexed: say so instead of "unknown".
-            None => Workload {
-                pod: format!("/cgroup-id/{cgroup_id}"),
-                ..Default::default()
-            },
-        }
+    fn undecodable(&self, e: &dyn std::fmt::Display) {
+        self.metrics
+            .userspace
+            .undecodable_event
+            .fetch_add(1, Ordering::Relaxed);
+        log::warn!("dropping kernel event: {e}");
     }
 
     pub fn observe(&mut self, o: Observation) {
-        let workload = self.workload(o.cgroup_id);
+        let workload = self.resolver.workload_or_fallback(o.cgroup_id);
         let now = self.clock.unix_seconds(o.ktime_ns);
         let endpoint = o.endpoint.as_str();
         let kind = o.kind.as_str();
         log::debug!(
-            "{} {kind} role={:?} {:?} ({workload:?})",
-            endpoint,
+            "{endpoint} {kind} role={:?} {:?} ({workload:?})",
             o.role,
             o.what
         );
@@ -136,7 +142,8 @@ impl Pipeline {
                         workload,
                         role: o.role,
                     };
-                    self.storm_key_seen(&key);
+                    // The storm series exists (at 0) from a key's first fetch, so "no storm" shows.
+                    let _ = self.metrics.storm.get_or_create(&key);
                     let change = self.detector.on_fetch(&key, now);
                     self.apply(change);
                 }
@@ -169,29 +176,25 @@ impl Pipeline {
         }
     }
 
-    /// A storm series exists (at 0) from a key's first fetch, so "no storm" is visible.
-    fn storm_key_seen(&self, key: &StormLabels) {
-        let _ = self.metrics.storm.get_or_create(key);
-    }
-
     fn apply(&self, change: Option<FlagChange<StormLabels>>) {
-        if let Some(FlagChange { key, storm }) = change {
-            if storm {
-                log::warn!(
-                    "credential refresh storm: pod={} container={} role={} fetches credentials far more often than their lifetime requires",
-                    key.workload.pod,
-                    key.workload.container,
-                    key.role
-                );
-            } else {
-                log::info!(
-                    "credential refresh storm over: pod={} role={}",
-                    key.workload.pod,
-                    key.role
-                );
-            }
-            self.metrics.storm.get_or_create(&key).set(i64::from(storm));
+        let Some(FlagChange { key, storm }) = change else {
+            return;
+        };
+        if storm {
+            log::warn!(
+                "credential refresh storm: pod={} container={} role={} fetches credentials far more often than their lifetime requires",
+                key.workload.pod,
+                key.workload.container,
+                key.role
+            );
+        } else {
+            log::info!(
+                "credential refresh storm over: pod={} role={}",
+                key.workload.pod,
+                key.role
+            );
         }
+        self.metrics.storm.get_or_create(&key).set(i64::from(storm));
     }
 
     fn tick(&mut self) {
@@ -205,11 +208,16 @@ impl Pipeline {
         for key in forgotten {
             self.metrics.storm.remove(&key);
         }
+        self.dns
+            .tick(monotonic_ns(), &mut self.resolver, &self.metrics);
         self.metrics
             .cgroups_known
             .set(self.resolver.known_cgroups() as i64);
     }
 }
 
-/// Shared readiness: true once programs are attached and events are being read.
-pub type Ready = Arc<std::sync::atomic::AtomicBool>;
+fn register(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the ring buffer owns its fd, which stays open and unchanged until the AsyncFd (and
+    // the RingBuf inside it) is dropped.
+    unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)
+}

@@ -2,6 +2,7 @@
 use std::{
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -10,10 +11,13 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use crate::{
     cgroup::{self, CgroupIndex},
     cli::RunArgs,
-    endpoints, http, kernel,
+    dns::observer::DnsObserver,
+    endpoints, http,
+    http::Ready,
+    kernel,
     metadata::detector::Rule,
     metrics::{KernelCounters, Metrics, ProgramLabels},
-    pipeline::{Pipeline, Ready},
+    pipeline::Pipeline,
     workload::Resolver,
 };
 
@@ -55,11 +59,15 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     })?;
     let listen = listener.local_addr().unwrap_or(args.listen);
 
+    if args.dns.dns_ports.contains(&0) {
+        anyhow::bail!("--dns-port 0 is not a port");
+    }
     let kernel::Kernel {
         attachment,
         events,
+        dns_events,
         counters,
-    } = kernel::load_and_attach(&attach_to, &endpoints)
+    } = kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports)
         .context("setting up the kernel programs")?;
     let (metrics, registry) = Metrics::new(Some(KernelCounters::new(counters)));
     for program in &attachment.programs {
@@ -69,7 +77,11 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
             .set(1);
     }
     let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)));
-    let pipeline = Pipeline::new(resolver, Rule::from(&args.detector), metrics.clone());
+    let dns = DnsObserver::new(
+        Duration::from_secs(args.dns.dns_timeout.max(1)),
+        args.dns.dns_top_names,
+    );
+    let pipeline = Pipeline::new(resolver, Rule::from(&args.detector), dns, metrics.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready: Ready = Arc::default();
@@ -79,7 +91,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         ready.clone(),
         stop_rx.clone(),
     ));
-    let events = tokio::spawn(pipeline.run(events, stop_rx.clone()));
+    let events = tokio::spawn(pipeline.run(events, dns_events, stop_rx.clone()));
     ready.store(true, Ordering::Release);
     log::info!(
         "ready: metrics on http://{listen}/metrics, observing {}",

@@ -115,6 +115,24 @@ impl Resolver {
         Some(workload)
     }
 
+    /// The workload, or a label that says which cgroup it was when it vanished before it could
+    /// be indexed (never a bare "unknown").
+    pub fn workload_or_fallback(&mut self, cgroup_id: u64) -> Workload {
+        match self.resolve(cgroup_id) {
+            Some(w) => (*w).clone(),
+            None => Workload {
+                pod: format!("/cgroup-id/{cgroup_id}"),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The cgroup's directory, when it is (still) in the index.
+    pub fn cgroup_dir(&mut self, cgroup_id: u64) -> Option<std::path::PathBuf> {
+        self.resolve(cgroup_id)?;
+        self.index.absolute(cgroup_id)
+    }
+
     pub fn known_cgroups(&self) -> usize {
         self.index.len()
     }
