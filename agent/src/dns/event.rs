@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn decodes_a_query_event() {
         let mut name = [0u8; NAME_BUF];
-        name[..13].copy_from_slice(b"\x07example\x03com");
+        name[..12].copy_from_slice(b"\x07example\x03com");
         let ev = DnsEvent {
             cookie: 9,
             cgroup_id: 7,
