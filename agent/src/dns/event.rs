@@ -180,7 +180,7 @@ mod tests {
             event: EVENT_QUERY,
             flags: 0,
             rcode: 0,
-            name_len: 13,
+            name_len: 12,
             _pad: [0; 6],
             name,
         };
