@@ -12,6 +12,7 @@
 pub mod dfa;
 pub mod dns;
 pub mod names;
+pub mod tcp;
 
 use core::mem::size_of;
 
@@ -271,7 +272,11 @@ pub mod counter {
     pub const DNS_MALFORMED_POINTER: u32 = 18;
     /// Response whose query the kernel did not see (sent before the agent started, or evicted).
     pub const DNS_UNMATCHED_RESPONSE: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// TCP event dropped: its ring buffer was full.
+    pub const LOST_TCP_RINGBUF_FULL: u32 = 20;
+    /// TCP pending-connect or listener table insert failed.
+    pub const LOST_TCP_TABLE: u32 = 21;
+    pub const COUNT: u32 = 22;
 }
 
 /// Bytes of payload the kernel copies at once for parsing (a power of two: indexes are masked).
@@ -290,4 +295,7 @@ mod pod {
     unsafe impl aya::Pod for crate::dns::DnsPendingKey {}
     unsafe impl aya::Pod for crate::dns::DnsPending {}
     unsafe impl aya::Pod for crate::dns::DnsEvent {}
+    unsafe impl aya::Pod for crate::tcp::PendingConnect {}
+    unsafe impl aya::Pod for crate::tcp::ListenerKey {}
+    unsafe impl aya::Pod for crate::tcp::TcpEvent {}
 }

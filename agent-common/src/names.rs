@@ -3,7 +3,16 @@
 
 pub const PROG_SKB_EGRESS: &str = "cw_skb_egress";
 pub const PROG_SKB_INGRESS: &str = "cw_skb_ingress";
-pub const PROGRAMS: &[&str] = &[PROG_SKB_EGRESS, PROG_SKB_INGRESS];
+pub const PROG_CONNECT4: &str = "cw_connect4";
+pub const PROG_CONNECT6: &str = "cw_connect6";
+pub const PROG_SOCK_OPS: &str = "cw_sock_ops";
+pub const PROGRAMS: &[&str] = &[
+    PROG_SKB_EGRESS,
+    PROG_SKB_INGRESS,
+    PROG_CONNECT4,
+    PROG_CONNECT6,
+    PROG_SOCK_OPS,
+];
 
 /// `Array<u8>` indexed by TCP port: [`crate::PORT_FLAG_METADATA`] etc. The fast-path filter.
 pub const MAP_PORTS: &str = "CW_PORTS";
@@ -17,6 +26,12 @@ pub const MAP_EVENTS: &str = "CW_EVENTS";
 pub const MAP_DNS_PENDING: &str = "CW_DNS_PENDING";
 /// `RingBuf` of `DnsEvent`.
 pub const MAP_DNS_EVENTS: &str = "CW_DNS_EVENTS";
+/// `LruHashMap<u64 socket cookie, PendingConnect>`.
+pub const MAP_TCP_CONNECTS: &str = "CW_TCP_CONNECTS";
+/// `LruHashMap<ListenerKey, u64 cgroup id>`.
+pub const MAP_TCP_LISTENERS: &str = "CW_TCP_LISTENERS";
+/// `RingBuf` of `TcpEvent`.
+pub const MAP_TCP_EVENTS: &str = "CW_TCP_EVENTS";
 /// `PerCpuArray<u64>` indexed by `counter::*`.
 pub const MAP_COUNTERS: &str = "CW_COUNTERS";
 /// `PerCpuArray<[u8; SCRATCH_LEN]>`: payload bytes copied for parsing, never exported.
@@ -30,4 +45,7 @@ pub const MAPS: &[&str] = &[
     MAP_SCRATCH,
     MAP_DNS_PENDING,
     MAP_DNS_EVENTS,
+    MAP_TCP_CONNECTS,
+    MAP_TCP_LISTENERS,
+    MAP_TCP_EVENTS,
 ];

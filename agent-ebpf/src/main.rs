@@ -12,10 +12,14 @@ mod maps;
 mod packet;
 mod request;
 mod response;
+mod tcp;
 
-use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
+use aya_ebpf::{
+    macros::{cgroup_skb, cgroup_sock_addr, sock_ops},
+    programs::{SkBuffContext, SockAddrContext, SockOpsContext},
+};
 
-/// `cgroup_skb` verdict that lets the packet through.
+/// Verdict that lets the packet (cgroup_skb) or the connect() (sock_addr) through.
 const ALLOW: i32 = 1;
 
 /// Packets leaving a workload: requests to metadata endpoints, DNS queries.
@@ -30,6 +34,28 @@ pub fn cw_skb_egress(ctx: SkBuffContext) -> i32 {
 pub fn cw_skb_ingress(ctx: SkBuffContext) -> i32 {
     let _ = packet::ingress(&ctx);
     ALLOW
+}
+
+/// connect() on IPv4 TCP sockets: the destination as the application asked for it.
+#[cgroup_sock_addr(connect4)]
+pub fn cw_connect4(ctx: SockAddrContext) -> i32 {
+    tcp::connect4(&ctx);
+    ALLOW
+}
+
+/// connect() on IPv6 TCP sockets.
+#[cgroup_sock_addr(connect6)]
+pub fn cw_connect6(ctx: SockAddrContext) -> i32 {
+    tcp::connect6(&ctx);
+    ALLOW
+}
+
+/// TCP socket events: handshake outcome, listen and accept. The return value of a sock_ops
+/// program is not a verdict (the reply field is), and this program sets no reply.
+#[sock_ops]
+pub fn cw_sock_ops(ctx: SockOpsContext) -> u32 {
+    tcp::sock_ops(&ctx);
+    1
 }
 
 #[cfg(not(test))]

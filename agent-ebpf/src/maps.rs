@@ -42,6 +42,17 @@ pub static CW_DNS_PENDING: LruHashMap<DnsPendingKey, DnsPending> =
 #[map]
 pub static CW_DNS_EVENTS: RingBuf = RingBuf::with_byte_size(agent_common::dns::EVENT_RING_BYTES, 0);
 
+#[map]
+pub static CW_TCP_CONNECTS: LruHashMap<u64, agent_common::tcp::PendingConnect> =
+    LruHashMap::with_max_entries(agent_common::tcp::CONNECT_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_TCP_LISTENERS: LruHashMap<agent_common::tcp::ListenerKey, u64> =
+    LruHashMap::with_max_entries(agent_common::tcp::LISTENER_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_TCP_EVENTS: RingBuf = RingBuf::with_byte_size(agent_common::tcp::EVENT_RING_BYTES, 0);
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(p) = CW_COUNTERS.get_ptr_mut(index) {

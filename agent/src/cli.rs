@@ -74,6 +74,29 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub dns: DnsArgs,
+
+    #[command(flatten)]
+    pub tcp: TcpArgs,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct TcpArgs {
+    /// Pod and service address range: connects there are labelled destination="cluster"
+    /// (repeatable; in the environment comma-separated).
+    #[arg(
+        long = "cluster-cidr",
+        env = "CREDWATCH_CLUSTER_CIDRS",
+        value_delimiter = ','
+    )]
+    pub cluster_cidrs: Vec<crate::tcp::classify::Cidr>,
+
+    /// AWS API address range: connects there are labelled destination="aws_api" (repeatable).
+    #[arg(
+        long = "aws-api-cidr",
+        env = "CREDWATCH_AWS_API_CIDRS",
+        value_delimiter = ','
+    )]
+    pub aws_api_cidrs: Vec<crate::tcp::classify::Cidr>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,7 +7,7 @@ use agent_common::{EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA, names};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps},
 };
 
 use crate::endpoints::EndpointSpec;
@@ -51,6 +51,7 @@ pub struct Kernel {
     pub attachment: Attachment,
     pub events: RingBuf<MapData>,
     pub dns_events: RingBuf<MapData>,
+    pub tcp_events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
 }
 
@@ -84,6 +85,13 @@ pub fn load_and_attach(
                 source,
             }
         })?;
+    let tcp_events =
+        RingBuf::try_from(take_map(&mut ebpf, names::MAP_TCP_EVENTS)?).map_err(|source| {
+            KernelError::Map {
+                name: names::MAP_TCP_EVENTS,
+                source,
+            }
+        })?;
     let counters =
         PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?).map_err(|source| {
             KernelError::Map {
@@ -101,18 +109,29 @@ pub fn load_and_attach(
         (names::PROG_SKB_EGRESS, CgroupSkbAttachType::Egress),
         (names::PROG_SKB_INGRESS, CgroupSkbAttachType::Ingress),
     ] {
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(name)
-            .ok_or(KernelError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| KernelError::Program { name, source })?;
+        let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
         prog.load()
             .map_err(|source| KernelError::Program { name, source })?;
         prog.attach(&cgroup_fd, attach_type, CgroupAttachMode::default())
             .map_err(|source| KernelError::Program { name, source })?;
-        log::info!("attached {name} to {}", cgroup.display());
         attached.push(name);
     }
+    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        prog.load()
+            .map_err(|source| KernelError::Program { name, source })?;
+        prog.attach(&cgroup_fd, CgroupAttachMode::default())
+            .map_err(|source| KernelError::Program { name, source })?;
+        attached.push(name);
+    }
+    let name = names::PROG_SOCK_OPS;
+    let prog: &mut SockOps = program(&mut ebpf, name)?;
+    prog.load()
+        .map_err(|source| KernelError::Program { name, source })?;
+    prog.attach(&cgroup_fd, CgroupAttachMode::default())
+        .map_err(|source| KernelError::Program { name, source })?;
+    attached.push(name);
+    log::info!("attached {} to {}", attached.join(", "), cgroup.display());
     Ok(Kernel {
         attachment: Attachment {
             _ebpf: ebpf,
@@ -120,8 +139,19 @@ pub fn load_and_attach(
         },
         events,
         dns_events,
+        tcp_events,
         counters,
     })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, KernelError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(KernelError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| KernelError::Program { name, source })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, KernelError> {

@@ -10,6 +10,7 @@ mod metadata;
 mod metrics;
 mod pipeline;
 mod run;
+mod tcp;
 mod workload;
 
 use anyhow::Context as _;

@@ -83,6 +83,21 @@ pub struct DnsNameLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpConnectLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub destination: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpDestinationLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub destination: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgramLabels {
     pub program: &'static str,
 }
@@ -109,6 +124,48 @@ fn dns_histogram() -> Histogram {
 pub const DNS_DURATION_BUCKETS: [f64; 14] = [
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// Loopback connects take tens of microseconds; cross-zone ones milliseconds; SYN retries seconds.
+pub const TCP_DURATION_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 3.0, 10.0,
+];
+
+fn tcp_histogram() -> Histogram {
+    Histogram::new(TCP_DURATION_BUCKETS)
+}
+
+#[derive(Clone)]
+pub struct TcpMetrics {
+    pub connects: Family<TcpConnectLabels, Counter>,
+    pub duration: HistogramFamily<TcpDestinationLabels>,
+    pub accepts: Family<Workload, Counter>,
+}
+
+impl TcpMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let m = Self {
+            connects: Family::default(),
+            duration: Family::new_with_constructor(tcp_histogram),
+            accepts: Family::default(),
+        };
+        r.register(
+            "credwatch_tcp_connects",
+            "Outbound TCP connection attempts by destination class (as the application asked, before DNAT) and result",
+            m.connects.clone(),
+        );
+        r.register(
+            "credwatch_tcp_connect_duration_seconds",
+            "connect() to established, for connections that were established",
+            m.duration.clone(),
+        );
+        r.register(
+            "credwatch_tcp_accepts",
+            "Inbound TCP connections accepted",
+            m.accepts.clone(),
+        );
+        m
+    }
+}
 
 #[derive(Clone)]
 pub struct DnsMetrics {
@@ -188,6 +245,7 @@ pub struct Metrics {
     pub attached: Family<ProgramLabels, Gauge>,
     pub cgroups_known: Gauge,
     pub dns: DnsMetrics,
+    pub tcp: TcpMetrics,
     pub userspace: Arc<UserspaceCounters>,
 }
 
@@ -198,6 +256,7 @@ impl Metrics {
         let mut r = Registry::default();
         let m = Self {
             dns: DnsMetrics::register(&mut r),
+            tcp: TcpMetrics::register(&mut r),
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             imdsv1: Family::default(),
@@ -302,6 +361,8 @@ const LOST: &[(u32, &str)] = &[
     (counter::LOST_FLOW_TABLE, "flow_table_full"),
     (counter::LOST_DNS_RINGBUF_FULL, "dns_ringbuf_full"),
     (counter::LOST_DNS_PENDING_TABLE, "dns_pending_table_full"),
+    (counter::LOST_TCP_RINGBUF_FULL, "tcp_ringbuf_full"),
+    (counter::LOST_TCP_TABLE, "tcp_table_full"),
 ];
 const DNS_MALFORMED: &[(u32, &str)] = &[
     (counter::DNS_MALFORMED_HEADER, "header"),

@@ -15,7 +15,11 @@ use crate::{
         event::{self, Observation, What},
         expiration::{self, Clock},
     },
-    metrics::{CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels},
+    metrics::{
+        CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels,
+        TcpDestinationLabels,
+    },
+    tcp::{self, classify::Classifier, event::TcpObservation},
     workload::Resolver,
 };
 
@@ -29,30 +33,38 @@ pub struct Pipeline {
     resolver: Resolver,
     detector: Detector<StormLabels>,
     dns: DnsObserver,
+    classifier: Classifier,
     metrics: Metrics,
     clock: Clock,
 }
 
 impl Pipeline {
-    pub fn new(resolver: Resolver, rule: Rule, dns: DnsObserver, metrics: Metrics) -> Self {
+    pub fn new(
+        resolver: Resolver,
+        rule: Rule,
+        dns: DnsObserver,
+        classifier: Classifier,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             resolver,
             detector: Detector::new(rule),
             dns,
+            classifier,
             metrics,
             clock: Clock::now(),
         }
     }
 
-    /// Reads both rings until `shutdown` changes.
+    /// Reads the metadata, DNS and TCP rings until `shutdown` changes.
     pub async fn run(
         mut self,
-        ring: RingBuf<MapData>,
-        dns_ring: RingBuf<MapData>,
+        [ring, dns_ring, tcp_ring]: [RingBuf<MapData>; 3],
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         let mut ring = register(ring)?;
         let mut dns_ring = register(dns_ring)?;
+        let mut tcp_ring = register(tcp_ring)?;
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -76,6 +88,17 @@ impl Pipeline {
                                 let now = self.clock.unix_seconds(o.ktime_ns());
                                 self.dns.observe(o, &mut self.resolver, &self.metrics, now);
                             }
+                            Err(e) => self.undecodable(&e),
+                        }
+                    }
+                    guard.clear_ready();
+                }
+                guard = tcp_ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let ring = guard.get_inner_mut();
+                    while let Some(item) = ring.next() {
+                        match tcp::event::decode(&item) {
+                            Ok(o) => self.observe_tcp(o),
                             Err(e) => self.undecodable(&e),
                         }
                     }
@@ -172,6 +195,42 @@ impl Pipeline {
                 };
                 let change = self.detector.on_expiration(&key, now, expires_at);
                 self.apply(change);
+            }
+        }
+    }
+
+    fn observe_tcp(&mut self, o: TcpObservation) {
+        match o {
+            TcpObservation::Connect {
+                cgroup_id,
+                addr,
+                port,
+                result,
+                latency_ns,
+            } => {
+                let workload = self.resolver.workload_or_fallback(cgroup_id);
+                let destination = self.classifier.classify(addr, port);
+                let labels = TcpConnectLabels {
+                    workload: workload.clone(),
+                    destination,
+                    result,
+                };
+                self.metrics.tcp.connects.get_or_create(&labels).inc();
+                if result == "established" {
+                    let labels = TcpDestinationLabels {
+                        workload,
+                        destination,
+                    };
+                    self.metrics
+                        .tcp
+                        .duration
+                        .get_or_create(&labels)
+                        .observe(latency_ns as f64 / 1e9);
+                }
+            }
+            TcpObservation::Accept { cgroup_id, .. } => {
+                let workload = self.resolver.workload_or_fallback(cgroup_id);
+                self.metrics.tcp.accepts.get_or_create(&workload).inc();
             }
         }
     }

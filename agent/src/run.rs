@@ -18,6 +18,7 @@ use crate::{
     metadata::detector::Rule,
     metrics::{KernelCounters, Metrics, ProgramLabels},
     pipeline::Pipeline,
+    tcp::classify::Classifier,
     workload::Resolver,
 };
 
@@ -66,6 +67,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         attachment,
         events,
         dns_events,
+        tcp_events,
         counters,
     } = kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports)
         .context("setting up the kernel programs")?;
@@ -81,7 +83,19 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         Duration::from_secs(args.dns.dns_timeout.max(1)),
         args.dns.dns_top_names,
     );
-    let pipeline = Pipeline::new(resolver, Rule::from(&args.detector), dns, metrics.clone());
+    let classifier = Classifier {
+        metadata: endpoints.clone(),
+        dns_ports: args.dns.dns_ports.clone(),
+        cluster: args.tcp.cluster_cidrs.clone(),
+        aws_api: args.tcp.aws_api_cidrs.clone(),
+    };
+    let pipeline = Pipeline::new(
+        resolver,
+        Rule::from(&args.detector),
+        dns,
+        classifier,
+        metrics.clone(),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready: Ready = Arc::default();
@@ -91,7 +105,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         ready.clone(),
         stop_rx.clone(),
     ));
-    let events = tokio::spawn(pipeline.run(events, dns_events, stop_rx.clone()));
+    let events = tokio::spawn(pipeline.run([events, dns_events, tcp_events], stop_rx.clone()));
     ready.store(true, Ordering::Release);
     log::info!(
         "ready: metrics on http://{listen}/metrics, observing {}",

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio::sync::{oneshot, watch};
 
 use crate::{
-    cli::{DemoArgs, DetectorArgs, DnsArgs, RunArgs},
+    cli::{DemoArgs, DetectorArgs, DnsArgs, RunArgs, TcpArgs},
     endpoints::EndpointSpec,
     metrics::{CredentialLabels, Metrics, RequestLabels, StormLabels},
     run::{self, Hooks},
@@ -68,6 +68,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             storm_valid_margin: 60,
         },
         dns: DnsArgs::default(),
+        tcp: TcpArgs::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = watch::channel(false);

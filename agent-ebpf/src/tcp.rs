@@ -1,0 +1,184 @@
+//! TCP connects and accepts. `cgroup/connect4|6` runs in the connect() call, before any DNAT:
+//! it records the address the application asked for, its cgroup and the time, keyed by socket
+//! cookie. `sock_ops` on the same cgroup then reports the outcome, in whatever context the
+//! kernel is in (often softirq), which is why nothing there depends on the current task:
+//! - ACTIVE_ESTABLISHED: the handshake completed;
+//! - RTO with its third argument set: the SYN retransmission timer gave up (timeout);
+//! - STATE SYN_SENT → CLOSE: refused when a segment (the RST) arrived, else the application or an
+//!   ICMP error ended it;
+//! - LISTEN (process context) records which cgroup listens on a port, so that
+//!   PASSIVE_ESTABLISHED can attribute accepted connections.
+use agent_common::{
+    counter,
+    tcp::{
+        EVENT_ACCEPT, EVENT_CONNECT, ListenerKey, PendingConnect, RESULT_ERROR, RESULT_ESTABLISHED,
+        RESULT_REFUSED, RESULT_TIMEOUT, TcpEvent,
+    },
+};
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_RTO_CB, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
+    },
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
+    },
+    programs::{SockAddrContext, SockOpsContext},
+};
+
+use crate::maps::{CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS, count};
+
+const SOCK_STREAM: u32 = 1;
+const TCP_SYN_SENT: u32 = 2;
+const TCP_CLOSE: u32 = 7;
+
+/// connect() on an IPv4 TCP socket.
+pub fn connect4(ctx: &SockAddrContext) {
+    let sa = unsafe { &*ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return;
+    }
+    let ip = sa.user_ip4.to_ne_bytes(); // network order in memory
+    let mut addr = [0u8; 16];
+    addr[10] = 0xff;
+    addr[11] = 0xff;
+    addr[12..].copy_from_slice(&ip);
+    record_connect(ctx, addr, sa.user_port);
+}
+
+/// connect() on an IPv6 TCP socket (IPv4-mapped addresses included).
+pub fn connect6(ctx: &SockAddrContext) {
+    let sa = unsafe { &*ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return;
+    }
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let w = sa.user_ip6[i].to_ne_bytes();
+        addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+        i += 1;
+    }
+    record_connect(ctx, addr, sa.user_port);
+}
+
+#[inline(always)]
+fn record_connect(ctx: &SockAddrContext, addr: [u8; 16], user_port: u32) {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let pending = PendingConnect {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        addr,
+        // user_port holds the port in network order in its low 16 bits.
+        port: u16::from_be(user_port as u16),
+        expired: 0,
+        _pad: [0; 5],
+    };
+    if CW_TCP_CONNECTS.insert(&cookie, &pending, 0).is_err() {
+        count(counter::LOST_TCP_TABLE);
+    }
+}
+
+pub fn sock_ops(ctx: &SockOpsContext) {
+    let op = ctx.op();
+    if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        // Ask for the state and timeout callbacks on this socket only.
+        let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG;
+        let _ = ctx.set_cb_flags(flags as i32);
+    } else if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        finish_connect(ctx, RESULT_ESTABLISHED);
+        // Nothing more to learn from this socket.
+        let _ = ctx.set_cb_flags(0);
+    } else if op == BPF_SOCK_OPS_RTO_CB {
+        // args: retransmits, rto, expired (the timer is giving up).
+        if ctx.arg(2) != 0 {
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            if let Some(p) = CW_TCP_CONNECTS.get_ptr_mut(&cookie) {
+                unsafe { (*p).expired = 1 };
+            }
+        }
+    } else if op == BPF_SOCK_OPS_STATE_CB {
+        if ctx.arg(0) == TCP_SYN_SENT && ctx.arg(1) == TCP_CLOSE {
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            let expired = CW_TCP_CONNECTS
+                .get_ptr(&cookie)
+                .is_some_and(|p| unsafe { (*p).expired } != 0);
+            // segs_in is bumped before the socket processes a segment: a RST leaves it > 0, an
+            // application close or an ICMP error does not.
+            let segs_in = unsafe { (*ctx.ops).segs_in };
+            let result = if expired {
+                RESULT_TIMEOUT
+            } else if segs_in > 0 {
+                RESULT_REFUSED
+            } else {
+                RESULT_ERROR
+            };
+            finish_connect(ctx, result);
+        }
+    } else if op == BPF_SOCK_OPS_TCP_LISTEN_CB {
+        // listen() runs in the listening process: the current cgroup is the owner's.
+        let key = listener_key(ctx);
+        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        if CW_TCP_LISTENERS.insert(&key, &cgroup_id, 0).is_err() {
+            count(counter::LOST_TCP_TABLE);
+        }
+    } else if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
+        let key = listener_key(ctx);
+        if let Some(cgroup_id) = unsafe { CW_TCP_LISTENERS.get(&key) }.copied() {
+            emit(
+                cgroup_id,
+                0,
+                [0; 16],
+                key.port,
+                EVENT_ACCEPT,
+                RESULT_ESTABLISHED,
+            );
+        }
+    }
+}
+
+#[inline(always)]
+fn listener_key(ctx: &SockOpsContext) -> ListenerKey {
+    ListenerKey {
+        netns: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
+        // local_port is in host order in bpf_sock_ops.
+        port: ctx.local_port() as u16,
+        _pad: [0; 6],
+    }
+}
+
+#[inline(always)]
+fn finish_connect(ctx: &SockOpsContext, result: u8) {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(p) = (unsafe { CW_TCP_CONNECTS.get(&cookie) }).copied() else {
+        return; // connect() happened before the agent attached
+    };
+    let _ = CW_TCP_CONNECTS.remove(&cookie);
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(
+        p.cgroup_id,
+        now.wrapping_sub(p.start_ns),
+        p.addr,
+        p.port,
+        EVENT_CONNECT,
+        result,
+    );
+}
+
+#[inline(always)]
+fn emit(cgroup_id: u64, latency_ns: u64, addr: [u8; 16], port: u16, event: u8, result: u8) {
+    let ev = TcpEvent {
+        cgroup_id,
+        latency_ns,
+        addr,
+        port,
+        event,
+        result,
+        _pad: [0; 4],
+    };
+    if CW_TCP_EVENTS.output(&ev, 0).is_err() {
+        count(counter::LOST_TCP_RINGBUF_FULL);
+    }
+}
