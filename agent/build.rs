@@ -17,11 +17,7 @@ fn main() -> anyhow::Result<()> {
     }
     let root_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [Package {
-            name: "agent-ebpf",
-            root_dir,
-            ..Default::default()
-        }],
+        [Package { name: "agent-ebpf", root_dir, ..Default::default() }],
         Toolchain::Custom(EBPF_TOOLCHAIN),
     )
 }

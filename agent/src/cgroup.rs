@@ -67,10 +67,8 @@ pub fn resolve_attach_path(mount: &Path, path: Option<&Path>) -> Result<PathBuf,
     let Some(path) = path else {
         return Ok(mount.to_path_buf());
     };
-    let canonical = fs::canonicalize(path).map_err(|source| CgroupError::Path {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let canonical = fs::canonicalize(path)
+        .map_err(|source| CgroupError::Path { path: path.to_path_buf(), source })?;
     if !canonical.starts_with(mount) || !canonical.join("cgroup.procs").exists() {
         return Err(CgroupError::NotCgroup2(canonical, mount.to_path_buf()));
     }
@@ -88,11 +86,7 @@ pub struct CgroupIndex {
 
 impl CgroupIndex {
     pub fn new(mount: PathBuf, root: PathBuf) -> Self {
-        Self {
-            mount,
-            root,
-            paths: HashMap::new(),
-        }
+        Self { mount, root, paths: HashMap::new() }
     }
 
     /// The path relative to the mount, starting with `/` (as in /proc/PID/cgroup).
@@ -101,8 +95,7 @@ impl CgroupIndex {
     }
 
     pub fn absolute(&self, id: u64) -> Option<PathBuf> {
-        self.get(id)
-            .map(|rel| self.mount.join(rel.trim_start_matches('/')))
+        self.get(id).map(|rel| self.mount.join(rel.trim_start_matches('/')))
     }
 
     /// Walks the subtree again. Directories that vanish during the walk are skipped.
@@ -147,26 +140,14 @@ mod tests {
 
     #[test]
     fn finds_cgroup2_in_hybrid_and_unified_layouts() {
-        assert_eq!(
-            cgroup2_mount_in(HYBRID),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(
-            cgroup2_mount_in(UNIFIED),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-        assert_eq!(
-            cgroup2_mount_in("1 2 0:1 / /x rw - ext4 /dev/vda rw\n"),
-            None
-        );
+        assert_eq!(cgroup2_mount_in(HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(cgroup2_mount_in(UNIFIED), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(cgroup2_mount_in("1 2 0:1 / /x rw - ext4 /dev/vda rw\n"), None);
     }
 
     #[test]
     fn unescapes_octal_in_mount_points() {
         let line = "41 31 0:38 / /mnt/with\\040space rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            cgroup2_mount_in(line),
-            Some(PathBuf::from("/mnt/with space"))
-        );
+        assert_eq!(cgroup2_mount_in(line), Some(PathBuf::from("/mnt/with space")));
     }
 }

@@ -18,12 +18,7 @@ drop or change a packet."
 )]
 pub struct Cli {
     /// Log level: error, warn, info, debug or trace (RUST_LOG syntax is accepted too).
-    #[arg(
-        long,
-        global = true,
-        env = "CREDWATCH_LOG_LEVEL",
-        default_value = "info"
-    )]
+    #[arg(long, global = true, env = "CREDWATCH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
     #[command(subcommand)]
@@ -53,11 +48,7 @@ pub struct RunArgs {
     /// Extra metadata endpoint to watch, `ADDR:PORT` (IPv6 as `[ADDR]:PORT`), optionally with
     /// its kind: `imds=ADDR:PORT`, `ecs=…`, `pod_identity=…`, `custom=…` (the default kind).
     /// Repeatable; in the environment, comma-separated.
-    #[arg(
-        long = "metadata-endpoint",
-        env = "CREDWATCH_METADATA_ENDPOINTS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "metadata-endpoint", env = "CREDWATCH_METADATA_ENDPOINTS", value_delimiter = ',')]
     pub metadata_endpoints: Vec<EndpointSpec>,
 
     /// Do not watch the real AWS endpoints (169.254.169.254, fd00:ec2::254, 169.254.170.2,
@@ -83,19 +74,11 @@ pub struct RunArgs {
 pub struct TcpArgs {
     /// Pod and service address range: connects there are labelled destination="cluster"
     /// (repeatable; in the environment comma-separated).
-    #[arg(
-        long = "cluster-cidr",
-        env = "CREDWATCH_CLUSTER_CIDRS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "cluster-cidr", env = "CREDWATCH_CLUSTER_CIDRS", value_delimiter = ',')]
     pub cluster_cidrs: Vec<crate::tcp::classify::Cidr>,
 
     /// AWS API address range: connects there are labelled destination="aws_api" (repeatable).
-    #[arg(
-        long = "aws-api-cidr",
-        env = "CREDWATCH_AWS_API_CIDRS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "aws-api-cidr", env = "CREDWATCH_AWS_API_CIDRS", value_delimiter = ',')]
     pub aws_api_cidrs: Vec<crate::tcp::classify::Cidr>,
 }
 
@@ -123,11 +106,7 @@ pub struct DnsArgs {
 
 impl Default for DnsArgs {
     fn default() -> Self {
-        Self {
-            dns_ports: vec![53],
-            dns_timeout: 5,
-            dns_top_names: 0,
-        }
+        Self { dns_ports: vec![53], dns_timeout: 5, dns_top_names: 0 }
     }
 }
 

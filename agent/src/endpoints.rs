@@ -49,9 +49,8 @@ impl FromStr for EndpointSpec {
             Some((kind, addr)) => (parse_kind(kind)?, addr),
             None => (EndpointKind::Custom, s),
         };
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|_| EndpointParseError::Addr(addr.to_string()))?;
+        let addr: SocketAddr =
+            addr.parse().map_err(|_| EndpointParseError::Addr(addr.to_string()))?;
         if addr.port() == 0 {
             return Err(EndpointParseError::Port(s.to_string()));
         }
@@ -82,10 +81,7 @@ pub fn aws_defaults() -> Vec<EndpointSpec> {
         (v6(0x23), EndpointKind::PodIdentity),
     ]
     .into_iter()
-    .map(|(ip, kind)| EndpointSpec {
-        addr: SocketAddr::new(ip, 80),
-        kind,
-    })
+    .map(|(ip, kind)| EndpointSpec { addr: SocketAddr::new(ip, 80), kind })
     .collect()
 }
 
@@ -112,22 +108,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_a_clear_error() {
-        assert!(matches!(
-            "nope".parse::<EndpointSpec>(),
-            Err(EndpointParseError::Addr(_))
-        ));
-        assert!(matches!(
-            "::1:80".parse::<EndpointSpec>(),
-            Err(EndpointParseError::Addr(_))
-        ));
-        assert!(matches!(
-            "x=1.2.3.4:80".parse::<EndpointSpec>(),
-            Err(EndpointParseError::Kind(_))
-        ));
-        assert!(matches!(
-            "1.2.3.4:0".parse::<EndpointSpec>(),
-            Err(EndpointParseError::Port(_))
-        ));
+        assert!(matches!("nope".parse::<EndpointSpec>(), Err(EndpointParseError::Addr(_))));
+        assert!(matches!("::1:80".parse::<EndpointSpec>(), Err(EndpointParseError::Addr(_))));
+        assert!(matches!("x=1.2.3.4:80".parse::<EndpointSpec>(), Err(EndpointParseError::Kind(_))));
+        assert!(matches!("1.2.3.4:0".parse::<EndpointSpec>(), Err(EndpointParseError::Port(_))));
     }
 
     #[test]

@@ -60,10 +60,7 @@ async fn handle(mut stream: TcpStream, registry: &Registry, ready: &Ready) {
     }
     let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     let head = method == b"HEAD";
     if method != b"GET" && !head {
         let _ = respond(&mut stream, 405, "text/plain", "only GET and HEAD\n", head).await;
@@ -76,14 +73,7 @@ async fn handle(mut stream: TcpStream, registry: &Registry, ready: &Ready) {
             match encode(&mut body, registry) {
                 Ok(()) => respond(&mut stream, 200, OPENMETRICS, &body, head).await,
                 Err(e) => {
-                    respond(
-                        &mut stream,
-                        500,
-                        "text/plain",
-                        &format!("encoding: {e}\n"),
-                        head,
-                    )
-                    .await
+                    respond(&mut stream, 500, "text/plain", &format!("encoding: {e}\n"), head).await
                 }
             }
         }
@@ -92,24 +82,11 @@ async fn handle(mut stream: TcpStream, registry: &Registry, ready: &Ready) {
             respond(&mut stream, 200, "text/plain", "ready\n", head).await
         }
         b"/readyz" => {
-            respond(
-                &mut stream,
-                503,
-                "text/plain",
-                "programs not attached yet\n",
-                head,
-            )
-            .await
+            respond(&mut stream, 503, "text/plain", "programs not attached yet\n", head).await
         }
         _ => {
-            respond(
-                &mut stream,
-                404,
-                "text/plain",
-                "try /metrics, /healthz or /readyz\n",
-                head,
-            )
-            .await
+            respond(&mut stream, 404, "text/plain", "try /metrics, /healthz or /readyz\n", head)
+                .await
         }
     };
     if let Err(e) = result {

@@ -67,76 +67,47 @@ pub fn load_and_attach(
     dns_ports: &[u16],
 ) -> Result<Kernel, KernelError> {
     raise_memlock_limit();
-    let mut ebpf = EbpfLoader::new()
-        .load(EBPF_OBJECT)
-        .map_err(KernelError::Load)?;
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(KernelError::Load)?;
     configure_ports(&mut ebpf, endpoints, dns_ports)?;
 
-    let events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?).map_err(|source| {
-        KernelError::Map {
-            name: names::MAP_EVENTS,
-            source,
-        }
-    })?;
-    let dns_events =
-        RingBuf::try_from(take_map(&mut ebpf, names::MAP_DNS_EVENTS)?).map_err(|source| {
-            KernelError::Map {
-                name: names::MAP_DNS_EVENTS,
-                source,
-            }
-        })?;
-    let tcp_events =
-        RingBuf::try_from(take_map(&mut ebpf, names::MAP_TCP_EVENTS)?).map_err(|source| {
-            KernelError::Map {
-                name: names::MAP_TCP_EVENTS,
-                source,
-            }
-        })?;
-    let counters =
-        PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?).map_err(|source| {
-            KernelError::Map {
-                name: names::MAP_COUNTERS,
-                source,
-            }
-        })?;
+    let events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?)
+        .map_err(|source| KernelError::Map { name: names::MAP_EVENTS, source })?;
+    let dns_events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_DNS_EVENTS)?)
+        .map_err(|source| KernelError::Map { name: names::MAP_DNS_EVENTS, source })?;
+    let tcp_events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_TCP_EVENTS)?)
+        .map_err(|source| KernelError::Map { name: names::MAP_TCP_EVENTS, source })?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?)
+        .map_err(|source| KernelError::Map { name: names::MAP_COUNTERS, source })?;
 
-    let cgroup_fd = File::open(cgroup).map_err(|source| KernelError::Cgroup {
-        path: cgroup.display().to_string(),
-        source,
-    })?;
+    let cgroup_fd = File::open(cgroup)
+        .map_err(|source| KernelError::Cgroup { path: cgroup.display().to_string(), source })?;
     let mut attached = Vec::new();
     for (name, attach_type) in [
         (names::PROG_SKB_EGRESS, CgroupSkbAttachType::Egress),
         (names::PROG_SKB_INGRESS, CgroupSkbAttachType::Ingress),
     ] {
         let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-        prog.load()
-            .map_err(|source| KernelError::Program { name, source })?;
+        prog.load().map_err(|source| KernelError::Program { name, source })?;
         prog.attach(&cgroup_fd, attach_type, CgroupAttachMode::default())
             .map_err(|source| KernelError::Program { name, source })?;
         attached.push(name);
     }
     for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        prog.load()
-            .map_err(|source| KernelError::Program { name, source })?;
+        prog.load().map_err(|source| KernelError::Program { name, source })?;
         prog.attach(&cgroup_fd, CgroupAttachMode::default())
             .map_err(|source| KernelError::Program { name, source })?;
         attached.push(name);
     }
     let name = names::PROG_SOCK_OPS;
     let prog: &mut SockOps = program(&mut ebpf, name)?;
-    prog.load()
-        .map_err(|source| KernelError::Program { name, source })?;
+    prog.load().map_err(|source| KernelError::Program { name, source })?;
     prog.attach(&cgroup_fd, CgroupAttachMode::default())
         .map_err(|source| KernelError::Program { name, source })?;
     attached.push(name);
     log::info!("attached {} to {}", attached.join(", "), cgroup.display());
     Ok(Kernel {
-        attachment: Attachment {
-            _ebpf: ebpf,
-            programs: attached,
-        },
+        attachment: Attachment { _ebpf: ebpf, programs: attached },
         events,
         dns_events,
         tcp_events,
@@ -173,19 +144,13 @@ fn configure_ports(
     }
     let map_err = |name| move |source| KernelError::Map { name, source };
     let mut table: HashMap<_, agent_common::EndpointKey, EndpointValue> = HashMap::try_from(
-        ebpf.map_mut(names::MAP_ENDPOINTS)
-            .ok_or(KernelError::MissingMap(names::MAP_ENDPOINTS))?,
+        ebpf.map_mut(names::MAP_ENDPOINTS).ok_or(KernelError::MissingMap(names::MAP_ENDPOINTS))?,
     )
     .map_err(map_err(names::MAP_ENDPOINTS))?;
     let mut ports = std::collections::BTreeMap::<u16, u8>::new();
     for e in endpoints {
-        let value = EndpointValue {
-            kind: e.kind as u8,
-            _pad: [0; 3],
-        };
-        table
-            .insert(&e.key(), &value, 0)
-            .map_err(map_err(names::MAP_ENDPOINTS))?;
+        let value = EndpointValue { kind: e.kind as u8, _pad: [0; 3] };
+        table.insert(&e.key(), &value, 0).map_err(map_err(names::MAP_ENDPOINTS))?;
         *ports.entry(e.addr.port()).or_default() |= PORT_FLAG_METADATA;
         log::info!("watching metadata endpoint {e}");
     }
@@ -194,14 +159,11 @@ fn configure_ports(
         log::info!("watching DNS on port {port}");
     }
     let mut port_flags: Array<_, u8> = Array::try_from(
-        ebpf.map_mut(names::MAP_PORTS)
-            .ok_or(KernelError::MissingMap(names::MAP_PORTS))?,
+        ebpf.map_mut(names::MAP_PORTS).ok_or(KernelError::MissingMap(names::MAP_PORTS))?,
     )
     .map_err(map_err(names::MAP_PORTS))?;
     for (port, flags) in ports {
-        port_flags
-            .set(u32::from(port), &flags, 0)
-            .map_err(map_err(names::MAP_PORTS))?;
+        port_flags.set(u32::from(port), &flags, 0).map_err(map_err(names::MAP_PORTS))?;
     }
     Ok(())
 }
@@ -209,16 +171,10 @@ fn configure_ports(
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones use memory cgroups and
 /// ignore it. Raising it is harmless either way.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit reads the struct it is given.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        log::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
+        log::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -236,12 +192,8 @@ mod tests {
         let programs: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
         assert_eq!(programs, names::PROGRAMS.iter().copied().collect());
         // Sections such as .rodata (the automaton tables) are maps too, but not named ones.
-        let maps: BTreeSet<&str> = obj
-            .maps
-            .keys()
-            .map(String::as_str)
-            .filter(|m| !m.starts_with('.'))
-            .collect();
+        let maps: BTreeSet<&str> =
+            obj.maps.keys().map(String::as_str).filter(|m| !m.starts_with('.')).collect();
         assert_eq!(maps, names::MAPS.iter().copied().collect());
     }
 }

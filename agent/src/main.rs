@@ -45,8 +45,5 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(level: &str) {
-    env_logger::Builder::new()
-        .parse_filters(level)
-        .format_target(false)
-        .init();
+    env_logger::Builder::new().parse_filters(level).format_target(false).init();
 }

@@ -20,13 +20,11 @@ use prometheus_client::{
 
 use crate::workload::Workload;
 
-pub const DURATION_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub const DURATION_BUCKETS: [f64; 13] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// 1 minute to 12 hours: KIAM's 15 minutes, kube2iam's 30, IMDS's 6 hours all fall on an edge.
-pub const LIFETIME_BUCKETS: [f64; 11] = [
-    60.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0, 43200.0,
-];
+pub const LIFETIME_BUCKETS: [f64; 11] =
+    [60.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0, 43200.0];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -121,14 +119,12 @@ fn dns_histogram() -> Histogram {
 
 /// DNS answers from a node-local cache take well under a millisecond; a search-list miss to an
 /// upstream tens of milliseconds; resolver timeouts are seconds.
-pub const DNS_DURATION_BUCKETS: [f64; 14] = [
-    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+pub const DNS_DURATION_BUCKETS: [f64; 14] =
+    [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// Loopback connects take tens of microseconds; cross-zone ones milliseconds; SYN retries seconds.
-pub const TCP_DURATION_BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 3.0, 10.0,
-];
+pub const TCP_DURATION_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 3.0, 10.0];
 
 fn tcp_histogram() -> Histogram {
     Histogram::new(TCP_DURATION_BUCKETS)
@@ -158,11 +154,7 @@ impl TcpMetrics {
             "connect() to established, for connections that were established",
             m.duration.clone(),
         );
-        r.register(
-            "credwatch_tcp_accepts",
-            "Inbound TCP connections accepted",
-            m.accepts.clone(),
-        );
+        r.register("credwatch_tcp_accepts", "Inbound TCP connections accepted", m.accepts.clone());
         m
     }
 }
@@ -308,20 +300,9 @@ impl Metrics {
             m.cgroups_known.clone(),
         );
         let build_info: Family<VersionLabels, Gauge> = Family::default();
-        build_info
-            .get_or_create(&VersionLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        r.register(
-            "credwatch_build_info",
-            "credwatch version; always 1",
-            build_info,
-        );
-        r.register_collector(Box::new(LossAndRejects {
-            kernel,
-            userspace: m.userspace.clone(),
-        }));
+        build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        r.register("credwatch_build_info", "credwatch version; always 1", build_info);
+        r.register_collector(Box::new(LossAndRejects { kernel, userspace: m.userspace.clone() }));
         (m, r)
     }
 }
@@ -391,26 +372,13 @@ struct LossAndRejects {
 
 impl Collector for LossAndRejects {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let k = self
-            .kernel
-            .as_ref()
-            .map(KernelCounters::read)
-            .unwrap_or_default();
+        let k = self.kernel.as_ref().map(KernelCounters::read).unwrap_or_default();
         let user_ts = self.userspace.bad_timestamp.load(Ordering::Relaxed);
         let user = &self.userspace;
         let lost = LOST.iter().map(|&(i, r)| (r, k[i as usize])).chain([
-            (
-                "undecodable_event",
-                user.undecodable_event.load(Ordering::Relaxed),
-            ),
-            (
-                "dns_userspace_pending_full",
-                user.dns_pending_full.load(Ordering::Relaxed),
-            ),
-            (
-                "dns_query_event_missing",
-                user.dns_response_without_query.load(Ordering::Relaxed),
-            ),
+            ("undecodable_event", user.undecodable_event.load(Ordering::Relaxed)),
+            ("dns_userspace_pending_full", user.dns_pending_full.load(Ordering::Relaxed)),
+            ("dns_query_event_missing", user.dns_response_without_query.load(Ordering::Relaxed)),
         ]);
         counter_family(
             &mut enc,
@@ -420,11 +388,7 @@ impl Collector for LossAndRejects {
         )?;
 
         let rejects = REJECTS.iter().map(|&(i, r)| {
-            let extra = if i == counter::REJECT_BAD_TIMESTAMP {
-                user_ts
-            } else {
-                0
-            };
+            let extra = if i == counter::REJECT_BAD_TIMESTAMP { user_ts } else { 0 };
             (r, k[i as usize] + extra)
         });
         counter_family(

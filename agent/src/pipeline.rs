@@ -111,10 +111,7 @@ impl Pipeline {
     }
 
     fn undecodable(&self, e: &dyn std::fmt::Display) {
-        self.metrics
-            .userspace
-            .undecodable_event
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.userspace.undecodable_event.fetch_add(1, Ordering::Relaxed);
         log::warn!("dropping kernel event: {e}");
     }
 
@@ -123,34 +120,14 @@ impl Pipeline {
         let now = self.clock.unix_seconds(o.ktime_ns);
         let endpoint = o.endpoint.as_str();
         let kind = o.kind.as_str();
-        log::debug!(
-            "{endpoint} {kind} role={:?} {:?} ({workload:?})",
-            o.role,
-            o.what
-        );
+        log::debug!("{endpoint} {kind} role={:?} {:?} ({workload:?})", o.role, o.what);
         match o.what {
-            What::Response {
-                status,
-                latency_ns,
-                imdsv1,
-            } => {
+            What::Response { status, latency_ns, imdsv1 } => {
                 let code = status.to_string();
-                let labels = RequestLabels {
-                    workload: workload.clone(),
-                    endpoint,
-                    kind,
-                    code,
-                };
+                let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
                 self.metrics.requests.get_or_create(&labels).inc();
-                let labels = DurationLabels {
-                    workload: workload.clone(),
-                    endpoint,
-                    kind,
-                };
-                self.metrics
-                    .duration
-                    .get_or_create(&labels)
-                    .observe(latency_ns as f64 / 1e9);
+                let labels = DurationLabels { workload: workload.clone(), endpoint, kind };
+                self.metrics.duration.get_or_create(&labels).observe(latency_ns as f64 / 1e9);
                 if imdsv1 {
                     self.metrics.imdsv1.get_or_create(&workload).inc();
                 }
@@ -161,10 +138,7 @@ impl Pipeline {
                         role: o.role.clone(),
                     };
                     self.metrics.fetches.get_or_create(&labels).inc();
-                    let key = StormLabels {
-                        workload,
-                        role: o.role,
-                    };
+                    let key = StormLabels { workload, role: o.role };
                     // The storm series exists (at 0) from a key's first fetch, so "no storm" shows.
                     let _ = self.metrics.storm.get_or_create(&key);
                     let change = self.detector.on_fetch(&key, now);
@@ -173,26 +147,14 @@ impl Pipeline {
             }
             What::Expiration { packed } => {
                 let Some(expires_at) = expiration::unix_seconds(packed) else {
-                    self.metrics
-                        .userspace
-                        .bad_timestamp
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.userspace.bad_timestamp.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
                 let expires_at = expires_at as f64;
-                let labels = CredentialLabels {
-                    workload: workload.clone(),
-                    endpoint,
-                    role: o.role.clone(),
-                };
-                self.metrics
-                    .lifetime
-                    .get_or_create(&labels)
-                    .observe(expires_at - now);
-                let key = StormLabels {
-                    workload,
-                    role: o.role,
-                };
+                let labels =
+                    CredentialLabels { workload: workload.clone(), endpoint, role: o.role.clone() };
+                self.metrics.lifetime.get_or_create(&labels).observe(expires_at - now);
+                let key = StormLabels { workload, role: o.role };
                 let change = self.detector.on_expiration(&key, now, expires_at);
                 self.apply(change);
             }
@@ -201,26 +163,13 @@ impl Pipeline {
 
     fn observe_tcp(&mut self, o: TcpObservation) {
         match o {
-            TcpObservation::Connect {
-                cgroup_id,
-                addr,
-                port,
-                result,
-                latency_ns,
-            } => {
+            TcpObservation::Connect { cgroup_id, addr, port, result, latency_ns } => {
                 let workload = self.resolver.workload_or_fallback(cgroup_id);
                 let destination = self.classifier.classify(addr, port);
-                let labels = TcpConnectLabels {
-                    workload: workload.clone(),
-                    destination,
-                    result,
-                };
+                let labels = TcpConnectLabels { workload: workload.clone(), destination, result };
                 self.metrics.tcp.connects.get_or_create(&labels).inc();
                 if result == "established" {
-                    let labels = TcpDestinationLabels {
-                        workload,
-                        destination,
-                    };
+                    let labels = TcpDestinationLabels { workload, destination };
                     self.metrics
                         .tcp
                         .duration
@@ -247,11 +196,7 @@ impl Pipeline {
                 key.role
             );
         } else {
-            log::info!(
-                "credential refresh storm over: pod={} role={}",
-                key.workload.pod,
-                key.role
-            );
+            log::info!("credential refresh storm over: pod={} role={}", key.workload.pod, key.role);
         }
         self.metrics.storm.get_or_create(&key).set(i64::from(storm));
     }
@@ -267,11 +212,8 @@ impl Pipeline {
         for key in forgotten {
             self.metrics.storm.remove(&key);
         }
-        self.dns
-            .tick(monotonic_ns(), &mut self.resolver, &self.metrics);
-        self.metrics
-            .cgroups_known
-            .set(self.resolver.known_cgroups() as i64);
+        self.dns.tick(monotonic_ns(), &mut self.resolver, &self.metrics);
+        self.metrics.cgroups_known.set(self.resolver.known_cgroups() as i64);
     }
 }
 

@@ -34,11 +34,8 @@ pub struct Hooks {
 pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     let mount = cgroup::cgroup2_mount()?;
     let attach_to = cgroup::resolve_attach_path(&mount, args.cgroup_path.as_deref())?;
-    let mut endpoints = if args.no_default_endpoints {
-        Vec::new()
-    } else {
-        endpoints::aws_defaults()
-    };
+    let mut endpoints =
+        if args.no_default_endpoints { Vec::new() } else { endpoints::aws_defaults() };
     for e in &args.metadata_endpoints {
         if !endpoints.contains(e) {
             endpoints.push(*e);
@@ -53,64 +50,39 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     // Bind first: a port already in use is the most common start-up failure; report it before
     // touching the kernel.
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
-        format!(
-            "listening on {} (is another credwatch running? see --listen)",
-            args.listen
-        )
+        format!("listening on {} (is another credwatch running? see --listen)", args.listen)
     })?;
     let listen = listener.local_addr().unwrap_or(args.listen);
 
     if args.dns.dns_ports.contains(&0) {
         anyhow::bail!("--dns-port 0 is not a port");
     }
-    let kernel::Kernel {
-        attachment,
-        events,
-        dns_events,
-        tcp_events,
-        counters,
-    } = kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports)
-        .context("setting up the kernel programs")?;
+    let kernel::Kernel { attachment, events, dns_events, tcp_events, counters } =
+        kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports)
+            .context("setting up the kernel programs")?;
     let (metrics, registry) = Metrics::new(Some(KernelCounters::new(counters)));
     for program in &attachment.programs {
-        metrics
-            .attached
-            .get_or_create(&ProgramLabels { program })
-            .set(1);
+        metrics.attached.get_or_create(&ProgramLabels { program }).set(1);
     }
     let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)));
-    let dns = DnsObserver::new(
-        Duration::from_secs(args.dns.dns_timeout.max(1)),
-        args.dns.dns_top_names,
-    );
+    let dns =
+        DnsObserver::new(Duration::from_secs(args.dns.dns_timeout.max(1)), args.dns.dns_top_names);
     let classifier = Classifier {
         metadata: endpoints.clone(),
         dns_ports: args.dns.dns_ports.clone(),
         cluster: args.tcp.cluster_cidrs.clone(),
         aws_api: args.tcp.aws_api_cidrs.clone(),
     };
-    let pipeline = Pipeline::new(
-        resolver,
-        Rule::from(&args.detector),
-        dns,
-        classifier,
-        metrics.clone(),
-    );
+    let pipeline =
+        Pipeline::new(resolver, Rule::from(&args.detector), dns, classifier, metrics.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready: Ready = Arc::default();
-    let server = tokio::spawn(http::serve(
-        listener,
-        Arc::new(registry),
-        ready.clone(),
-        stop_rx.clone(),
-    ));
+    let server =
+        tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), stop_rx.clone()));
     let events = tokio::spawn(pipeline.run([events, dns_events, tcp_events], stop_rx.clone()));
     ready.store(true, Ordering::Release);
-    log::info!(
-        "ready: metrics on http://{listen}/metrics, observing {}",
-        attach_to.display()
-    );
+    log::info!("ready: metrics on http://{listen}/metrics, observing {}", attach_to.display());
     if let Some(tx) = hooks.on_ready {
         let _ = tx.send(metrics);
     }

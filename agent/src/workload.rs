@@ -27,10 +27,7 @@ const CONTAINER_ID_SHOWN: usize = 12;
 pub fn from_cgroup_path(path: &str) -> Workload {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let Some(pod_at) = parts.iter().position(|p| pod_uid(p).is_some()) else {
-        return Workload {
-            pod: path.to_string(),
-            ..Default::default()
-        };
+        return Workload { pod: path.to_string(), ..Default::default() };
     };
     let uid = pod_uid(parts[pod_at]).unwrap_or_default();
     let container = parts
@@ -38,11 +35,7 @@ pub fn from_cgroup_path(path: &str) -> Workload {
         .and_then(|p| container_id(p))
         .map(|id| id[..CONTAINER_ID_SHOWN.min(id.len())].to_string())
         .unwrap_or_default();
-    Workload {
-        namespace: String::new(),
-        pod: uid,
-        container,
-    }
+    Workload { namespace: String::new(), pod: uid, container }
 }
 
 /// `pod<uid>` (cgroupfs) or `kubepods[-<qos>]-pod<uid_with_underscores>.slice` (systemd).
@@ -101,9 +94,7 @@ impl Resolver {
             return Some(w.clone());
         }
         if self.index.get(cgroup_id).is_none() {
-            let due = self
-                .last_rescan
-                .is_none_or(|t| t.elapsed() >= self.rescan_every);
+            let due = self.last_rescan.is_none_or(|t| t.elapsed() >= self.rescan_every);
             if !due {
                 return None;
             }
@@ -120,10 +111,7 @@ impl Resolver {
     pub fn workload_or_fallback(&mut self, cgroup_id: u64) -> Workload {
         match self.resolve(cgroup_id) {
             Some(w) => (*w).clone(),
-            None => Workload {
-                pod: format!("/cgroup-id/{cgroup_id}"),
-                ..Default::default()
-            },
+            None => Workload { pod: format!("/cgroup-id/{cgroup_id}"), ..Default::default() },
         }
     }
 
@@ -146,11 +134,7 @@ mod tests {
     const CID: &str = "8e3d5c0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6";
 
     fn w(pod: &str, container: &str) -> Workload {
-        Workload {
-            namespace: String::new(),
-            pod: pod.into(),
-            container: container.into(),
-        }
+        Workload { namespace: String::new(), pod: pod.into(), container: container.into() }
     }
 
     #[test]
@@ -171,10 +155,7 @@ mod tests {
                 ),
                 short,
             ),
-            (
-                format!("/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{CID}.scope"),
-                short,
-            ),
+            (format!("/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{CID}.scope"), short),
             // systemd driver, CRI-O and Docker
             (
                 format!(
@@ -196,10 +177,7 @@ mod tests {
             (format!("/credwatch-test-1/kubepods/pod{UID}/{CID}"), short),
             (format!("/kubepods/burstable/pod{UID}"), ""),
             // CRI-O's monitor is not a container
-            (
-                format!("/kubepods.slice/kubepods-pod{uid_}.slice/crio-conmon-{CID}.scope"),
-                "",
-            ),
+            (format!("/kubepods.slice/kubepods-pod{uid_}.slice/crio-conmon-{CID}.scope"), ""),
         ];
         for (path, container) in cases {
             assert_eq!(from_cgroup_path(&path), w(UID, container), "{path}");

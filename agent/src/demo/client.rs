@@ -26,6 +26,10 @@ pub struct ClientArgs {
     /// Stop after this many application requests (0: forever).
     #[arg(long, default_value_t = 0)]
     pub requests: u64,
+    /// The application's upstream (`NAME:PORT`, resolved through glibc each request, like a JVM
+    /// with its DNS cache off): what every request calls after making sure it has credentials.
+    #[arg(long)]
+    pub upstream: Option<String>,
 }
 
 pub fn run(args: &ClientArgs) -> anyhow::Result<()> {
@@ -38,6 +42,9 @@ pub fn run(args: &ClientArgs) -> anyhow::Result<()> {
         if expires_at.is_none_or(|e| e - now < REFRESH_WITHIN.as_secs() as i64) {
             expires_at = Some(refresh(args.endpoint).context("refreshing credentials")?);
         }
+        if let Some(upstream) = &args.upstream {
+            call_upstream(upstream).with_context(|| format!("calling {upstream}"))?;
+        }
         done += 1;
         std::thread::sleep(period.saturating_sub(started.elapsed()));
     }
@@ -45,19 +52,10 @@ pub fn run(args: &ClientArgs) -> anyhow::Result<()> {
 }
 
 fn refresh(server: SocketAddr) -> anyhow::Result<i64> {
-    let token = call(
-        server,
-        "PUT",
-        "/latest/api/token",
-        "X-aws-ec2-metadata-token-ttl-seconds: 21600",
-    )?;
+    let token =
+        call(server, "PUT", "/latest/api/token", "X-aws-ec2-metadata-token-ttl-seconds: 21600")?;
     let token_header = format!("X-aws-ec2-metadata-token: {token}");
-    let role = call(
-        server,
-        "GET",
-        "/latest/meta-data/iam/security-credentials/",
-        &token_header,
-    )?;
+    let role = call(server, "GET", "/latest/meta-data/iam/security-credentials/", &token_header)?;
     let doc = call(
         server,
         "GET",
@@ -69,12 +67,16 @@ fn refresh(server: SocketAddr) -> anyhow::Result<i64> {
 
 fn expiration_of(doc: &str) -> Option<i64> {
     let at = doc.find("\"Expiration\":\"")? + "\"Expiration\":\"".len();
-    let digits: String = doc
-        .get(at..at + 19)?
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
+    let digits: String = doc.get(at..at + 19)?.chars().filter(char::is_ascii_digit).collect();
     unix_seconds(digits.parse().ok()?)
+}
+
+fn call_upstream(upstream: &str) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs as _;
+    // getaddrinfo: the search list and ndots of this process's /etc/resolv.conf apply.
+    let addr = upstream.to_socket_addrs()?.next().context("no address")?;
+    call(addr, "GET", "/", "Accept: */*")?;
+    Ok(())
 }
 
 /// One request on a new connection, as the SDK's default HTTP client does for IMDS.
@@ -89,14 +91,9 @@ fn call(server: SocketAddr, method: &str, path: &str, header: &str) -> anyhow::R
     s.write_all(request.as_bytes())?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("response without a header end")?;
+    let (head, body) = response.split_once("\r\n\r\n").context("response without a header end")?;
     if !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "{method} {path}: {}",
-            head.lines().next().unwrap_or_default()
-        );
+        bail!("{method} {path}: {}", head.lines().next().unwrap_or_default());
     }
     Ok(body.to_string())
 }

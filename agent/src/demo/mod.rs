@@ -4,6 +4,7 @@
 //! (refresh when less than 15 minutes remain). The agent runs attached to that subtree only, and a
 //! live summary shows the KIAM pod flagged as a refresh storm while the other stays healthy.
 pub mod client;
+mod dns_server;
 mod sandbox;
 mod server;
 
@@ -16,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 use crate::{
     cli::{DemoArgs, DetectorArgs, DnsArgs, RunArgs, TcpArgs},
     endpoints::EndpointSpec,
-    metrics::{CredentialLabels, Metrics, RequestLabels, StormLabels},
+    metrics::{CredentialLabels, DnsLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels},
     run::{self, Hooks},
     workload::Workload,
 };
@@ -36,7 +37,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let kiam = server::start(server::Profile::kiam()).await?;
     let imds = server::start(server::Profile::ec2_instance_profile()).await?;
+    let api = server::start_api().await?;
+    let dns =
+        dns_server::start().await.context("starting the demo DNS server on 127.0.0.153:53")?;
     let sandbox = sandbox::Sandbox::create(2).context("creating the demo cgroups")?;
+    let resolv_conf = sandbox.resolv_conf(dns.ip())?;
+    let upstream = format!("{}:{}", dns_server::API_NAME, api.port());
     let pods = [
         DemoPod {
             title: "java-v1 client, KIAM 15-min credentials",
@@ -54,10 +60,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         cgroup_path: Some(sandbox.root().to_path_buf()),
         metadata_endpoints: pods
             .iter()
-            .map(|p| EndpointSpec {
-                addr: p.server,
-                kind: EndpointKind::Imds,
-            })
+            .map(|p| EndpointSpec { addr: p.server, kind: EndpointKind::Imds })
             .collect(),
         no_default_endpoints: true,
         listen: args.listen,
@@ -68,19 +71,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             storm_valid_margin: 60,
         },
         dns: DnsArgs::default(),
-        tcp: TcpArgs::default(),
+        // The fake AWS API is on loopback: label it as what it stands for.
+        tcp: TcpArgs {
+            cluster_cidrs: Vec::new(),
+            aws_api_cidrs: vec![format!("{}/32", api.ip()).parse()?],
+        },
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let agent = run::run(
-        run_args,
-        Hooks {
-            on_ready: Some(ready_tx),
-            stop: Some(stop_rx),
-        },
-    );
+    let agent = run::run(run_args, Hooks { on_ready: Some(ready_tx), stop: Some(stop_rx) });
     let driver = async {
-        let result = drive(&args, &sandbox, &pods, ready_rx).await;
+        let result = drive(&args, &sandbox, &pods, (&upstream, &resolv_conf), ready_rx).await;
         let _ = stop_tx.send(true);
         result
     };
@@ -93,6 +94,7 @@ async fn drive(
     args: &DemoArgs,
     sandbox: &sandbox::Sandbox,
     pods: &[DemoPod],
+    (upstream, resolv_conf): (&str, &std::path::Path),
     ready: oneshot::Receiver<Metrics>,
 ) -> anyhow::Result<()> {
     let Ok(metrics) = ready.await else {
@@ -100,12 +102,9 @@ async fn drive(
     };
     let mut clients = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
-        clients.push(sandbox.spawn_client(i, pod.server, args.rate)?);
+        clients.push(sandbox.spawn_client(i, pod.server, upstream, resolv_conf, args.rate)?);
     }
-    println!(
-        "\ncredwatch demo: metrics on http://{}/metrics (Ctrl-C to stop)\n",
-        args.listen
-    );
+    println!("\ncredwatch demo: metrics on http://{}/metrics (Ctrl-C to stop)\n", args.listen);
     let started = tokio::time::Instant::now();
     let mut every = tokio::time::interval(SUMMARY_EVERY);
     every.tick().await;
@@ -128,11 +127,12 @@ async fn drive(
 fn print_summary(elapsed: Duration, pods: &[DemoPod], metrics: &Metrics) {
     println!("[{:>4}s]", elapsed.as_secs());
     for pod in pods {
+        let w = &pod.workload;
         let calls: u64 = ["token", "role_list", "credentials"]
             .into_iter()
             .filter_map(|kind| {
                 let labels = RequestLabels {
-                    workload: pod.workload.clone(),
+                    workload: w.clone(),
                     endpoint: "imds",
                     kind,
                     code: "200".into(),
@@ -140,22 +140,28 @@ fn print_summary(elapsed: Duration, pods: &[DemoPod], metrics: &Metrics) {
                 metrics.requests.get(&labels).map(|c| c.get())
             })
             .sum();
-        let cred = CredentialLabels {
-            workload: pod.workload.clone(),
-            endpoint: "imds",
-            role: server::ROLE.into(),
-        };
+        let cred =
+            CredentialLabels { workload: w.clone(), endpoint: "imds", role: server::ROLE.into() };
         let fetches = metrics.fetches.get(&cred).map_or(0, |c| c.get());
-        let storm = StormLabels {
-            workload: pod.workload.clone(),
-            role: server::ROLE.into(),
-        };
+        let storm = StormLabels { workload: w.clone(), role: server::ROLE.into() };
         let flagged = metrics.storm.get(&storm).is_some_and(|g| g.get() == 1);
+        let api =
+            TcpConnectLabels { workload: w.clone(), destination: "aws_api", result: "established" };
+        let api_calls = metrics.tcp.connects.get(&api).map_or(0, |c| c.get());
+        let dns: u64 = ["A", "AAAA"]
+            .into_iter()
+            .flat_map(|qtype| ["NOERROR", "NXDOMAIN"].map(|rcode| (qtype, rcode)))
+            .filter_map(|(qtype, rcode)| {
+                let labels = DnsLabels { workload: w.clone(), qtype, rcode };
+                metrics.dns.requests.get(&labels).map(|c| c.get())
+            })
+            .sum();
+        let extra = metrics.dns.expansion_queries.get(w).map_or(0, |c| c.get());
         println!(
-            "  pod {} ({}): metadata calls {calls:>4}  credential fetches {fetches:>4}  {}",
-            &pod.workload.pod[..8],
+            "  pod {} ({}): API calls {api_calls:>4} | metadata calls {calls:>4}, credential fetches {fetches:>4} {} | DNS queries {dns:>4}, {extra:>4} only for the search list",
+            &w.pod[..8],
             pod.title,
-            if flagged { "REFRESH STORM" } else { "healthy" }
+            if flagged { "REFRESH STORM" } else { "healthy      " },
         );
     }
 }

@@ -15,6 +15,8 @@ use crate::{cgroup, workload::Workload};
 
 pub struct Sandbox {
     root: PathBuf,
+    /// Private directory for the pods' resolv.conf.
+    files: PathBuf,
     leaves: Vec<PathBuf>,
     workloads: Vec<Workload>,
 }
@@ -23,11 +25,10 @@ impl Sandbox {
     pub fn create(pods: usize) -> anyhow::Result<Self> {
         let mount = cgroup::cgroup2_mount()?;
         let root = mount.join(format!("credwatch-demo-{}", std::process::id()));
-        let mut sandbox = Self {
-            root: root.clone(),
-            leaves: Vec::new(),
-            workloads: Vec::new(),
-        };
+        let files = std::env::temp_dir().join(format!("credwatch-demo-{}", std::process::id()));
+        fs::create_dir_all(&files).with_context(|| format!("mkdir {}", files.display()))?;
+        let mut sandbox =
+            Self { root: root.clone(), files, leaves: Vec::new(), workloads: Vec::new() };
         for i in 0..pods {
             let uid = random_uid();
             let cid = random_hex(32);
@@ -48,27 +49,45 @@ impl Sandbox {
         &self.root
     }
 
+    /// Writes a pod's resolv.conf (as kubelet does for ClusterFirst pods) and returns its path.
+    pub fn resolv_conf(&self, nameserver: std::net::IpAddr) -> anyhow::Result<PathBuf> {
+        let path = self.files.join("resolv.conf");
+        let text = format!(
+            "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver {nameserver}\noptions ndots:5\n"
+        );
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
     pub fn workload(&self, i: usize) -> Workload {
         self.workloads[i].clone()
     }
 
     /// Starts `credwatch demo-client` inside pod `i`'s cgroup (it joins before exec, so its first
-    /// request is already attributed).
-    pub fn spawn_client(&self, i: usize, server: SocketAddr, rate: f64) -> anyhow::Result<Client> {
+    /// request is already attributed), in a mount namespace of its own where `/etc/resolv.conf`
+    /// is `resolv_conf` (a pod's: cluster search list, `ndots:5`).
+    pub fn spawn_client(
+        &self,
+        i: usize,
+        server: SocketAddr,
+        upstream: &str,
+        resolv_conf: &Path,
+        rate: f64,
+    ) -> anyhow::Result<Client> {
         let procs = CString::new(self.leaves[i].join("cgroup.procs").as_os_str().as_bytes())?;
+        let resolv = CString::new(resolv_conf.as_os_str().as_bytes())?;
         let exe = std::env::current_exe().context("locating the credwatch binary")?;
         let mut cmd = Command::new(exe);
-        cmd.args([
-            "demo-client",
-            "--endpoint",
-            &server.to_string(),
-            "--rate",
-            &rate.to_string(),
-        ])
-        .stdin(Stdio::null());
-        // SAFETY: between fork and exec only async-signal-safe calls: open, write, close.
+        cmd.args(["demo-client", "--endpoint", &server.to_string(), "--rate", &rate.to_string()])
+            .args(["--upstream", upstream])
+            .stdin(Stdio::null());
+        // SAFETY: between fork and exec only async-signal-safe calls (open, write, close,
+        // unshare, mount) on strings allocated before the fork.
         unsafe {
-            cmd.pre_exec(move || join_cgroup(&procs));
+            cmd.pre_exec(move || {
+                join_cgroup(&procs)?;
+                private_resolv_conf(&resolv)
+            });
         }
         let child = cmd.spawn().context("starting a demo client")?;
         Ok(Client(Some(child)))
@@ -91,6 +110,30 @@ fn join_cgroup(procs: &CString) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A mount namespace of the process's own in which `/etc/resolv.conf` is `resolv`.
+fn private_resolv_conf(resolv: &CString) -> std::io::Result<()> {
+    let check =
+        |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        // Keep the bind mount below from propagating back to the host's namespace.
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            resolv.as_ptr(),
+            c"/etc/resolv.conf".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ))
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // Leaf first; rmdir of a cgroup only succeeds once its processes are gone.
@@ -106,6 +149,7 @@ impl Drop for Sandbox {
         }
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         dirs.push(self.root.clone());
+        let _ = fs::remove_dir_all(&self.files);
         for d in dirs {
             if let Err(e) = fs::remove_dir(&d) {
                 log::warn!("removing demo cgroup {}: {e}", d.display());
@@ -153,12 +197,5 @@ pub fn fill_random(buf: &mut [u8]) {
 
 fn random_uid() -> String {
     let h = random_hex(16);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }

@@ -24,17 +24,11 @@ pub struct Profile {
 impl Profile {
     /// KIAM defaults: `--session-duration=15m`, `--session-refresh=5m`.
     pub fn kiam() -> Self {
-        Self {
-            lifetime: Duration::from_secs(900),
-            rotate: Duration::from_secs(300),
-        }
+        Self { lifetime: Duration::from_secs(900), rotate: Duration::from_secs(300) }
     }
     /// EC2 instance profile: about six hours, rotated hourly.
     pub fn ec2_instance_profile() -> Self {
-        Self {
-            lifetime: Duration::from_secs(6 * 3600),
-            rotate: Duration::from_secs(3600),
-        }
+        Self { lifetime: Duration::from_secs(6 * 3600), rotate: Duration::from_secs(3600) }
     }
 
     /// Expiration of the credentials current at `now` (Unix seconds).
@@ -50,6 +44,27 @@ pub async fn start(profile: Profile) -> anyhow::Result<SocketAddr> {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(serve(stream, profile));
+        }
+    });
+    Ok(addr)
+}
+
+/// The demo's fake AWS API: answers every request with a small 200.
+pub async fn start_api() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+                let _ = stream.shutdown().await;
+            });
         }
     });
     Ok(addr)
@@ -84,9 +99,7 @@ async fn serve(mut stream: TcpStream, profile: Profile) {
 
 /// A credential document in the order IMDS serves it (secrets before `Expiration`).
 fn credentials(profile: Profile) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let exp = profile.expiration(now);
     format!(
         "{{\"Code\":\"Success\",\"LastUpdated\":\"{}\",\"Type\":\"AWS-HMAC\",\"AccessKeyId\":\"ASIA{}\",\
@@ -113,12 +126,7 @@ pub fn iso8601(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -131,11 +139,7 @@ mod tests {
         for secs in [0u64, 951_825_600, 1_795_860_900, 4_102_444_799] {
             let s = iso8601(secs);
             let digits: String = s.chars().filter(char::is_ascii_digit).collect();
-            assert_eq!(
-                unix_seconds(digits.parse().unwrap()),
-                Some(secs as i64),
-                "{s}"
-            );
+            assert_eq!(unix_seconds(digits.parse().unwrap()), Some(secs as i64), "{s}");
         }
     }
 

@@ -144,10 +144,7 @@ mod tests {
             Some("www.example.com")
         );
         assert_eq!(name_from_wire(b"").as_deref(), Some(""));
-        assert_eq!(
-            name_from_wire(b"\x03a.b\x02\x00z").as_deref(),
-            Some("a\\.b.\\000z")
-        );
+        assert_eq!(name_from_wire(b"\x03a.b\x02\x00z").as_deref(), Some("a\\.b.\\000z"));
     }
 
     #[test]
@@ -197,9 +194,6 @@ mod tests {
                 ktime_ns: 5
             })
         );
-        assert_eq!(
-            decode(&bytes[..100]),
-            Err(DecodeError::Size(100, size_of::<DnsEvent>()))
-        );
+        assert_eq!(decode(&bytes[..100]), Err(DecodeError::Size(100, size_of::<DnsEvent>())));
     }
 }

@@ -21,11 +21,7 @@ pub struct Expansion {
 impl Expansion {
     /// Whether `name` (lower case, no trailing dot) was sent only because of the search list.
     pub fn is_expansion(&mut self, conf: &ResolvConf, name: &str, now: f64) -> bool {
-        while self
-            .recent_bases
-            .front()
-            .is_some_and(|(_, t)| now - t > BASE_MEMORY_SECS)
-        {
+        while self.recent_bases.front().is_some_and(|(_, t)| now - t > BASE_MEMORY_SECS) {
             self.recent_bases.pop_front();
         }
         if self.recent_bases.iter().any(|(b, _)| b == name) {

@@ -57,13 +57,7 @@ impl DnsObserver {
         now_unix: f64,
     ) {
         match o {
-            DnsObservation::Query {
-                key,
-                cgroup_id,
-                qtype,
-                name,
-                ktime_ns,
-            } => {
+            DnsObservation::Query { key, cgroup_id, qtype, name, ktime_ns } => {
                 if self.top_names > 0 {
                     let workload = resolver.workload_or_fallback(cgroup_id);
                     let pod = self.pods.entry(cgroup_id).or_default();
@@ -73,20 +67,9 @@ impl DnsObserver {
                     } else {
                         OTHER_NAMES.to_string()
                     };
-                    m.dns
-                        .names
-                        .get_or_create(&DnsNameLabels {
-                            workload,
-                            name: shown,
-                        })
-                        .inc();
+                    m.dns.names.get_or_create(&DnsNameLabels { workload, name: shown }).inc();
                 }
-                let q = PendingQuery {
-                    cgroup_id,
-                    qtype,
-                    name,
-                    ktime_ns,
-                };
+                let q = PendingQuery { cgroup_id, qtype, name, ktime_ns };
                 if let Admitted::EvictedOldest(_) = self.tracker.on_query(key, q) {
                     m.userspace.dns_pending_full.fetch_add(1, Ordering::Relaxed);
                 }
@@ -111,29 +94,21 @@ impl DnsObserver {
                 let seconds = latency_ns as f64 / 1e9;
                 m.dns
                     .duration
-                    .get_or_create(&DnsQtypeLabels {
-                        workload: workload.clone(),
-                        qtype,
-                    })
+                    .get_or_create(&DnsQtypeLabels { workload: workload.clone(), qtype })
                     .observe(seconds);
                 if truncated {
                     m.dns.truncated.get_or_create(&workload).inc();
                 }
                 let Some(query) = self.tracker.on_response(key) else {
                     // Its query event was lost or came before the agent: counted, but no name.
-                    m.userspace
-                        .dns_response_without_query
-                        .fetch_add(1, Ordering::Relaxed);
+                    m.userspace.dns_response_without_query.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
                 if rcode == RCODE_NXDOMAIN
                     && self.is_expansion(cgroup_id, &query.name, resolver, now_unix)
                 {
                     m.dns.expansion_queries.get_or_create(&workload).inc();
-                    m.dns
-                        .expansion_seconds
-                        .get_or_create(&workload)
-                        .inc_by(seconds);
+                    m.dns.expansion_seconds.get_or_create(&workload).inc_by(seconds);
                 } else if rcode != RCODE_NXDOMAIN {
                     // Record the base of successful expansions too, so the absolute query after
                     // them is recognised; the result itself is not an extra query.
@@ -153,10 +128,7 @@ impl DnsObserver {
         let pod = self.pods.entry(cgroup_id).or_default();
         if pod.read_at.is_none_or(|t| t.elapsed() >= RESOLV_CONF_TTL) {
             pod.read_at = Some(Instant::now());
-            if let Some(conf) = resolver
-                .cgroup_dir(cgroup_id)
-                .and_then(|d| read_resolv_conf(&d))
-            {
+            if let Some(conf) = resolver.cgroup_dir(cgroup_id).and_then(|d| read_resolv_conf(&d)) {
                 pod.conf = Some(conf);
             }
         }
@@ -168,11 +140,8 @@ impl DnsObserver {
     pub fn tick(&mut self, now_ktime_ns: u64, resolver: &mut Resolver, m: &Metrics) {
         for q in self.tracker.expire(now_ktime_ns) {
             let workload: Workload = resolver.workload_or_fallback(q.cgroup_id);
-            let labels = DnsLabels {
-                workload,
-                qtype: event::qtype_label(q.qtype),
-                rcode: "timeout",
-            };
+            let labels =
+                DnsLabels { workload, qtype: event::qtype_label(q.qtype), rcode: "timeout" };
             m.dns.requests.get_or_create(&labels).inc();
         }
     }
@@ -182,22 +151,16 @@ impl DnsObserver {
 /// namespace and root, so a container's file, not the node's).
 fn read_resolv_conf(cgroup_dir: &Path) -> Option<ResolvConf> {
     let procs = std::fs::read_to_string(cgroup_dir.join("cgroup.procs")).ok()?;
-    procs
-        .lines()
-        .filter_map(|l| l.trim().parse::<u32>().ok())
-        .find_map(|pid| {
-            let text = std::fs::read(format!("/proc/{pid}/root/etc/resolv.conf")).ok()?;
-            // resolv.conf is small; a huge or binary file is not one.
-            (text.len() <= 64 * 1024).then(|| resolvconf::parse(&String::from_utf8_lossy(&text)))
-        })
+    procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).find_map(|pid| {
+        let text = std::fs::read(format!("/proc/{pid}/root/etc/resolv.conf")).ok()?;
+        // resolv.conf is small; a huge or binary file is not one.
+        (text.len() <= 64 * 1024).then(|| resolvconf::parse(&String::from_utf8_lossy(&text)))
+    })
 }
 
 /// Monotonic now, the clock the kernel stamps events with.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

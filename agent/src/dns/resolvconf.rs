@@ -10,10 +10,7 @@ pub struct ResolvConf {
 
 impl Default for ResolvConf {
     fn default() -> Self {
-        Self {
-            search: Vec::new(),
-            ndots: 1,
-        }
+        Self { search: Vec::new(), ndots: 1 }
     }
 }
 
@@ -31,9 +28,7 @@ pub fn parse(text: &str) -> ResolvConf {
             }
             Some("options") => {
                 for opt in words {
-                    if let Some(n) = opt
-                        .strip_prefix("ndots:")
-                        .and_then(|n| n.parse::<u32>().ok())
+                    if let Some(n) = opt.strip_prefix("ndots:").and_then(|n| n.parse::<u32>().ok())
                     {
                         conf.ndots = n.min(15);
                     }
@@ -72,10 +67,7 @@ mod tests {
         let text = "domain a.example.\nsearch B.Example. c # comment\nnameserver 1.1.1.1\noptions ndots:x timeout:2\n";
         assert_eq!(
             parse(text),
-            ResolvConf {
-                search: vec!["b.example".into(), "c".into()],
-                ndots: 1
-            }
+            ResolvConf { search: vec!["b.example".into(), "c".into()], ndots: 1 }
         );
         assert_eq!(parse("\u{0}\u{ff}garbage\n").ndots, 1);
         assert_eq!(parse("options ndots:99").ndots, 15);

@@ -74,8 +74,7 @@ impl Tracker {
         // Keep the order queue from growing with answered entries under sustained load.
         if self.order.len() > 4 * self.capacity {
             let pending = &self.pending;
-            self.order
-                .retain(|(k, t)| pending.get(k).is_some_and(|p| p.ktime_ns == *t));
+            self.order.retain(|(k, t)| pending.get(k).is_some_and(|p| p.ktime_ns == *t));
         }
         expired
     }
@@ -91,12 +90,7 @@ mod tests {
     use super::*;
 
     fn q(t: u64) -> PendingQuery {
-        PendingQuery {
-            cgroup_id: 1,
-            qtype: 1,
-            name: format!("n{t}"),
-            ktime_ns: t,
-        }
+        PendingQuery { cgroup_id: 1, qtype: 1, name: format!("n{t}"), ktime_ns: t }
     }
 
     #[test]

@@ -60,10 +60,7 @@ pub struct FlagChange<K> {
 
 impl<K: std::hash::Hash + Eq + Clone> Detector<K> {
     pub fn new(rule: Rule) -> Self {
-        Self {
-            rule,
-            tracks: HashMap::new(),
-        }
+        Self { rule, tracks: HashMap::new() }
     }
 
     /// A successful credential fetch at `now`. Returns the flag if it changed.
@@ -127,10 +124,7 @@ impl<K: std::hash::Hash + Eq + Clone> Detector<K> {
         let storm = early >= f64::from(rule.min_fetches) && per_lifetime >= rule.factor;
         (storm != track.storm).then(|| {
             track.storm = storm;
-            FlagChange {
-                key: key.clone(),
-                storm,
-            }
+            FlagChange { key: key.clone(), storm }
         })
     }
 }
@@ -171,12 +165,7 @@ mod tests {
         let mut d = Detector::new(rule());
         let flags = run(&mut d, 0.0, 10, 1.0, 900.0);
         // the first fetch is not early; fetches 2..=6 are the five early ones
-        assert_eq!(
-            flags,
-            [
-                false, false, false, false, false, true, true, true, true, true
-            ]
-        );
+        assert_eq!(flags, [false, false, false, false, false, true, true, true, true, true]);
     }
 
     #[test]
@@ -211,13 +200,7 @@ mod tests {
         let (changes, forgotten) = d.tick(60.0, Duration::from_secs(3600));
         assert!(changes.is_empty() && forgotten.is_empty());
         let (changes, _) = d.tick(130.0, Duration::from_secs(3600));
-        assert_eq!(
-            changes,
-            vec![FlagChange {
-                key: "k",
-                storm: false
-            }]
-        );
+        assert_eq!(changes, vec![FlagChange { key: "k", storm: false }]);
         let (_, forgotten) = d.tick(4000.0, Duration::from_secs(3600));
         assert_eq!(forgotten, vec!["k"]);
         assert_eq!(d.len(), 0);

@@ -52,9 +52,7 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
             latency_ns: ev.latency_ns,
             imdsv1: is_imdsv1(&ev, kind, endpoint),
         },
-        EVENT_EXPIRATION => What::Expiration {
-            packed: ev.expiration,
-        },
+        EVENT_EXPIRATION => What::Expiration { packed: ev.expiration },
         other => return Err(DecodeError::Type(other)),
     };
     Ok(Observation {
@@ -111,11 +109,7 @@ mod tests {
         let ev = MetadataEvent {
             cgroup_id: 42,
             latency_ns: 5_000_000,
-            expiration: if event == EVENT_EXPIRATION {
-                20261128101500
-            } else {
-                0
-            },
+            expiration: if event == EVENT_EXPIRATION { 20261128101500 } else { 0 },
             ktime_ns: 1,
             event,
             endpoint: EndpointKind::Imds as u8,
@@ -144,14 +138,7 @@ mod tests {
         .unwrap();
         assert_eq!(o.role, "my-role");
         assert_eq!(o.kind, RequestKind::Credentials);
-        assert_eq!(
-            o.what,
-            What::Response {
-                status: 200,
-                latency_ns: 5_000_000,
-                imdsv1: false
-            }
-        );
+        assert_eq!(o.what, What::Response { status: 200, latency_ns: 5_000_000, imdsv1: false });
     }
 
     #[test]
@@ -169,37 +156,17 @@ mod tests {
             What::Response { imdsv1, .. } => imdsv1,
             _ => unreachable!(),
         };
-        assert!(v1(
-            RequestKind::RoleList,
-            Method::Get,
-            0,
-            CredentialSource::None
-        ));
-        assert!(v1(
-            RequestKind::Credentials,
-            Method::Get,
-            0,
-            CredentialSource::ImdsRole
-        ));
+        assert!(v1(RequestKind::RoleList, Method::Get, 0, CredentialSource::None));
+        assert!(v1(RequestKind::Credentials, Method::Get, 0, CredentialSource::ImdsRole));
         assert!(!v1(
             RequestKind::Credentials,
             Method::Get,
             FLAG_IMDSV2_TOKEN,
             CredentialSource::ImdsRole
         ));
-        assert!(!v1(
-            RequestKind::Token,
-            Method::Put,
-            0,
-            CredentialSource::None
-        ));
+        assert!(!v1(RequestKind::Token, Method::Put, 0, CredentialSource::None));
         // ECS and Pod Identity are not IMDS
-        assert!(!v1(
-            RequestKind::Credentials,
-            Method::Get,
-            0,
-            CredentialSource::EcsTask
-        ));
+        assert!(!v1(RequestKind::Credentials, Method::Get, 0, CredentialSource::EcsTask));
     }
 
     #[test]
@@ -213,24 +180,13 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(o.role, "pod-identity");
-        assert_eq!(
-            o.what,
-            What::Expiration {
-                packed: 20261128101500
-            }
-        );
+        assert_eq!(o.what, What::Expiration { packed: 20261128101500 });
     }
 
     #[test]
     fn short_or_unknown_events_are_errors_not_panics() {
         assert!(matches!(decode(&[0u8; 10]), Err(DecodeError::Size(10, _))));
-        let mut b = raw(
-            EVENT_RESPONSE,
-            RequestKind::Token,
-            Method::Put,
-            0,
-            CredentialSource::None,
-        );
+        let mut b = raw(EVENT_RESPONSE, RequestKind::Token, Method::Put, 0, CredentialSource::None);
         b[32] = 99;
         assert_eq!(decode(&b), Err(DecodeError::Type(99)));
     }

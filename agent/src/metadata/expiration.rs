@@ -55,17 +55,12 @@ pub struct Clock {
 impl Clock {
     pub fn now() -> Self {
         let ns = |clock| {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
             // SAFETY: clock_gettime writes into the timespec it is given.
             unsafe { libc::clock_gettime(clock, &mut ts) };
             i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
         };
-        Self {
-            offset_ns: ns(libc::CLOCK_REALTIME) - ns(libc::CLOCK_MONOTONIC),
-        }
+        Self { offset_ns: ns(libc::CLOCK_REALTIME) - ns(libc::CLOCK_MONOTONIC) }
     }
 
     pub fn unix_seconds(&self, ktime_ns: u64) -> f64 {
@@ -102,10 +97,7 @@ mod tests {
     #[test]
     fn clock_maps_monotonic_now_to_wall_now() {
         let clock = Clock::now();
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         let mono = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
         let wall = std::time::SystemTime::now()

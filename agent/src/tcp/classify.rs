@@ -40,15 +40,11 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -65,23 +61,20 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// The class of a destination, most specific first: a metadata endpoint on loopback (a test
-    /// fake, a node-local proxy) is `metadata`, not `loopback`.
+    /// The class of a destination, most specific first, and what was configured before what is
+    /// built in: a metadata endpoint or a configured range on loopback (a test fake, a node-local
+    /// proxy) is `metadata`, `cluster` or `aws_api`, not `loopback`.
     pub fn classify(&self, addr: IpAddr, port: u16) -> &'static str {
-        if self
-            .metadata
-            .iter()
-            .any(|e| e.addr.ip() == addr && e.addr.port() == port)
-        {
+        if self.metadata.iter().any(|e| e.addr.ip() == addr && e.addr.port() == port) {
             "metadata"
         } else if self.dns_ports.contains(&port) {
             "dns"
-        } else if addr.is_loopback() {
-            "loopback"
         } else if self.cluster.iter().any(|c| c.contains(addr)) {
             "cluster"
         } else if self.aws_api.iter().any(|c| c.contains(addr)) {
             "aws_api"
+        } else if addr.is_loopback() {
+            "loopback"
         } else {
             "external"
         }

@@ -8,17 +8,8 @@ use agent_common::tcp::{
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TcpObservation {
-    Connect {
-        cgroup_id: u64,
-        addr: IpAddr,
-        port: u16,
-        result: &'static str,
-        latency_ns: u64,
-    },
-    Accept {
-        cgroup_id: u64,
-        port: u16,
-    },
+    Connect { cgroup_id: u64, addr: IpAddr, port: u16, result: &'static str, latency_ns: u64 },
+    Accept { cgroup_id: u64, port: u16 },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,10 +39,7 @@ pub fn decode(bytes: &[u8]) -> Result<TcpObservation, DecodeError> {
                 latency_ns: ev.latency_ns,
             })
         }
-        EVENT_ACCEPT => Ok(TcpObservation::Accept {
-            cgroup_id: ev.cgroup_id,
-            port: ev.port,
-        }),
+        EVENT_ACCEPT => Ok(TcpObservation::Accept { cgroup_id: ev.cgroup_id, port: ev.port }),
         other => Err(DecodeError::Type(other)),
     }
 }
@@ -98,9 +86,6 @@ mod tests {
                 latency_ns: 1000
             })
         );
-        assert_eq!(
-            decode(&bytes[..8]),
-            Err(DecodeError::Size(8, size_of::<TcpEvent>()))
-        );
+        assert_eq!(decode(&bytes[..8]), Err(DecodeError::Size(8, size_of::<TcpEvent>())));
     }
 }
