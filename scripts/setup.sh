@@ -9,7 +9,7 @@ RUST_USER=1.99.1
 RUST_BPF=nightly-2026-07-20
 BPF_LINKER=0.13.0
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libllvm22 bpftool iproute2 python3 python3-venv
-  prometheus dnsmasq-base)
+  prometheus dnsmasq-base iperf3 sockperf tcpdump bpftrace nftables)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 need_root() {

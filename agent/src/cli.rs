@@ -36,6 +36,12 @@ pub enum Command {
     /// Internal: a demo client process (the demo starts two of these in its cgroups).
     #[command(hide = true)]
     DemoClient(crate::demo::client::ClientArgs),
+    /// Internal: attach the empty baseline program to a cgroup until SIGTERM (benchmarks).
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long)]
+        cgroup_path: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

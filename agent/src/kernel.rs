@@ -115,6 +115,31 @@ pub fn load_and_attach(
     })
 }
 
+/// Attaches only the empty `cgroup_skb` program, egress and ingress, until SIGTERM or SIGINT: the
+/// baseline of `cargo xtask bench fastpath`. Prints `ready` once attached.
+pub async fn attach_bench_baseline(cgroup: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    raise_memlock_limit();
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(KernelError::Load)?;
+    let cgroup_fd = File::open(cgroup)
+        .map_err(|source| KernelError::Cgroup { path: cgroup.display().to_string(), source })?;
+    let name = names::PROG_BENCH_EMPTY;
+    let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
+    prog.load().map_err(|source| KernelError::Program { name, source })?;
+    for attach_type in [CgroupSkbAttachType::Egress, CgroupSkbAttachType::Ingress] {
+        prog.attach(&cgroup_fd, attach_type, CgroupAttachMode::default())
+            .map_err(|source| KernelError::Program { name, source })?;
+    }
+    println!("ready");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, KernelError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,

@@ -246,7 +246,10 @@ class Agent:
 
 
 class Metrics(dict):
-    """{(sample name, frozenset(label items)): value} from one OpenMetrics exposition."""
+    """{(sample name, frozenset(label items)): value} from one OpenMetrics exposition.
+
+    The sample name is a positional-only argument of the methods below, so that a label that is
+    itself called `name` (credwatch_dns_name_queries_total) can be matched as a keyword."""
 
     @classmethod
     def parse(cls, text: str) -> Metrics:
@@ -257,16 +260,16 @@ class Metrics(dict):
             for sample in family.samples
         })
 
-    def select(self, name: str, **labels) -> dict[frozenset, float]:
+    def select(self, name: str, /, **labels) -> dict[frozenset, float]:
         wanted = set(labels.items())
         return {key[1]: value for key, value in self.items()
                 if key[0] == name and wanted <= key[1]}
 
-    def value(self, name: str, **labels) -> float:
+    def value(self, name: str, /, **labels) -> float:
         """Sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
         return sum(self.select(name, **labels).values())
 
-    def bucket(self, name: str, le: float, **labels) -> float:
+    def bucket(self, name: str, le: float, /, **labels) -> float:
         """Cumulative count of histogram `name` at bound `le`, compared as numbers since the
         exposition may write 14400 as "14400.0"."""
         return sum(value for key, value in self.select(name + "_bucket", **labels).items()
@@ -279,7 +282,7 @@ class Metrics(dict):
             if name.startswith(prefix))
 
 
-def wait_for_value(agent: Agent, expected: float, name: str, **labels) -> Metrics:
+def wait_for_value(agent: Agent, expected: float, name: str, /, **labels) -> Metrics:
     """Poll until the agent's `name{labels}` reaches `expected`, then assert it is exactly that
     (an agent that over-counts fails too). Returns the scrape that settled it."""
     last = {}

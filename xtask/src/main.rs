@@ -30,6 +30,18 @@ enum Task {
         #[arg(last = true)]
         pytest_args: Vec<String>,
     },
+    /// Measure overhead and footprint (needs root) and rewrite docs/benchmarks.md; benchmarks:
+    /// fastpath, slowpath, e2e, exactness, footprint, flag (default: all).
+    Bench {
+        names: Vec<String>,
+        /// Every benchmark briefly, with the debug build, docs untouched: checks the harness.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
     /// Build and run `credwatch demo` (needs root).
     Demo {
         #[arg(last = true)]
@@ -41,10 +53,10 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     match Cli::parse().task {
-        Task::Test {
-            unit_only,
-            pytest_args,
-        } => test(&root, unit_only, &pytest_args),
+        Task::Test { unit_only, pytest_args } => test(&root, unit_only, &pytest_args),
+        Task::Bench { names, quick, rounds, seconds } => {
+            bench(&root, &names, quick, rounds, seconds)
+        }
         Task::Demo { args } => {
             cargo(&["build", "-p", "agent"])?;
             let mut cmd = Command::new(root.join("target/debug/credwatch"));
@@ -58,14 +70,7 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     step("cargo fmt --check");
     cargo(&["fmt", "--all", "--", "--check"])?;
     step("clippy (userspace)");
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     step("clippy (kernel programs)");
     cargo(&[
         EBPF_TOOLCHAIN,
@@ -102,6 +107,35 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     cmd.args(["tests/scenarios", "-q", "-rs"])
         .args(pytest_args)
         .env("CREDWATCH_BIN", root.join("target/debug/credwatch"));
+    run(&mut cmd)?;
+    if pytest_args.is_empty() {
+        step("benchmarks, quick mode (checks the harness, asserts nothing about speed)");
+        bench(root, &[], true, 1, 1)?;
+    }
+    Ok(())
+}
+
+fn bench(
+    root: &Path,
+    names: &[String],
+    quick: bool,
+    rounds: u32,
+    seconds: u32,
+) -> anyhow::Result<()> {
+    // Footprint and CPU figures are only meaningful for the release build.
+    let binary = if quick {
+        cargo(&["build", "-p", "agent"])?;
+        root.join("target/debug/credwatch")
+    } else {
+        cargo(&["build", "-p", "agent", "--release"])?;
+        root.join("target/release/credwatch")
+    };
+    let mut cmd = Command::new(root.join(".venv/bin/python"));
+    cmd.arg(root.join("bench/bench.py")).arg("--binary").arg(binary).args(names);
+    cmd.args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()]);
+    if quick {
+        cmd.arg("--quick");
+    }
     run(&mut cmd)
 }
 
@@ -135,8 +169,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
     })
 }
 

@@ -65,10 +65,25 @@ fn refresh(server: SocketAddr) -> anyhow::Result<i64> {
     expiration_of(&doc).context("credential document without a valid Expiration")
 }
 
+/// The document's `"Expiration"`, however the JSON is spaced.
 fn expiration_of(doc: &str) -> Option<i64> {
-    let at = doc.find("\"Expiration\":\"")? + "\"Expiration\":\"".len();
-    let digits: String = doc.get(at..at + 19)?.chars().filter(char::is_ascii_digit).collect();
+    let rest = &doc[doc.find("\"Expiration\"")? + "\"Expiration\"".len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let digits: String = rest.get(..19)?.chars().filter(char::is_ascii_digit).collect();
     unix_seconds(digits.parse().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expiration_of;
+
+    #[test]
+    fn expiration_with_or_without_spaces() {
+        let want = Some(1_795_860_900);
+        assert_eq!(expiration_of(r#"{"Token":"x","Expiration":"2026-11-28T10:15:00Z"}"#), want);
+        assert_eq!(expiration_of(r#"{"Token": "x", "Expiration": "2026-11-28T10:15:00Z"}"#), want);
+        assert_eq!(expiration_of(r#"{"Expiration": 5}"#), None);
+    }
 }
 
 fn call_upstream(upstream: &str) -> anyhow::Result<()> {
