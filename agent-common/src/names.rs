@@ -6,12 +6,15 @@ pub const PROG_SKB_INGRESS: &str = "cw_skb_ingress";
 pub const PROG_CONNECT4: &str = "cw_connect4";
 pub const PROG_CONNECT6: &str = "cw_connect6";
 pub const PROG_SOCK_OPS: &str = "cw_sock_ops";
+/// An empty `cgroup_skb` program: the benchmark's baseline, never attached by the agent.
+pub const PROG_BENCH_EMPTY: &str = "cw_bench_empty";
 pub const PROGRAMS: &[&str] = &[
     PROG_SKB_EGRESS,
     PROG_SKB_INGRESS,
     PROG_CONNECT4,
     PROG_CONNECT6,
     PROG_SOCK_OPS,
+    PROG_BENCH_EMPTY,
 ];
 
 /// `Array<u8>` indexed by TCP port: [`crate::PORT_FLAG_METADATA`] etc. The fast-path filter.

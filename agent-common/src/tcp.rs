@@ -22,15 +22,18 @@ pub struct PendingConnect {
 }
 const _: () = assert!(size_of::<PendingConnect>() == 40);
 
-/// A listening socket: network namespace and port → the cgroup that called listen().
+/// A listening socket: network namespace, local address (all zeros for a wildcard listener;
+/// IPv4 as IPv4-mapped) and port → the cgroup that called listen(). The address matters: two
+/// pods of one network namespace may listen on the same port of different addresses.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ListenerKey {
     pub netns: u64,
+    pub addr: [u8; 16],
     pub port: u16,
     pub _pad: [u8; 6],
 }
-const _: () = assert!(size_of::<ListenerKey>() == 16);
+const _: () = assert!(size_of::<ListenerKey>() == 32);
 
 pub const RESULT_ESTABLISHED: u8 = 0;
 /// Reset by the peer while the SYN was outstanding.

@@ -48,6 +48,46 @@ pub fn on_query(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
     let Some((off, len, flags)) = message(ctx, l4)? else {
         return Ok(());
     };
+    query(ctx, off, len, flags)?;
+    // glibc's TCP fallback writes the A and AAAA queries in one segment, each length-prefixed.
+    if let Some((off, len)) = second_tcp_message(ctx, off, len, flags)? {
+        query(ctx, off, len, flags)?;
+    }
+    Ok(())
+}
+
+pub fn on_response(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
+    let Some((off, len, flags)) = message(ctx, l4)? else {
+        return Ok(());
+    };
+    response(ctx, off, flags)?;
+    if let Some((off, _)) = second_tcp_message(ctx, off, len, flags)? {
+        response(ctx, off, flags)?;
+    }
+    Ok(())
+}
+
+/// The second message of a TCP segment, when a whole header of it is there.
+#[inline(always)]
+fn second_tcp_message(
+    ctx: &SkBuffContext,
+    off: u32,
+    len: u32,
+    flags: u8,
+) -> Result<Option<(u32, u32)>, i64> {
+    if flags & FLAG_TCP == 0 {
+        return Ok(None);
+    }
+    let first = u32::from(u16::from_be(ctx.load::<u16>(off as usize - 2)?));
+    if first + 2 + HEADER_LEN as u32 > len {
+        return Ok(None);
+    }
+    Ok(Some((off + first + 2, len - first - 2)))
+}
+
+/// One query message; not inlined, so each call site is a BPF-to-BPF call.
+#[inline(never)]
+fn query(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i64> {
     let header: [u8; HEADER_LEN] = ctx.load(off as usize)?;
     let id = u16::from_be_bytes([header[0], header[1]]);
     let qdcount = u16::from_be_bytes([header[4], header[5]]);
@@ -56,11 +96,7 @@ pub fn on_query(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
         return Ok(());
     }
     let question = len - HEADER_LEN as u32;
-    let avail = if question > QUESTION_MAX {
-        QUESTION_MAX
-    } else {
-        question
-    };
+    let avail = if question > QUESTION_MAX { QUESTION_MAX } else { question };
     let Some((buf, n)) = load_scratch(ctx, off + HEADER_LEN as u32, avail) else {
         count(counter::DNS_MALFORMED_NAME);
         return Ok(());
@@ -98,7 +134,9 @@ fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
         if len == 0 {
             return Ok(pos);
         }
-        if len & 0xc0 != 0 {
+        // 0b11xxxxxx is a compression pointer; 0b01 and 0b10 prefixes are reserved label types,
+        // so everything else above 63 is an over-long label.
+        if len & 0xc0 == 0xc0 {
             return Err(counter::DNS_MALFORMED_POINTER);
         }
         if len > 63 {
@@ -125,17 +163,8 @@ fn record_query(
     let cookie = socket_cookie(ctx);
     let cgroup_id = cgroup_id(ctx);
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = DnsPendingKey {
-        cookie,
-        id,
-        _pad: [0; 6],
-    };
-    let pending = DnsPending {
-        query_ns: now,
-        cgroup_id,
-        qtype,
-        _pad: [0; 6],
-    };
+    let key = DnsPendingKey { cookie, id, _pad: [0; 6] };
+    let pending = DnsPending { query_ns: now, cgroup_id, qtype, _pad: [0; 6] };
     if CW_DNS_PENDING.insert(&key, &pending, 0).is_err() {
         count(counter::LOST_DNS_PENDING_TABLE);
     }
@@ -157,32 +186,29 @@ fn record_query(
         (*ev).rcode = 0;
         (*ev).name_len = name_len as u8;
         (*ev)._pad = [0; 6];
-        // Only the name's bytes; the rest of the buffer is zeroed without a branch per byte.
+        // The name, then whatever followed it in the question (qtype, qclass, the EDNS record:
+        // query bytes, nothing secret) or the zeros the scratch buffer was wiped to. Copied in
+        // words with no per-byte condition: userspace reads name_len bytes.
+        let src = buf.as_ptr() as *const u64;
+        let dst = (*ev).name.as_mut_ptr() as *mut u64;
         let mut i = 0;
-        while i < NAME_BUF {
-            let keep = ((i as i64 - name_len as i64) >> 63) as u8; // 0xff while i < name_len
-            (*ev).name[i] = buf[i & MASK] & keep;
+        while i < NAME_BUF / 8 {
+            dst.add(i).write_unaligned(src.add(i).read_unaligned());
             i += 1;
         }
     }
     entry.submit(0);
 }
 
-pub fn on_response(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
-    let Some((off, _len, flags)) = message(ctx, l4)? else {
-        return Ok(());
-    };
+#[inline(never)]
+fn response(ctx: &SkBuffContext, off: u32, flags: u8) -> Result<(), i64> {
     let header: [u8; HEADER_LEN] = ctx.load(off as usize)?;
     if header[2] & 0x80 == 0 {
         count(counter::DNS_MALFORMED_QDCOUNT);
         return Ok(());
     }
     let id = u16::from_be_bytes([header[0], header[1]]);
-    let key = DnsPendingKey {
-        cookie: socket_cookie(ctx),
-        id,
-        _pad: [0; 6],
-    };
+    let key = DnsPendingKey { cookie: socket_cookie(ctx), id, _pad: [0; 6] };
     let Some(pending) = (unsafe { CW_DNS_PENDING.get(&key) }).copied() else {
         count(counter::DNS_UNMATCHED_RESPONSE);
         return Ok(());
@@ -203,12 +229,7 @@ pub fn on_response(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
         (*ev).qtype = pending.qtype;
         (*ev).ancount = u16::from_be_bytes([header[6], header[7]]);
         (*ev).event = EVENT_RESPONSE;
-        (*ev).flags = flags
-            | if header[2] & 0x02 != 0 {
-                FLAG_TRUNCATED
-            } else {
-                0
-            };
+        (*ev).flags = flags | if header[2] & 0x02 != 0 { FLAG_TRUNCATED } else { 0 };
         (*ev).rcode = header[3] & 0x0f;
         (*ev).name_len = 0;
         (*ev)._pad = [0; 6];

@@ -58,6 +58,13 @@ pub fn cw_sock_ops(ctx: SockOpsContext) -> u32 {
     1
 }
 
+/// Does nothing: the baseline `cargo xtask bench fastpath` compares the packet programs against,
+/// attached at the same place. Never loaded by `credwatch run`.
+#[cgroup_skb]
+pub fn cw_bench_empty(_ctx: SkBuffContext) -> i32 {
+    ALLOW
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -102,9 +102,8 @@ pub fn sock_ops(ctx: &SockOpsContext) {
     } else if op == BPF_SOCK_OPS_STATE_CB {
         if ctx.arg(0) == TCP_SYN_SENT && ctx.arg(1) == TCP_CLOSE {
             let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-            let expired = CW_TCP_CONNECTS
-                .get_ptr(&cookie)
-                .is_some_and(|p| unsafe { (*p).expired } != 0);
+            let expired =
+                CW_TCP_CONNECTS.get_ptr(&cookie).is_some_and(|p| unsafe { (*p).expired } != 0);
             // segs_in is bumped before the socket processes a segment: a RST leaves it > 0, an
             // application close or an ICMP error does not.
             let segs_in = unsafe { (*ctx.ops).segs_in };
@@ -125,16 +124,15 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             count(counter::LOST_TCP_TABLE);
         }
     } else if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
-        let key = listener_key(ctx);
-        if let Some(cgroup_id) = unsafe { CW_TCP_LISTENERS.get(&key) }.copied() {
-            emit(
-                cgroup_id,
-                0,
-                [0; 16],
-                key.port,
-                EVENT_ACCEPT,
-                RESULT_ESTABLISHED,
-            );
+        // The listener on this exact address, else a wildcard one on the port.
+        let mut key = listener_key(ctx);
+        let mut owner = unsafe { CW_TCP_LISTENERS.get(&key) }.copied();
+        if owner.is_none() {
+            key.addr = [0; 16];
+            owner = unsafe { CW_TCP_LISTENERS.get(&key) }.copied();
+        }
+        if let Some(cgroup_id) = owner {
+            emit(cgroup_id, 0, [0; 16], key.port, EVENT_ACCEPT, RESULT_ESTABLISHED);
         }
     }
 }
@@ -143,10 +141,34 @@ pub fn sock_ops(ctx: &SockOpsContext) {
 fn listener_key(ctx: &SockOpsContext) -> ListenerKey {
     ListenerKey {
         netns: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
+        addr: local_addr(ctx),
         // local_port is in host order in bpf_sock_ops.
         port: ctx.local_port() as u16,
         _pad: [0; 6],
     }
+}
+
+/// The socket's local address as IPv6 (IPv4-mapped for AF_INET), all zeros when unspecified.
+#[inline(always)]
+fn local_addr(ctx: &SockOpsContext) -> [u8; 16] {
+    const AF_INET: u32 = 2;
+    let mut addr = [0u8; 16];
+    if ctx.family() == AF_INET {
+        let ip = ctx.local_ip4();
+        if ip != 0 {
+            addr[10] = 0xff;
+            addr[11] = 0xff;
+            addr[12..].copy_from_slice(&ip.to_ne_bytes());
+        }
+    } else {
+        let words = ctx.local_ip6();
+        let mut i = 0;
+        while i < 4 {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&words[i].to_ne_bytes());
+            i += 1;
+        }
+    }
+    addr
 }
 
 #[inline(always)]
@@ -157,27 +179,12 @@ fn finish_connect(ctx: &SockOpsContext, result: u8) {
     };
     let _ = CW_TCP_CONNECTS.remove(&cookie);
     let now = unsafe { bpf_ktime_get_ns() };
-    emit(
-        p.cgroup_id,
-        now.wrapping_sub(p.start_ns),
-        p.addr,
-        p.port,
-        EVENT_CONNECT,
-        result,
-    );
+    emit(p.cgroup_id, now.wrapping_sub(p.start_ns), p.addr, p.port, EVENT_CONNECT, result);
 }
 
 #[inline(always)]
 fn emit(cgroup_id: u64, latency_ns: u64, addr: [u8; 16], port: u16, event: u8, result: u8) {
-    let ev = TcpEvent {
-        cgroup_id,
-        latency_ns,
-        addr,
-        port,
-        event,
-        result,
-        _pad: [0; 4],
-    };
+    let ev = TcpEvent { cgroup_id, latency_ns, addr, port, event, result, _pad: [0; 4] };
     if CW_TCP_EVENTS.output(&ev, 0).is_err() {
         count(counter::LOST_TCP_RINGBUF_FULL);
     }
