@@ -73,19 +73,6 @@ fn expiration_of(doc: &str) -> Option<i64> {
     unix_seconds(digits.parse().ok()?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::expiration_of;
-
-    #[test]
-    fn expiration_with_or_without_spaces() {
-        let want = Some(1_795_860_900);
-        assert_eq!(expiration_of(r#"{"Token":"x","Expiration":"2026-11-28T10:15:00Z"}"#), want);
-        assert_eq!(expiration_of(r#"{"Token": "x", "Expiration": "2026-11-28T10:15:00Z"}"#), want);
-        assert_eq!(expiration_of(r#"{"Expiration": 5}"#), None);
-    }
-}
-
 fn call_upstream(upstream: &str) -> anyhow::Result<()> {
     use std::net::ToSocketAddrs as _;
     // getaddrinfo: the search list and ndots of this process's /etc/resolv.conf apply.
@@ -111,4 +98,17 @@ fn call(server: SocketAddr, method: &str, path: &str, header: &str) -> anyhow::R
         bail!("{method} {path}: {}", head.lines().next().unwrap_or_default());
     }
     Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expiration_of;
+
+    #[test]
+    fn expiration_with_or_without_spaces() {
+        let want = Some(1_795_860_900);
+        assert_eq!(expiration_of(r#"{"Token":"x","Expiration":"2026-11-28T10:15:00Z"}"#), want);
+        assert_eq!(expiration_of(r#"{"Token": "x", "Expiration": "2026-11-28T10:15:00Z"}"#), want);
+        assert_eq!(expiration_of(r#"{"Expiration": 5}"#), None);
+    }
 }
