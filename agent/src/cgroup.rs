@@ -13,7 +13,7 @@ pub enum CgroupError {
     Mountinfo(#[source] std::io::Error),
     #[error("no cgroup v2 filesystem is mounted (credwatch needs cgroup v2, kernel 4.15 or later)")]
     NoCgroup2,
-    #[error("{0} is not inside the cgroup v2 mount {1}")]
+    #[error("{0} is not a cgroup directory inside a cgroup v2 mount (such as {1})")]
     NotCgroup2(PathBuf, PathBuf),
     #[error("cgroup path {path}")]
     Path {
@@ -26,14 +26,23 @@ pub enum CgroupError {
 /// Finds the cgroup v2 mount point in mountinfo text (field 5 is the mount point; the
 /// filesystem type follows the ` - ` separator).
 pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        let mount_point = left.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_mountinfo(mount_point)))
-    })
+    cgroup2_mounts_in(mountinfo).into_iter().next()
+}
+
+/// Every cgroup v2 mount point, in mountinfo order (a container may see the host's hierarchy
+/// mounted a second time, e.g. at /host/sys/fs/cgroup).
+pub fn cgroup2_mounts_in(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            if right.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            let mount_point = left.split_whitespace().nth(4)?;
+            Some(PathBuf::from(unescape_mountinfo(mount_point)))
+        })
+        .collect()
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.
@@ -62,17 +71,24 @@ pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     cgroup2_mount_in(&text).ok_or(CgroupError::NoCgroup2)
 }
 
-/// Checks that `path` is a directory inside the cgroup v2 mount and returns it canonical.
-pub fn resolve_attach_path(mount: &Path, path: Option<&Path>) -> Result<PathBuf, CgroupError> {
+/// The cgroup v2 mount to use and the directory to attach to: the first mount and its root by
+/// default; else the given directory, canonical, with the mount that contains it.
+pub fn resolve_attach_path(path: Option<&Path>) -> Result<(PathBuf, PathBuf), CgroupError> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
+    let mounts = cgroup2_mounts_in(&text);
+    let first = mounts.first().ok_or(CgroupError::NoCgroup2)?;
     let Some(path) = path else {
-        return Ok(mount.to_path_buf());
+        return Ok((first.clone(), first.clone()));
     };
     let canonical = fs::canonicalize(path)
         .map_err(|source| CgroupError::Path { path: path.to_path_buf(), source })?;
-    if !canonical.starts_with(mount) || !canonical.join("cgroup.procs").exists() {
-        return Err(CgroupError::NotCgroup2(canonical, mount.to_path_buf()));
-    }
-    Ok(canonical)
+    let mount = mounts
+        .iter()
+        .filter(|m| canonical.starts_with(m))
+        .max_by_key(|m| m.components().count())
+        .filter(|_| canonical.join("cgroup.procs").exists())
+        .ok_or_else(|| CgroupError::NotCgroup2(canonical.clone(), first.clone()))?;
+    Ok((mount.clone(), canonical))
 }
 
 /// cgroup id → path under the mount, for the subtree the agent is attached to. Rebuilt by a

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use prometheus_client::{encoding::text::encode, registry::Registry};
+use prometheus_client::{encoding, registry::Registry};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -19,6 +19,7 @@ pub type Ready = std::sync::Arc<std::sync::atomic::AtomicBool>;
 const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub async fn serve(
     listener: TcpListener,
@@ -69,9 +70,17 @@ async fn handle(mut stream: TcpStream, registry: &Registry, ready: &Ready) {
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     let result = match path {
         b"/metrics" => {
+            // OpenMetrics when the scraper asks for it (Prometheus does), else the classic text
+            // format that promtool, curl and older tools read.
+            let openmetrics = wants_openmetrics(&buf);
             let mut body = String::new();
-            match encode(&mut body, registry) {
-                Ok(()) => respond(&mut stream, 200, OPENMETRICS, &body, head).await,
+            let (encoded, content_type) = if openmetrics {
+                (encoding::text::encode(&mut body, registry), OPENMETRICS)
+            } else {
+                (encoding::prometheus_text::encode(&mut body, registry), PROMETHEUS_TEXT)
+            };
+            match encoded {
+                Ok(()) => respond(&mut stream, 200, content_type, &body, head).await,
                 Err(e) => {
                     respond(&mut stream, 500, "text/plain", &format!("encoding: {e}\n"), head).await
                 }
@@ -92,6 +101,17 @@ async fn handle(mut stream: TcpStream, registry: &Registry, ready: &Ready) {
     if let Err(e) = result {
         log::debug!("writing metrics response: {e}");
     }
+}
+
+/// Whether the request's `Accept` header names OpenMetrics.
+fn wants_openmetrics(request: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(request);
+    text.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("accept")
+                && value.to_ascii_lowercase().contains("application/openmetrics-text")
+        })
+    })
 }
 
 async fn respond(
@@ -118,4 +138,17 @@ async fn respond(
         stream.write_all(body.as_bytes()).await?;
     }
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_openmetrics;
+
+    #[test]
+    fn negotiates_the_format_from_accept() {
+        let prom = b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n";
+        assert!(wants_openmetrics(prom));
+        assert!(!wants_openmetrics(b"GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n"));
+        assert!(!wants_openmetrics(b"GET /metrics HTTP/1.1\r\n\r\n"));
+    }
 }

@@ -32,8 +32,7 @@ pub struct Hooks {
 }
 
 pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
-    let mount = cgroup::cgroup2_mount()?;
-    let attach_to = cgroup::resolve_attach_path(&mount, args.cgroup_path.as_deref())?;
+    let (mount, attach_to) = cgroup::resolve_attach_path(args.cgroup_path.as_deref())?;
     let mut endpoints =
         if args.no_default_endpoints { Vec::new() } else { endpoints::aws_defaults() };
     for e in &args.metadata_endpoints {
@@ -58,8 +57,10 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         anyhow::bail!("--dns-port 0 is not a port");
     }
     let kernel::Kernel { attachment, events, dns_events, tcp_events, counters } =
-        kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports)
-            .context("setting up the kernel programs")?;
+        kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports).context(
+            "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
+                 CAP_NET_ADMIN; see docs/deploy.md)",
+        )?;
     let (metrics, registry) = Metrics::new(Some(KernelCounters::new(counters)));
     for program in &attachment.programs {
         metrics.attached.get_or_create(&ProgramLabels { program }).set(1);
