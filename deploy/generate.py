@@ -142,10 +142,10 @@ def layout(panels):
 
 
 def variables(pod_multi):
-    pods_of = ('{__name__=~"credwatch_(metadata_requests|credential_fetches|dns_requests'
-               '|tcp_connects)_total", namespace=~"$namespace"}')
-    namespaces_of = ('{__name__=~"credwatch_(metadata_requests|credential_fetches|dns_requests'
-                     '|tcp_connects)_total"}')
+    counted = "|".join(f"credwatch_{name}_total" for name in (
+        "metadata_requests", "credential_fetches", "dns_requests", "tcp_connects"))
+    namespaces_of = f'{{__name__=~"{counted}"}}'
+    pods_of = f'{{__name__=~"{counted}", namespace=~"$namespace"}}'
 
     def query_var(name, label, query, multi):
         return {
