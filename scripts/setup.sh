@@ -9,7 +9,11 @@ RUST_USER=1.99.1
 RUST_BPF=nightly-2026-07-20
 BPF_LINKER=0.13.0
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libllvm22 bpftool iproute2 python3 python3-venv
-  prometheus dnsmasq-base iperf3 sockperf tcpdump bpftrace nftables)
+  prometheus dnsmasq-base iperf3 sockperf tcpdump bpftrace nftables libcap2-bin)
+# kubectl (for `kubectl kustomize` in the deploy tests) is Debian's kubernetes-client, installed
+# by its own step below: some machine images already have /usr/bin/kubectl from another package.
+KUBECTL_DEB=kubernetes-client
+KUBECTL_LOCAL=.tools/$KUBECTL_DEB
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 need_root() {
@@ -28,6 +32,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's kubectl where dpkg can put it; where /usr/bin/kubectl already belongs to another
+# package (google-cloud-cli's `kubectl` on some images), dpkg refuses to overwrite it, so the same
+# Debian package is unpacked into .tools/ instead (tests/scenarios/test_deploy.py looks there).
+kubectl_owner=$(dpkg-query -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)
+if [ "$kubectl_owner" != "$KUBECTL_DEB" ] && [ ! -x "$KUBECTL_LOCAL/usr/bin/kubectl" ]; then
+  need_root
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if [ ! -e /usr/bin/kubectl ]; then
+    log "apt: installing $KUBECTL_DEB"
+    apt-get install -y -qq --no-install-recommends "$KUBECTL_DEB" >/dev/null
+  else
+    log "apt: /usr/bin/kubectl belongs to ${kubectl_owner:-no package}; unpacking $KUBECTL_DEB into $KUBECTL_LOCAL"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -qq "$KUBECTL_DEB" 2>/dev/null)
+    mkdir -p "$KUBECTL_LOCAL"
+    dpkg-deb -x "$tmp"/"$KUBECTL_DEB"_*.deb "$KUBECTL_LOCAL"
+    rm -rf "$tmp"
+  fi
 fi
 
 if ! command -v rustup >/dev/null 2>&1; then

@@ -70,7 +70,19 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     step("cargo fmt --check");
     cargo(&["fmt", "--all", "--", "--check"])?;
     step("clippy (userspace)");
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    // agent-ebpf is a workspace member, but only builds for bpfel-unknown-none (next step):
+    // checked for the host with the rest, feature unification gives its agent-common the
+    // userspace features (aya, std) and its #[panic_handler] then clashes with std's.
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "agent-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     step("clippy (kernel programs)");
     cargo(&[
         EBPF_TOOLCHAIN,
@@ -104,7 +116,8 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
         bail!("{} is missing: run scripts/setup.sh", pytest.display());
     }
     let mut cmd = Command::new(pytest);
-    cmd.args(["tests/scenarios", "-q", "-rs"])
+    // -rsx: say why anything was skipped or is an expected failure (a known, reported gap).
+    cmd.args(["tests/scenarios", "-q", "-rsx"])
         .args(pytest_args)
         .env("CREDWATCH_BIN", root.join("target/debug/credwatch"));
     run(&mut cmd)?;
