@@ -181,11 +181,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+
+def http_get(port: int, path: str, accept: str = OPENMETRICS) -> tuple[int, str]:
+    """GET over loopback. The agent serves OpenMetrics when asked (as Prometheus asks, and as the
+    strict parser here needs), else the classic text format."""
     # http.client rather than urllib: urllib would honour *_proxy variables.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Accept": accept})
         response = conn.getresponse()
         return response.status, response.read().decode()
     finally:
