@@ -126,6 +126,12 @@ impl CgroupIndex {
     pub fn len(&self) -> usize {
         self.paths.len()
     }
+
+    /// Whether cgroup `id` still exists at `path` (relative to the mount). A cgroup's id is its
+    /// directory's inode, so a new cgroup at the same path is a different one.
+    pub fn still_there(&self, id: u64, path: &str) -> bool {
+        fs::metadata(self.mount.join(path.trim_start_matches('/'))).is_ok_and(|m| m.ino() == id)
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,10 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub detector: DetectorArgs,
+
+    /// Kubernetes attribution and series lifecycle (docs/metrics.md#kubernetes-attribution).
+    #[command(flatten)]
+    pub kubernetes: crate::pods::KubeArgs,
 }
 
 /// The storm rule (docs/metrics.md#credential-refresh-storm): within `window`, at least

@@ -8,7 +8,9 @@ mod kernel;
 mod metadata;
 mod metrics;
 mod pipeline;
+mod pods;
 mod run;
+mod series;
 mod workload;
 
 use anyhow::Context as _;

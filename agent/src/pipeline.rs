@@ -1,13 +1,17 @@
 //! From kernel events to metrics: attribution, counting and the storm detector.
 use std::{
+    collections::HashSet,
     os::fd::AsRawFd as _,
     sync::{Arc, atomic::Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use agent_common::RequestKind;
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::watch};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
 
 use crate::{
     metadata::{
@@ -16,6 +20,8 @@ use crate::{
         expiration::{self, Clock},
     },
     metrics::{CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels},
+    pods::{AttributionMetrics, PodEvent},
+    series::SeriesRegistry,
     workload::{Resolver, Workload},
 };
 
@@ -24,11 +30,22 @@ const TICK: Duration = Duration::from_secs(5);
 /// A (workload, role) with no fetch for this long is forgotten and its storm series removed.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
+/// Names under which per-workload series are recorded for removal (crate::series).
+const REQUESTS: &str = "metadata_requests";
+const DURATION: &str = "metadata_request_duration";
+const IMDSV1: &str = "metadata_imdsv1_requests";
+const FETCHES: &str = "credential_fetches";
+const LIFETIME: &str = "credential_remaining_lifetime";
+const STORM: &str = "credential_refresh_storm";
+
 pub struct Pipeline {
     resolver: Resolver,
     detector: Detector<StormLabels>,
     metrics: Metrics,
     clock: Clock,
+    series: SeriesRegistry,
+    attribution: AttributionMetrics,
+    pod_events: Option<mpsc::Receiver<PodEvent>>,
 }
 
 impl Pipeline {
@@ -38,7 +55,24 @@ impl Pipeline {
             detector: Detector::new(rule),
             metrics,
             clock: Clock::now(),
+            series: SeriesRegistry::new(Duration::from_secs(120)),
+            attribution: AttributionMetrics::default(),
+            pod_events: None,
         }
+    }
+
+    /// Series lifecycle and Kubernetes metadata: series of a workload no longer in use are
+    /// removed after `grace`; `pod_events` (from crate::pods) relabel cgroups.
+    pub fn with_attribution(
+        mut self,
+        grace: Duration,
+        attribution: AttributionMetrics,
+        pod_events: Option<mpsc::Receiver<PodEvent>>,
+    ) -> Self {
+        self.series = SeriesRegistry::new(grace);
+        self.attribution = attribution;
+        self.pod_events = pod_events;
+        self
     }
 
     /// Reads events until `shutdown` changes.
@@ -55,6 +89,8 @@ impl Pipeline {
             ring.get_ref().as_raw_fd()
         );
         let mut tick = tokio::time::interval(TICK);
+        let mut sweep = tokio::time::interval(sweep_every(self.series.grace()));
+        let mut pods = self.pod_events.take();
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -72,6 +108,14 @@ impl Pipeline {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => self.tick(),
+                _ = sweep.tick() => self.sweep(),
+                event = next_pod_event(&mut pods) => match event {
+                    Some(e) => self.resolver.apply(e, Instant::now()),
+                    None => {
+                        log::warn!("pod watch ended: keeping the last known pods");
+                        pods = None;
+                    }
+                },
                 _ = shutdown.changed() => return Ok(()),
             }
         }
@@ -112,18 +156,21 @@ impl Pipeline {
                     kind,
                     code,
                 };
-                self.metrics.requests.get_or_create(&labels).inc();
+                self.series
+                    .get_or_create(REQUESTS, &self.metrics.requests, &labels)
+                    .inc();
                 let labels = DurationLabels {
                     workload: workload.clone(),
                     endpoint,
                     kind,
                 };
-                self.metrics
-                    .duration
-                    .get_or_create(&labels)
+                self.series
+                    .get_or_create(DURATION, &self.metrics.duration, &labels)
                     .observe(latency_ns as f64 / 1e9);
                 if imdsv1 {
-                    self.metrics.imdsv1.get_or_create(&workload).inc();
+                    self.series
+                        .get_or_create(IMDSV1, &self.metrics.imdsv1, &workload)
+                        .inc();
                 }
                 if o.kind == RequestKind::Credentials && status == 200 {
                     let labels = CredentialLabels {
@@ -131,7 +178,9 @@ impl Pipeline {
                         endpoint,
                         role: o.role.clone(),
                     };
-                    self.metrics.fetches.get_or_create(&labels).inc();
+                    self.series
+                        .get_or_create(FETCHES, &self.metrics.fetches, &labels)
+                        .inc();
                     let key = StormLabels {
                         workload,
                         role: o.role,
@@ -155,9 +204,8 @@ impl Pipeline {
                     endpoint,
                     role: o.role.clone(),
                 };
-                self.metrics
-                    .lifetime
-                    .get_or_create(&labels)
+                self.series
+                    .get_or_create(LIFETIME, &self.metrics.lifetime, &labels)
                     .observe(expires_at - now);
                 let key = StormLabels {
                     workload,
@@ -170,11 +218,11 @@ impl Pipeline {
     }
 
     /// A storm series exists (at 0) from a key's first fetch, so "no storm" is visible.
-    fn storm_key_seen(&self, key: &StormLabels) {
-        let _ = self.metrics.storm.get_or_create(key);
+    fn storm_key_seen(&mut self, key: &StormLabels) {
+        let _ = self.series.get_or_create(STORM, &self.metrics.storm, key);
     }
 
-    fn apply(&self, change: Option<FlagChange<StormLabels>>) {
+    fn apply(&mut self, change: Option<FlagChange<StormLabels>>) {
         if let Some(FlagChange { key, storm }) = change {
             if storm {
                 log::warn!(
@@ -190,7 +238,9 @@ impl Pipeline {
                     key.role
                 );
             }
-            self.metrics.storm.get_or_create(&key).set(i64::from(storm));
+            self.series
+                .get_or_create(STORM, &self.metrics.storm, &key)
+                .set(i64::from(storm));
         }
     }
 
@@ -203,11 +253,44 @@ impl Pipeline {
             self.apply(Some(c));
         }
         for key in forgotten {
-            self.metrics.storm.remove(&key);
+            self.series.remove(STORM, &self.metrics.storm, &key);
         }
         self.metrics
             .cgroups_known
             .set(self.resolver.known_cgroups() as i64);
+    }
+}
+
+impl Pipeline {
+    /// Series lifecycle: forget vanished cgroups and expired pods, retire the label sets nothing
+    /// holds any more, and remove those whose grace period is over.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.resolver.sweep(now);
+        let held = self.resolver.held();
+        self.series.retire_unheld(|w| held.contains(w), now);
+        let removed: HashSet<Workload> = self.series.expire(now).into_iter().collect();
+        if !removed.is_empty() {
+            log::debug!("removed the series of {} workloads", removed.len());
+            self.detector.forget(|k| removed.contains(&k.workload));
+        }
+        self.attribution
+            .cgroups_unresolved
+            .set(self.resolver.unresolved() as i64);
+        self.attribution.pods.set(self.resolver.pods_known() as i64);
+    }
+}
+
+/// Often enough that series go within about a quarter of the grace period after it ends; never
+/// more than every 5 s (a sweep stats each cgroup that produced events).
+fn sweep_every(grace: Duration) -> Duration {
+    (grace / 4).clamp(Duration::from_millis(250), TICK)
+}
+
+async fn next_pod_event(events: &mut Option<mpsc::Receiver<PodEvent>>) -> Option<PodEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{
     metadata::detector::Rule,
     metrics::{KernelCounters, Metrics, ProgramLabels},
     pipeline::{Pipeline, Ready},
+    pods::{self, AttributionMetrics},
     workload::Resolver,
 };
 
@@ -61,17 +62,25 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         counters,
     } = kernel::load_and_attach(&attach_to, &endpoints)
         .context("setting up the kernel programs")?;
-    let (metrics, registry) = Metrics::new(Some(KernelCounters::new(counters)));
+    let (metrics, mut registry) = Metrics::new(Some(KernelCounters::new(counters)));
     for program in &attachment.programs {
         metrics
             .attached
             .get_or_create(&ProgramLabels { program })
             .set(1);
     }
-    let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)));
-    let pipeline = Pipeline::new(resolver, Rule::from(&args.detector), metrics.clone());
-
     let (stop_tx, stop_rx) = watch::channel(false);
+    let grace = args.kubernetes.series_grace;
+    let attribution = AttributionMetrics::default();
+    let pod_watch = pods::start(&args.kubernetes, attribution.clone(), stop_rx.clone())
+        .await
+        .context("setting up Kubernetes attribution (--kubernetes off disables it)")?;
+    attribution.register(&mut registry, pod_watch.is_some());
+    let (pod_events, pod_task) = pod_watch.map(|s| (s.events, s.task)).unzip();
+    let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace);
+    let pipeline = Pipeline::new(resolver, Rule::from(&args.detector), metrics.clone())
+        .with_attribution(grace, attribution, pod_events);
+
     let ready: Ready = Arc::default();
     let server = tokio::spawn(http::serve(
         listener,
@@ -97,6 +106,9 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::error!("event reader failed: {e}"),
         Err(e) => log::error!("event reader panicked: {e}"),
+    }
+    if let Some(task) = pod_task {
+        let _ = task.await;
     }
     drop(attachment);
     Ok(())

@@ -67,6 +67,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             storm_factor: 10.0,
             storm_valid_margin: 60,
         },
+        // The demo's pods exist only as cgroups: label them by UID and container id.
+        kubernetes: crate::pods::KubeArgs::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = watch::channel(false);
