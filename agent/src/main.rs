@@ -46,6 +46,9 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging(level: &str) {
     env_logger::Builder::new()
+        // The Kubernetes client logs each failed request itself; crate::pods says the same once,
+        // with the retry delay. `--log-level info,kube_client=debug` brings them back.
+        .filter_module("kube_client", log::LevelFilter::Off)
         .parse_filters(level)
         .format_target(false)
         .init();

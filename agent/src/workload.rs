@@ -180,7 +180,7 @@ impl Resolver {
         if let Some(e) = self.entries.get(&cgroup_id) {
             return Some(e.labels.clone());
         }
-        if self.index.get(cgroup_id).is_none() {
+        if self.index.lookup(cgroup_id).is_none() {
             let due = self
                 .last_rescan
                 .is_none_or(|t| t.elapsed() >= self.rescan_every);
