@@ -197,6 +197,15 @@ impl CgroupIndex {
         self.paths.len()
     }
 
+    /// Keeps only the ids `keep` accepts. Lookups by handle add one id at a time and walks are
+    /// rare, so without this the index would remember every cgroup that ever spoke.
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.paths.retain(|&id, _| keep(id));
+        if self.paths.capacity() > 4 * self.paths.len().max(64) {
+            self.paths.shrink_to_fit();
+        }
+    }
+
     /// Whether cgroup `id` still exists at `path` (relative to the mount). A cgroup's id is its
     /// directory's inode, so a new cgroup at the same path is a different one.
     pub fn still_there(&self, id: u64, path: &str) -> bool {

@@ -273,6 +273,7 @@ impl Pipeline {
         if !removed.is_empty() {
             log::debug!("removed the series of {} workloads", removed.len());
             self.detector.forget(|k| removed.contains(&k.workload));
+            crate::series::release_freed_memory();
         }
         self.attribution
             .cgroups_unresolved

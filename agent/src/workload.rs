@@ -253,6 +253,8 @@ impl Resolver {
         if self.entries.capacity() > 4 * self.entries.len().max(64) {
             self.entries.shrink_to_fit();
         }
+        let entries = &self.entries;
+        self.index.retain(|id| entries.contains_key(&id));
     }
 
     /// Label sets still in use: those of existing cgroups (unless their pod was deleted) and

@@ -379,7 +379,7 @@ def test_without_kubernetes_units_and_containers_label_series_and_vanish(cgroups
 # --- churn -------------------------------------------------------------------------------------
 
 CHURN_PODS = int(os.environ.get("CREDWATCH_CHURN_PODS", "2000"))
-CHURN_ROUNDS = 2
+CHURN_ROUNDS = int(os.environ.get("CREDWATCH_CHURN_ROUNDS", "2"))
 
 
 def rss_kib(pid: int) -> int:
