@@ -376,6 +376,23 @@ def test_without_kubernetes_units_and_containers_label_series_and_vanish(cgroups
     assert series_of(watcher.scrape(), FETCHES, fallback_labels(docker)) == 1
 
 
+def test_a_large_node_is_listed_in_pages(servers, agent, stub, tmp_path):
+    imds = servers(CredentialServer, "127.0.0.1")
+    api = stub()
+    template = POD_FIXTURES["daemonset"]
+    for i in range(1203):
+        api.add_pod(pod_from_fixture(template, uid=str(uuid.uuid4()), node=NODE,
+                                     name=f"node-exporter-{i:05d}", container_ids={}))
+    watcher = agent(imds, extra_args=kube_args(api, tmp_path))
+    wait_metric(watcher, PODS, 1203, timeout=60)
+    pages = [q for _, p, q in api.requests if p == "/api/v1/pods" and not q.get("watch")]
+    assert len(pages) == 3, pages  # 500 + 500 + 203
+    assert all(q.get("limit") == "500" for q in pages)
+    assert [bool(q.get("continue")) for q in pages] == [False, True, True]
+    # One DaemonSet: no owner lookups at all (only ReplicaSets and Jobs are looked through).
+    assert api.count("replicasets") == api.count("jobs") == 0
+
+
 # --- churn -------------------------------------------------------------------------------------
 
 CHURN_PODS = int(os.environ.get("CREDWATCH_CHURN_PODS", "2000"))
