@@ -2,8 +2,11 @@
 //! the kernel reports is the inode number of the cgroup's directory).
 use std::{
     collections::HashMap,
-    fs,
-    os::unix::fs::MetadataExt as _,
+    fs::{self, File},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::fs::MetadataExt as _,
+    },
     path::{Path, PathBuf},
 };
 
@@ -91,18 +94,84 @@ pub fn resolve_attach_path(path: Option<&Path>) -> Result<(PathBuf, PathBuf), Cg
     Ok((mount.clone(), canonical))
 }
 
-/// cgroup id → path under the mount, for the subtree the agent is attached to. Rebuilt by a
-/// walk on a miss (cgroups come and go with pods); the walk is rate-limited by the caller.
+/// cgroup id → path under the mount, for the subtree the agent is attached to. A miss is
+/// looked up by file handle ([`CgroupIndex::lookup`]); failing that, the caller rebuilds the
+/// index with a (rate-limited) walk.
 #[derive(Debug)]
 pub struct CgroupIndex {
     mount: PathBuf,
     root: PathBuf,
     paths: HashMap<u64, String>,
+    /// The mount's directory, for `open_by_handle_at`; None until first needed, or when it
+    /// cannot be opened.
+    mount_dir: Option<Result<File, ()>>,
 }
+
+/// `struct file_handle` holding a kernfs handle: on cgroup v2 the 8-byte handle is the cgroup
+/// id itself (what `name_to_handle_at` returns for a cgroup directory, type FILEID_KERNFS).
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    id: u64,
+}
+const FILEID_KERNFS: libc::c_int = 0xfe;
 
 impl CgroupIndex {
     pub fn new(mount: PathBuf, root: PathBuf) -> Self {
-        Self { mount, root, paths: HashMap::new() }
+        Self { mount, root, paths: HashMap::new(), mount_dir: None }
+    }
+
+    /// Finds one cgroup by id without walking the tree: the kernel opens the directory from
+    /// its handle (needs CAP_DAC_READ_SEARCH, which the agent has) and /proc/self/fd names it.
+    /// A walk has to be rate-limited, so a pod that starts right after another would otherwise
+    /// go unattributed for up to that limit; this costs two syscalls per new cgroup.
+    pub fn lookup(&mut self, id: u64) -> Option<&str> {
+        if !self.paths.contains_key(&id) {
+            let path = self.path_by_handle(id)?;
+            let rel = path.strip_prefix(&self.mount).ok()?;
+            if !path.starts_with(&self.root) {
+                return None;
+            }
+            self.paths.insert(id, format!("/{}", rel.display()));
+        }
+        self.get(id)
+    }
+
+    fn path_by_handle(&mut self, id: u64) -> Option<PathBuf> {
+        let mount = &self.mount;
+        let dir = self
+            .mount_dir
+            .get_or_insert_with(|| {
+                File::open(mount).map_err(|e| {
+                    log::warn!(
+                        "opening {} for cgroup lookups by id: {e}; using walks",
+                        mount.display()
+                    );
+                })
+            })
+            .as_ref()
+            .ok()?;
+        let mut handle = KernfsHandle {
+            handle_bytes: size_of::<u64>() as libc::c_uint,
+            handle_type: FILEID_KERNFS,
+            id,
+        };
+        // SAFETY: `handle` is a `struct file_handle` whose f_handle holds `handle_bytes` bytes;
+        // the kernel reads it and returns a new fd or -1.
+        let fd = unsafe {
+            libc::open_by_handle_at(
+                dir.as_raw_fd(),
+                (&raw mut handle).cast(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd was just returned by the kernel and belongs to nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
     }
 
     /// The path relative to the mount, starting with `/` (as in /proc/PID/cgroup).
@@ -139,6 +208,21 @@ impl CgroupIndex {
 
     pub fn len(&self) -> usize {
         self.paths.len()
+    }
+
+    /// Keeps only the ids `keep` accepts. Lookups by handle add one id at a time and walks are
+    /// rare, so without this the index would remember every cgroup that ever spoke.
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.paths.retain(|&id, _| keep(id));
+        if self.paths.capacity() > 4 * self.paths.len().max(64) {
+            self.paths.shrink_to_fit();
+        }
+    }
+
+    /// Whether cgroup `id` still exists at `path` (relative to the mount). A cgroup's id is its
+    /// directory's inode, so a new cgroup at the same path is a different one.
+    pub fn still_there(&self, id: u64, path: &str) -> bool {
+        fs::metadata(self.mount.join(path.trim_start_matches('/'))).is_ok_and(|m| m.ino() == id)
     }
 }
 

@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Attach to a cgroup v2 subtree and export metrics (what the DaemonSet runs).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the credential-refresh storm on this host with no cluster: a private cgroup
     /// subtree, a KIAM-like fake credential server on loopback, a Java-SDK-v1-like client and a
     /// healthy one. Needs root, like `run`.
@@ -74,6 +74,10 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub tcp: TcpArgs,
+
+    /// Kubernetes attribution and series lifecycle (docs/metrics.md#kubernetes-attribution).
+    #[command(flatten)]
+    pub kubernetes: crate::pods::KubeArgs,
 }
 
 #[derive(Args, Debug, Clone, Default)]

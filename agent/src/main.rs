@@ -9,7 +9,9 @@ mod kernel;
 mod metadata;
 mod metrics;
 mod pipeline;
+mod pods;
 mod run;
+mod series;
 mod tcp;
 mod workload;
 
@@ -28,7 +30,7 @@ fn main() -> std::process::ExitCode {
             .and_then(|rt| {
                 rt.block_on(async {
                     match command {
-                        cli::Command::Run(args) => run::run(args, run::Hooks::default()).await,
+                        cli::Command::Run(args) => run::run(*args, run::Hooks::default()).await,
                         cli::Command::Demo(args) => demo::run(args).await,
                         cli::Command::BenchBaseline { cgroup_path } => {
                             kernel::attach_bench_baseline(&cgroup_path).await
@@ -48,5 +50,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(level: &str) {
-    env_logger::Builder::new().parse_filters(level).format_target(false).init();
+    env_logger::Builder::new()
+        // The Kubernetes client logs each failed request itself; crate::pods says the same once,
+        // with the retry delay. `--log-level info,kube_client=debug` brings them back.
+        .filter_module("kube_client", log::LevelFilter::Off)
+        .parse_filters(level)
+        .format_target(false)
+        .init();
 }

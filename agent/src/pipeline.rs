@@ -1,9 +1,16 @@
-//! From kernel events to metrics: attribution, counting, the storm detector and DNS.
-use std::{sync::atomic::Ordering, time::Duration};
+//! From kernel events to metrics: attribution, counting, the storm detector, DNS and TCP.
+use std::{
+    collections::HashSet,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use agent_common::RequestKind;
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::watch};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
 
 use crate::{
     dns::{
@@ -19,8 +26,10 @@ use crate::{
         CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels,
         TcpDestinationLabels,
     },
+    pods::{AttributionMetrics, PodEvent},
+    series::SeriesRegistry,
     tcp::{self, classify::Classifier, event::TcpObservation},
-    workload::Resolver,
+    workload::{Resolver, Workload},
 };
 
 /// How often storm flags are re-evaluated (so they clear when fetching stops) and DNS timeouts
@@ -29,6 +38,17 @@ const TICK: Duration = Duration::from_secs(1);
 /// A (workload, role) with no fetch for this long is forgotten and its storm series removed.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
+/// Names under which per-workload series are recorded for removal (crate::series).
+const REQUESTS: &str = "metadata_requests";
+const DURATION: &str = "metadata_request_duration";
+const IMDSV1: &str = "metadata_imdsv1_requests";
+const FETCHES: &str = "credential_fetches";
+const LIFETIME: &str = "credential_remaining_lifetime";
+const STORM: &str = "credential_refresh_storm";
+const TCP_CONNECTS: &str = "tcp_connects";
+const TCP_DURATION: &str = "tcp_connect_duration";
+const TCP_ACCEPTS: &str = "tcp_accepts";
+
 pub struct Pipeline {
     resolver: Resolver,
     detector: Detector<StormLabels>,
@@ -36,6 +56,9 @@ pub struct Pipeline {
     classifier: Classifier,
     metrics: Metrics,
     clock: Clock,
+    series: SeriesRegistry,
+    attribution: AttributionMetrics,
+    pod_events: Option<mpsc::Receiver<PodEvent>>,
 }
 
 impl Pipeline {
@@ -53,7 +76,24 @@ impl Pipeline {
             classifier,
             metrics,
             clock: Clock::now(),
+            series: SeriesRegistry::new(Duration::from_secs(120)),
+            attribution: AttributionMetrics::default(),
+            pod_events: None,
         }
+    }
+
+    /// Series lifecycle and Kubernetes metadata: series of a workload no longer in use are
+    /// removed after `grace`; `pod_events` (from crate::pods) relabel cgroups.
+    pub fn with_attribution(
+        mut self,
+        grace: Duration,
+        attribution: AttributionMetrics,
+        pod_events: Option<mpsc::Receiver<PodEvent>>,
+    ) -> Self {
+        self.series = SeriesRegistry::new(grace);
+        self.attribution = attribution;
+        self.pod_events = pod_events;
+        self
     }
 
     /// Reads the metadata, DNS and TCP rings until `shutdown` changes.
@@ -66,6 +106,8 @@ impl Pipeline {
         let mut dns_ring = register(dns_ring)?;
         let mut tcp_ring = register(tcp_ring)?;
         let mut tick = tokio::time::interval(TICK);
+        let mut sweep = tokio::time::interval(sweep_every(self.series.grace()));
+        let mut pods = self.pod_events.take();
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -86,7 +128,7 @@ impl Pipeline {
                         match dns::event::decode(&item) {
                             Ok(o) => {
                                 let now = self.clock.unix_seconds(o.ktime_ns());
-                                self.dns.observe(o, &mut self.resolver, &self.metrics, now);
+                                self.dns.observe(o, &mut self.resolver, &self.metrics, &mut self.series, now);
                             }
                             Err(e) => self.undecodable(&e),
                         }
@@ -105,6 +147,14 @@ impl Pipeline {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => self.tick(),
+                _ = sweep.tick() => self.sweep(),
+                event = next_pod_event(&mut pods) => match event {
+                    Some(e) => self.resolver.apply(e, Instant::now()),
+                    None => {
+                        log::warn!("pod watch ended: keeping the last known pods");
+                        pods = None;
+                    }
+                },
                 _ = shutdown.changed() => return Ok(()),
             }
         }
@@ -125,11 +175,13 @@ impl Pipeline {
             What::Response { status, latency_ns, imdsv1 } => {
                 let code = status.to_string();
                 let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
-                self.metrics.requests.get_or_create(&labels).inc();
+                self.series.get_or_create(REQUESTS, &self.metrics.requests, &labels).inc();
                 let labels = DurationLabels { workload: workload.clone(), endpoint, kind };
-                self.metrics.duration.get_or_create(&labels).observe(latency_ns as f64 / 1e9);
+                self.series
+                    .get_or_create(DURATION, &self.metrics.duration, &labels)
+                    .observe(latency_ns as f64 / 1e9);
                 if imdsv1 {
-                    self.metrics.imdsv1.get_or_create(&workload).inc();
+                    self.series.get_or_create(IMDSV1, &self.metrics.imdsv1, &workload).inc();
                 }
                 if o.kind == RequestKind::Credentials && status == 200 {
                     let labels = CredentialLabels {
@@ -137,10 +189,9 @@ impl Pipeline {
                         endpoint,
                         role: o.role.clone(),
                     };
-                    self.metrics.fetches.get_or_create(&labels).inc();
+                    self.series.get_or_create(FETCHES, &self.metrics.fetches, &labels).inc();
                     let key = StormLabels { workload, role: o.role };
-                    // The storm series exists (at 0) from a key's first fetch, so "no storm" shows.
-                    let _ = self.metrics.storm.get_or_create(&key);
+                    self.storm_key_seen(&key);
                     let change = self.detector.on_fetch(&key, now);
                     self.apply(change);
                 }
@@ -153,7 +204,9 @@ impl Pipeline {
                 let expires_at = expires_at as f64;
                 let labels =
                     CredentialLabels { workload: workload.clone(), endpoint, role: o.role.clone() };
-                self.metrics.lifetime.get_or_create(&labels).observe(expires_at - now);
+                self.series
+                    .get_or_create(LIFETIME, &self.metrics.lifetime, &labels)
+                    .observe(expires_at - now);
                 let key = StormLabels { workload, role: o.role };
                 let change = self.detector.on_expiration(&key, now, expires_at);
                 self.apply(change);
@@ -167,38 +220,44 @@ impl Pipeline {
                 let workload = self.resolver.workload_or_fallback(cgroup_id);
                 let destination = self.classifier.classify(addr, port);
                 let labels = TcpConnectLabels { workload: workload.clone(), destination, result };
-                self.metrics.tcp.connects.get_or_create(&labels).inc();
+                self.series.get_or_create(TCP_CONNECTS, &self.metrics.tcp.connects, &labels).inc();
                 if result == "established" {
                     let labels = TcpDestinationLabels { workload, destination };
-                    self.metrics
-                        .tcp
-                        .duration
-                        .get_or_create(&labels)
+                    self.series
+                        .get_or_create(TCP_DURATION, &self.metrics.tcp.duration, &labels)
                         .observe(latency_ns as f64 / 1e9);
                 }
             }
             TcpObservation::Accept { cgroup_id, .. } => {
                 let workload = self.resolver.workload_or_fallback(cgroup_id);
-                self.metrics.tcp.accepts.get_or_create(&workload).inc();
+                self.series.get_or_create(TCP_ACCEPTS, &self.metrics.tcp.accepts, &workload).inc();
             }
         }
     }
 
-    fn apply(&self, change: Option<FlagChange<StormLabels>>) {
-        let Some(FlagChange { key, storm }) = change else {
-            return;
-        };
-        if storm {
-            log::warn!(
-                "credential refresh storm: pod={} container={} role={} fetches credentials far more often than their lifetime requires",
-                key.workload.pod,
-                key.workload.container,
-                key.role
-            );
-        } else {
-            log::info!("credential refresh storm over: pod={} role={}", key.workload.pod, key.role);
+    /// A storm series exists (at 0) from a key's first fetch, so "no storm" is visible.
+    fn storm_key_seen(&mut self, key: &StormLabels) {
+        let _ = self.series.get_or_create(STORM, &self.metrics.storm, key);
+    }
+
+    fn apply(&mut self, change: Option<FlagChange<StormLabels>>) {
+        if let Some(FlagChange { key, storm }) = change {
+            if storm {
+                log::warn!(
+                    "credential refresh storm: pod={} container={} role={} fetches credentials far more often than their lifetime requires",
+                    key.workload.pod,
+                    key.workload.container,
+                    key.role
+                );
+            } else {
+                log::info!(
+                    "credential refresh storm over: pod={} role={}",
+                    key.workload.pod,
+                    key.role
+                );
+            }
+            self.series.get_or_create(STORM, &self.metrics.storm, &key).set(i64::from(storm));
         }
-        self.metrics.storm.get_or_create(&key).set(i64::from(storm));
     }
 
     fn tick(&mut self) {
@@ -210,9 +269,9 @@ impl Pipeline {
             self.apply(Some(c));
         }
         for key in forgotten {
-            self.metrics.storm.remove(&key);
+            self.series.remove(STORM, &self.metrics.storm, &key);
         }
-        self.dns.tick(monotonic_ns(), &mut self.resolver, &self.metrics);
+        self.dns.tick(monotonic_ns(), &mut self.resolver, &self.metrics, &mut self.series);
         self.metrics.cgroups_known.set(self.resolver.known_cgroups() as i64);
     }
 }
@@ -221,4 +280,36 @@ fn register(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>
     // SAFETY: the ring buffer owns its fd, which stays open and unchanged until the AsyncFd (and
     // the RingBuf inside it) is dropped.
     unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)
+}
+
+impl Pipeline {
+    /// Series lifecycle: forget vanished cgroups and expired pods, retire the label sets nothing
+    /// holds any more, and remove those whose grace period is over.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.resolver.sweep(now);
+        let held = self.resolver.held();
+        self.series.retire_unheld(|w| held.contains(w), now);
+        let removed: HashSet<Workload> = self.series.expire(now).into_iter().collect();
+        if !removed.is_empty() {
+            log::debug!("removed the series of {} workloads", removed.len());
+            self.detector.forget(|k| removed.contains(&k.workload));
+            crate::series::release_freed_memory();
+        }
+        self.attribution.cgroups_unresolved.set(self.resolver.unresolved() as i64);
+        self.attribution.pods.set(self.resolver.pods_known() as i64);
+    }
+}
+
+/// Often enough that series go within about a quarter of the grace period after it ends; never
+/// more than every 5 s (a sweep stats each cgroup that produced events).
+fn sweep_every(grace: Duration) -> Duration {
+    (grace / 4).clamp(Duration::from_millis(250), TICK)
+}
+
+async fn next_pod_event(events: &mut Option<mpsc::Receiver<PodEvent>>) -> Option<PodEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }

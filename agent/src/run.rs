@@ -18,6 +18,7 @@ use crate::{
     metadata::detector::Rule,
     metrics::{KernelCounters, Metrics, ProgramLabels},
     pipeline::Pipeline,
+    pods::{self, AttributionMetrics},
     tcp::classify::Classifier,
     workload::Resolver,
 };
@@ -61,11 +62,19 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
             "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
                  CAP_NET_ADMIN; see docs/deploy.md)",
         )?;
-    let (metrics, registry) = Metrics::new(Some(KernelCounters::new(counters)));
+    let (metrics, mut registry) = Metrics::new(Some(KernelCounters::new(counters)));
     for program in &attachment.programs {
         metrics.attached.get_or_create(&ProgramLabels { program }).set(1);
     }
-    let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grace = args.kubernetes.series_grace;
+    let attribution = AttributionMetrics::default();
+    let pod_watch = pods::start(&args.kubernetes, attribution.clone(), stop_rx.clone())
+        .await
+        .context("setting up Kubernetes attribution (--kubernetes off disables it)")?;
+    attribution.register(&mut registry, pod_watch.is_some());
+    let (pod_events, pod_task) = pod_watch.map(|s| (s.events, s.task)).unzip();
+    let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace);
     let dns =
         DnsObserver::new(Duration::from_secs(args.dns.dns_timeout.max(1)), args.dns.dns_top_names);
     let classifier = Classifier {
@@ -75,9 +84,9 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         aws_api: args.tcp.aws_api_cidrs.clone(),
     };
     let pipeline =
-        Pipeline::new(resolver, Rule::from(&args.detector), dns, classifier, metrics.clone());
+        Pipeline::new(resolver, Rule::from(&args.detector), dns, classifier, metrics.clone())
+            .with_attribution(grace, attribution, pod_events);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let ready: Ready = Arc::default();
     let server =
         tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), stop_rx.clone()));
@@ -96,6 +105,9 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::error!("event reader failed: {e}"),
         Err(e) => log::error!("event reader panicked: {e}"),
+    }
+    if let Some(task) = pod_task {
+        let _ = task.await;
     }
     drop(attachment);
     Ok(())

@@ -76,6 +76,8 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     cargo(&[
         "clippy",
         "--workspace",
+        // Linted for its own target below; for the host, feature unification gives it std
+        // (through agent-common's `user` feature) and a duplicate panic handler.
         "--exclude",
         "agent-ebpf",
         "--all-targets",

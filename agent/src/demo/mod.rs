@@ -76,6 +76,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             cluster_cidrs: Vec::new(),
             aws_api_cidrs: vec![format!("{}/32", api.ip()).parse()?],
         },
+        // The demo's pods exist only as cgroups: label them by UID and container id.
+        kubernetes: crate::pods::KubeArgs::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{cgroup, workload::Workload};
+use crate::{
+    cgroup,
+    workload::{Workload, from_cgroup_path},
+};
 
 pub struct Sandbox {
     root: PathBuf,
@@ -34,12 +37,10 @@ impl Sandbox {
             let cid = random_hex(32);
             let leaf = root.join(format!("kubepods/burstable/pod{uid}/{cid}"));
             fs::create_dir_all(&leaf).with_context(|| format!("mkdir {}", leaf.display()))?;
+            // The labels the agent gives it without Kubernetes: pod UID and short container id.
+            let relative = leaf.strip_prefix(&mount).unwrap_or(&leaf);
+            sandbox.workloads.push(from_cgroup_path(&format!("/{}", relative.display())));
             sandbox.leaves.push(leaf);
-            sandbox.workloads.push(Workload {
-                namespace: String::new(),
-                pod: uid,
-                container: cid[..12].to_string(),
-            });
             log::debug!("demo pod {i} cgroup created");
         }
         Ok(sandbox)

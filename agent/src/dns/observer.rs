@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     metrics::{DnsLabels, DnsNameLabels, DnsQtypeLabels, Metrics},
+    series::SeriesRegistry,
     workload::{Resolver, Workload},
 };
 
@@ -22,6 +23,14 @@ use crate::{
 const RESOLV_CONF_TTL: Duration = Duration::from_secs(60);
 /// Bound on the pending-query table (memory: about 100 bytes an entry).
 const PENDING_MAX: usize = 65_536;
+// Family names for the series registry (crate::series).
+const DNS_REQUESTS: &str = "dns_requests";
+const DNS_DURATION: &str = "dns_request_duration";
+const DNS_TRUNCATED: &str = "dns_truncated_responses";
+const DNS_EXPANSION: &str = "dns_search_expansion_queries";
+const DNS_EXPANSION_SECONDS: &str = "dns_search_expansion_seconds";
+const DNS_NAMES: &str = "dns_name_queries";
+
 /// Label for names past a pod's cap.
 pub const OTHER_NAMES: &str = "~other";
 
@@ -54,6 +63,7 @@ impl DnsObserver {
         o: DnsObservation,
         resolver: &mut Resolver,
         m: &Metrics,
+        series: &mut SeriesRegistry,
         now_unix: f64,
     ) {
         match o {
@@ -67,7 +77,13 @@ impl DnsObserver {
                     } else {
                         OTHER_NAMES.to_string()
                     };
-                    m.dns.names.get_or_create(&DnsNameLabels { workload, name: shown }).inc();
+                    series
+                        .get_or_create(
+                            DNS_NAMES,
+                            &m.dns.names,
+                            &DnsNameLabels { workload, name: shown },
+                        )
+                        .inc();
                 }
                 let q = PendingQuery { cgroup_id, qtype, name, ktime_ns };
                 if let Admitted::EvictedOldest(_) = self.tracker.on_query(key, q) {
@@ -90,14 +106,17 @@ impl DnsObserver {
                     qtype,
                     rcode: event::rcode_label(rcode),
                 };
-                m.dns.requests.get_or_create(&labels).inc();
+                series.get_or_create(DNS_REQUESTS, &m.dns.requests, &labels).inc();
                 let seconds = latency_ns as f64 / 1e9;
-                m.dns
-                    .duration
-                    .get_or_create(&DnsQtypeLabels { workload: workload.clone(), qtype })
+                series
+                    .get_or_create(
+                        DNS_DURATION,
+                        &m.dns.duration,
+                        &DnsQtypeLabels { workload: workload.clone(), qtype },
+                    )
                     .observe(seconds);
                 if truncated {
-                    m.dns.truncated.get_or_create(&workload).inc();
+                    series.get_or_create(DNS_TRUNCATED, &m.dns.truncated, &workload).inc();
                 }
                 let Some(query) = self.tracker.on_response(key) else {
                     // Its query event was lost or came before the agent: counted, but no name.
@@ -107,8 +126,10 @@ impl DnsObserver {
                 if rcode == RCODE_NXDOMAIN
                     && self.is_expansion(cgroup_id, &query.name, resolver, now_unix)
                 {
-                    m.dns.expansion_queries.get_or_create(&workload).inc();
-                    m.dns.expansion_seconds.get_or_create(&workload).inc_by(seconds);
+                    series.get_or_create(DNS_EXPANSION, &m.dns.expansion_queries, &workload).inc();
+                    series
+                        .get_or_create(DNS_EXPANSION_SECONDS, &m.dns.expansion_seconds, &workload)
+                        .inc_by(seconds);
                 } else if rcode != RCODE_NXDOMAIN {
                     // Record the base of successful expansions too, so the absolute query after
                     // them is recognised; the result itself is not an extra query.
@@ -137,12 +158,18 @@ impl DnsObserver {
     }
 
     /// Reports queries that got no answer in time as `rcode="timeout"`.
-    pub fn tick(&mut self, now_ktime_ns: u64, resolver: &mut Resolver, m: &Metrics) {
+    pub fn tick(
+        &mut self,
+        now_ktime_ns: u64,
+        resolver: &mut Resolver,
+        m: &Metrics,
+        series: &mut SeriesRegistry,
+    ) {
         for q in self.tracker.expire(now_ktime_ns) {
             let workload: Workload = resolver.workload_or_fallback(q.cgroup_id);
             let labels =
                 DnsLabels { workload, qtype: event::qtype_label(q.qtype), rcode: "timeout" };
-            m.dns.requests.get_or_create(&labels).inc();
+            series.get_or_create(DNS_REQUESTS, &m.dns.requests, &labels).inc();
         }
     }
 }

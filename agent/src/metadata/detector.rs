@@ -101,6 +101,14 @@ impl<K: std::hash::Hash + Eq + Clone> Detector<K> {
         (changes, forgotten)
     }
 
+    /// Forgets every key `gone` matches (e.g. keys of a workload whose series were removed).
+    pub fn forget(&mut self, gone: impl Fn(&K) -> bool) {
+        self.tracks.retain(|k, _| !gone(k));
+        if self.tracks.capacity() > 4 * self.tracks.len().max(64) {
+            self.tracks.shrink_to_fit();
+        }
+    }
+
     #[cfg(test)]
     pub fn is_storm(&self, key: &K) -> bool {
         self.tracks.get(key).is_some_and(|t| t.storm)
