@@ -31,7 +31,7 @@ enum Task {
         pytest_args: Vec<String>,
     },
     /// Measure overhead and footprint (needs root) and rewrite docs/benchmarks.md; benchmarks:
-    /// fastpath, slowpath, e2e, exactness, footprint, flag (default: all).
+    /// fastpath, slowpath, e2e, dns, tcp, exactness, footprint, flag (default: all).
     Bench {
         names: Vec<String>,
         /// Every benchmark briefly, with the debug build, docs untouched: checks the harness.
