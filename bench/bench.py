@@ -575,18 +575,33 @@ class Bench:
     def report(self, names: list[str]) -> str:
         cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?")
         mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+        when = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
         head = [
             BEGIN,
-            f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} on {os.cpu_count()} × {cpu}, "
-            f"{mem} GiB, Linux {platform.release()}, with `cargo xtask bench {' '.join(names)}` "
-            f"({self.rounds} rounds of {self.seconds} s, modes alternated; median, min–max).",
+            f"Machine: {os.cpu_count()} × {cpu}, {mem} GiB, Linux {platform.release()}. Each row: "
+            f"`cargo xtask bench NAME` ({self.rounds} rounds of {self.seconds} s, modes alternated; "
+            "median, min–max), measured at the UTC time in its last column.",
             "",
-            "| benchmark | figure | median | min – max | unit | target | |",
-            "|---|---|---|---|---|---|---|",
+            "| benchmark | figure | median | min – max | unit | target | | measured |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        body = [f"| {r['bench']} | {r['figure']} | {r['median']:.4g} | {r['min']:.4g} – {r['max']:.4g} | {r['unit']} | {r['target']} | {r['verdict']} |"
+        body = [f"| {r['bench']} | {r['figure']} | {r['median']:.4g} | {r['min']:.4g} – {r['max']:.4g} | {r['unit']} | {r['target']} | {r['verdict']} | {when} |"
                 for r in self.rows]
-        return "\n".join([*head, *body, END])
+        # Rows of benchmarks not run this time stay as they were.
+        ran = {r["bench"] for r in self.rows}
+        kept = [line for line in previous_rows() if line.split("|")[1].strip() not in ran]
+        return "\n".join([*head, *kept, *body, END])
+
+
+def previous_rows() -> list[str]:
+    """The result rows already in docs/benchmarks.md (those with a measured-at column)."""
+    if not DOC.exists():
+        return []
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        return []
+    block = text[text.index(BEGIN):text.index(END)]
+    return [l for l in block.splitlines() if l.startswith("| ") and not l.startswith("| benchmark") and l.count("|") == 9]
 
 
 def main() -> int:

@@ -112,38 +112,29 @@ impl Pipeline {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    let ring = guard.get_inner_mut();
-                    while let Some(item) = ring.next() {
-                        match event::decode(&item) {
-                            Ok(o) => self.observe(o),
-                            Err(e) => self.undecodable(&e),
-                        }
-                    }
+                    drain(guard.get_inner_mut(), event::decode, |r| match r {
+                        Ok(o) => self.observe(o),
+                        Err(e) => self.undecodable(&e),
+                    });
                     guard.clear_ready();
                 }
                 guard = dns_ring.readable_mut() => {
                     let mut guard = guard?;
-                    let ring = guard.get_inner_mut();
-                    while let Some(item) = ring.next() {
-                        match dns::event::decode(&item) {
-                            Ok(o) => {
-                                let now = self.clock.unix_seconds(o.ktime_ns());
-                                self.dns.observe(o, &mut self.resolver, &self.metrics, &mut self.series, now);
-                            }
-                            Err(e) => self.undecodable(&e),
+                    drain(guard.get_inner_mut(), dns::event::decode, |r| match r {
+                        Ok(o) => {
+                            let now = self.clock.unix_seconds(o.ktime_ns());
+                            self.dns.observe(o, &mut self.resolver, &self.metrics, &mut self.series, now);
                         }
-                    }
+                        Err(e) => self.undecodable(&e),
+                    });
                     guard.clear_ready();
                 }
                 guard = tcp_ring.readable_mut() => {
                     let mut guard = guard?;
-                    let ring = guard.get_inner_mut();
-                    while let Some(item) = ring.next() {
-                        match tcp::event::decode(&item) {
-                            Ok(o) => self.observe_tcp(o),
-                            Err(e) => self.undecodable(&e),
-                        }
-                    }
+                    drain(guard.get_inner_mut(), tcp::event::decode, |r| match r {
+                        Ok(o) => self.observe_tcp(o),
+                        Err(e) => self.undecodable(&e),
+                    });
                     guard.clear_ready();
                 }
                 _ = tick.tick() => self.tick(),
@@ -273,6 +264,17 @@ impl Pipeline {
         }
         self.dns.tick(monotonic_ns(), &mut self.resolver, &self.metrics, &mut self.series);
         self.metrics.cgroups_known.set(self.resolver.known_cgroups() as i64);
+    }
+}
+
+/// Decodes every record waiting in `ring` and hands each result to `each`.
+fn drain<T, E>(
+    ring: &mut RingBuf<MapData>,
+    decode: fn(&[u8]) -> Result<T, E>,
+    mut each: impl FnMut(Result<T, E>),
+) {
+    while let Some(item) = ring.next() {
+        each(decode(&item));
     }
 }
 
