@@ -171,10 +171,7 @@ mod tests {
 
     #[test]
     fn finds_expiration_in_one_piece() {
-        assert_eq!(
-            run(&expiration::TABLE, &[DOC]),
-            (expiration::ACCEPT, 20261128101500)
-        );
+        assert_eq!(run(&expiration::TABLE, &[DOC]), (expiration::ACCEPT, 20261128101500));
     }
 
     #[test]
@@ -195,10 +192,7 @@ mod tests {
     #[test]
     fn tolerates_whitespace_and_restarts_on_a_quote() {
         let doc = b"{\"\"Expiration\" : \"2030-01-02T03:04:05Z\"}";
-        assert_eq!(
-            run(&expiration::TABLE, &[doc]),
-            (expiration::ACCEPT, 20300102030405)
-        );
+        assert_eq!(run(&expiration::TABLE, &[doc]), (expiration::ACCEPT, 20300102030405));
     }
 
     #[test]

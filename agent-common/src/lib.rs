@@ -43,11 +43,7 @@ const _: () = assert!(size_of::<EndpointKey>() == 20);
 
 impl EndpointKey {
     pub const fn new(addr: [u8; 16], port: u16) -> Self {
-        Self {
-            addr,
-            port,
-            _pad: [0; 2],
-        }
+        Self { addr, port, _pad: [0; 2] }
     }
 
     /// The IPv4-mapped IPv6 form the kernel programs use for IPv4 addresses.

@@ -6,13 +6,8 @@ pub const PROG_SKB_INGRESS: &str = "cw_skb_ingress";
 pub const PROG_CONNECT4: &str = "cw_connect4";
 pub const PROG_CONNECT6: &str = "cw_connect6";
 pub const PROG_SOCK_OPS: &str = "cw_sock_ops";
-pub const PROGRAMS: &[&str] = &[
-    PROG_SKB_EGRESS,
-    PROG_SKB_INGRESS,
-    PROG_CONNECT4,
-    PROG_CONNECT6,
-    PROG_SOCK_OPS,
-];
+pub const PROGRAMS: &[&str] =
+    &[PROG_SKB_EGRESS, PROG_SKB_INGRESS, PROG_CONNECT4, PROG_CONNECT6, PROG_SOCK_OPS];
 
 /// `Array<u8>` indexed by TCP port: [`crate::PORT_FLAG_METADATA`] etc. The fast-path filter.
 pub const MAP_PORTS: &str = "CW_PORTS";

@@ -56,11 +56,7 @@ pub fn on_query(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
         return Ok(());
     }
     let question = len - HEADER_LEN as u32;
-    let avail = if question > QUESTION_MAX {
-        QUESTION_MAX
-    } else {
-        question
-    };
+    let avail = if question > QUESTION_MAX { QUESTION_MAX } else { question };
     let Some((buf, n)) = load_scratch(ctx, off + HEADER_LEN as u32, avail) else {
         count(counter::DNS_MALFORMED_NAME);
         return Ok(());
@@ -125,17 +121,8 @@ fn record_query(
     let cookie = socket_cookie(ctx);
     let cgroup_id = cgroup_id(ctx);
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = DnsPendingKey {
-        cookie,
-        id,
-        _pad: [0; 6],
-    };
-    let pending = DnsPending {
-        query_ns: now,
-        cgroup_id,
-        qtype,
-        _pad: [0; 6],
-    };
+    let key = DnsPendingKey { cookie, id, _pad: [0; 6] };
+    let pending = DnsPending { query_ns: now, cgroup_id, qtype, _pad: [0; 6] };
     if CW_DNS_PENDING.insert(&key, &pending, 0).is_err() {
         count(counter::LOST_DNS_PENDING_TABLE);
     }
@@ -178,11 +165,7 @@ pub fn on_response(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
         return Ok(());
     }
     let id = u16::from_be_bytes([header[0], header[1]]);
-    let key = DnsPendingKey {
-        cookie: socket_cookie(ctx),
-        id,
-        _pad: [0; 6],
-    };
+    let key = DnsPendingKey { cookie: socket_cookie(ctx), id, _pad: [0; 6] };
     let Some(pending) = (unsafe { CW_DNS_PENDING.get(&key) }).copied() else {
         count(counter::DNS_UNMATCHED_RESPONSE);
         return Ok(());
@@ -203,12 +186,7 @@ pub fn on_response(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
         (*ev).qtype = pending.qtype;
         (*ev).ancount = u16::from_be_bytes([header[6], header[7]]);
         (*ev).event = EVENT_RESPONSE;
-        (*ev).flags = flags
-            | if header[2] & 0x02 != 0 {
-                FLAG_TRUNCATED
-            } else {
-                0
-            };
+        (*ev).flags = flags | if header[2] & 0x02 != 0 { FLAG_TRUNCATED } else { 0 };
         (*ev).rcode = header[3] & 0x0f;
         (*ev).name_len = 0;
         (*ev)._pad = [0; 6];

@@ -96,24 +96,13 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
         return Ok(None);
     }
     // TCP and UDP both start with source port, then destination port.
-    let port_off = if dir == Direction::ToService {
-        l4_off + 2
-    } else {
-        l4_off
-    };
+    let port_off = if dir == Direction::ToService { l4_off + 2 } else { l4_off };
     let port = u16::from_be(ctx.load::<u16>(port_off)?);
     let port_flags = match CW_PORTS.get(port as u32) {
         Some(flags) if *flags != 0 => *flags,
         _ => return Ok(None),
     };
-    Ok(Some(L4 {
-        proto,
-        v4,
-        l4_off,
-        port,
-        port_flags,
-        dir,
-    }))
+    Ok(Some(L4 { proto, v4, l4_off, port, port_flags, dir }))
 }
 
 /// The TCP segment when its service-side address is a configured metadata endpoint.
@@ -121,15 +110,9 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
 fn metadata_segment(ctx: &SkBuffContext, l4: &L4) -> Result<Option<Segment>, i64> {
     let to_service = l4.dir == Direction::ToService;
     let key = if l4.v4 {
-        EndpointKey::v4(
-            ctx.load::<[u8; 4]>(if to_service { 16 } else { 12 })?,
-            l4.port,
-        )
+        EndpointKey::v4(ctx.load::<[u8; 4]>(if to_service { 16 } else { 12 })?, l4.port)
     } else {
-        EndpointKey::new(
-            ctx.load::<[u8; 16]>(if to_service { 24 } else { 8 })?,
-            l4.port,
-        )
+        EndpointKey::new(ctx.load::<[u8; 16]>(if to_service { 24 } else { 8 })?, l4.port)
     };
     let Some(endpoint) = (unsafe { CW_ENDPOINTS.get(&key) }) else {
         return Ok(None);
@@ -187,11 +170,7 @@ pub fn load_scratch(
     // bpf_skb_load_bytes needs a length the verifier can prove is in [1, SCRATCH_LEN] in the very
     // register it is passed in. Hiding the value from LLVM makes it emit the checks below on that
     // register instead of folding them into facts the verifier cannot see (aya issue #1207).
-    let n = opaque(if avail as usize > SCRATCH_LEN {
-        SCRATCH_LEN as u64
-    } else {
-        avail as u64
-    });
+    let n = opaque(if avail as usize > SCRATCH_LEN { SCRATCH_LEN as u64 } else { avail as u64 });
     if n == 0 || n > SCRATCH_LEN as u64 {
         return None;
     }
@@ -224,11 +203,7 @@ pub fn load_payload(
     seg: &Segment,
     skip: u32,
 ) -> Option<(&'static mut [u8; SCRATCH_LEN], usize)> {
-    load_scratch(
-        ctx,
-        seg.payload_off + skip,
-        seg.payload_len.checked_sub(skip)?,
-    )
+    load_scratch(ctx, seg.payload_off + skip, seg.payload_len.checked_sub(skip)?)
 }
 
 /// Zeroes the scratch buffer, so payload bytes do not linger in kernel memory after parsing.

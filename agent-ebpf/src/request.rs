@@ -196,11 +196,7 @@ fn end_of_path(buf: &[u8; SCRATCH_LEN], n: usize, path: usize) -> Result<(), u32
 /// `space` is the position of the space after the path: ` HTTP/` must follow.
 #[inline(always)]
 fn expect_protocol(buf: &[u8; SCRATCH_LEN], n: usize, space: usize) -> Result<(), u32> {
-    if starts_with(buf, n, space, b" HTTP/") {
-        Ok(())
-    } else {
-        Err(counter::REJECT_REQUEST_LINE)
-    }
+    if starts_with(buf, n, space, b" HTTP/") { Ok(()) } else { Err(counter::REJECT_REQUEST_LINE) }
 }
 
 /// Copies the role name up to the space that ends the path, accepting only the IAM role-name

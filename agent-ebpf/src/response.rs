@@ -135,11 +135,7 @@ fn emit(flow: &Flow, event: u8, status: u16, now_ns: u64) {
     unsafe {
         (*ev).cgroup_id = flow.cgroup_id;
         (*ev).latency_ns = now_ns.wrapping_sub(flow.request_ns);
-        (*ev).expiration = if event == EVENT_EXPIRATION {
-            flow.expiration
-        } else {
-            0
-        };
+        (*ev).expiration = if event == EVENT_EXPIRATION { flow.expiration } else { 0 };
         (*ev).ktime_ns = now_ns;
         (*ev).event = event;
         (*ev).endpoint = flow.endpoint;

@@ -102,9 +102,8 @@ pub fn sock_ops(ctx: &SockOpsContext) {
     } else if op == BPF_SOCK_OPS_STATE_CB {
         if ctx.arg(0) == TCP_SYN_SENT && ctx.arg(1) == TCP_CLOSE {
             let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-            let expired = CW_TCP_CONNECTS
-                .get_ptr(&cookie)
-                .is_some_and(|p| unsafe { (*p).expired } != 0);
+            let expired =
+                CW_TCP_CONNECTS.get_ptr(&cookie).is_some_and(|p| unsafe { (*p).expired } != 0);
             // segs_in is bumped before the socket processes a segment: a RST leaves it > 0, an
             // application close or an ICMP error does not.
             let segs_in = unsafe { (*ctx.ops).segs_in };
@@ -127,14 +126,7 @@ pub fn sock_ops(ctx: &SockOpsContext) {
     } else if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
         let key = listener_key(ctx);
         if let Some(cgroup_id) = unsafe { CW_TCP_LISTENERS.get(&key) }.copied() {
-            emit(
-                cgroup_id,
-                0,
-                [0; 16],
-                key.port,
-                EVENT_ACCEPT,
-                RESULT_ESTABLISHED,
-            );
+            emit(cgroup_id, 0, [0; 16], key.port, EVENT_ACCEPT, RESULT_ESTABLISHED);
         }
     }
 }
@@ -157,27 +149,12 @@ fn finish_connect(ctx: &SockOpsContext, result: u8) {
     };
     let _ = CW_TCP_CONNECTS.remove(&cookie);
     let now = unsafe { bpf_ktime_get_ns() };
-    emit(
-        p.cgroup_id,
-        now.wrapping_sub(p.start_ns),
-        p.addr,
-        p.port,
-        EVENT_CONNECT,
-        result,
-    );
+    emit(p.cgroup_id, now.wrapping_sub(p.start_ns), p.addr, p.port, EVENT_CONNECT, result);
 }
 
 #[inline(always)]
 fn emit(cgroup_id: u64, latency_ns: u64, addr: [u8; 16], port: u16, event: u8, result: u8) {
-    let ev = TcpEvent {
-        cgroup_id,
-        latency_ns,
-        addr,
-        port,
-        event,
-        result,
-        _pad: [0; 4],
-    };
+    let ev = TcpEvent { cgroup_id, latency_ns, addr, port, event, result, _pad: [0; 4] };
     if CW_TCP_EVENTS.output(&ev, 0).is_err() {
         count(counter::LOST_TCP_RINGBUF_FULL);
     }

@@ -41,10 +41,7 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     match Cli::parse().task {
-        Task::Test {
-            unit_only,
-            pytest_args,
-        } => test(&root, unit_only, &pytest_args),
+        Task::Test { unit_only, pytest_args } => test(&root, unit_only, &pytest_args),
         Task::Demo { args } => {
             cargo(&["build", "-p", "agent"])?;
             let mut cmd = Command::new(root.join("target/debug/credwatch"));
@@ -58,14 +55,7 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     step("cargo fmt --check");
     cargo(&["fmt", "--all", "--", "--check"])?;
     step("clippy (userspace)");
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     step("clippy (kernel programs)");
     cargo(&[
         EBPF_TOOLCHAIN,
@@ -135,8 +125,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
     })
 }
 
