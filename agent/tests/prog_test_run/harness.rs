@@ -117,12 +117,14 @@ pub struct Kernel {
     cpus: usize,
     /// The cgroup v2 id of this process: what `bpf_skb_cgroup_id` gives in a test run.
     pub cgroup_id: u64,
+    /// Instructions the verifier processed for each program (its limit is 1,000,000).
+    pub verified: Vec<(&'static str, u32)>,
 }
 
 /// The loaded programs, shared by every test in this binary and used by one test at a time.
 /// None (after printing why) when the tests cannot run here.
 pub fn kernel() -> Option<MutexGuard<'static, Kernel>> {
-    static KERNEL: OnceLock<Option<Mutex<Kernel>>> = OnceLock::new();
+    static KERNEL: OnceLock<Result<Mutex<Kernel>, String>> = OnceLock::new();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         // Written past libtest's capture so that the reason shows in a normal `cargo test`.
@@ -132,8 +134,10 @@ pub fn kernel() -> Option<MutexGuard<'static, Kernel>> {
         );
         return None;
     }
-    let kernel = KERNEL.get_or_init(|| Some(Mutex::new(Kernel::load())));
-    let guard = kernel.as_ref()?.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Loaded once; a load failure fails every test with the same message, without retrying.
+    let kernel = KERNEL.get_or_init(|| Kernel::load().map(Mutex::new));
+    let kernel = kernel.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let guard = kernel.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     pin_to_current_cpu();
     Some(guard)
 }
@@ -154,26 +158,31 @@ fn pin_to_current_cpu() {
 }
 
 impl Kernel {
-    fn load() -> Self {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).expect("load the built eBPF object");
+    fn load() -> Result<Self, String> {
+        let mut ebpf =
+            EbpfLoader::new().load(OBJECT).map_err(|e| format!("loading the eBPF object: {e}"))?;
         configure(&mut ebpf);
         let take = |ebpf: &mut Ebpf, name| ebpf.take_map(name).expect(name);
         let events = RingBuf::try_from(take(&mut ebpf, names::MAP_EVENTS)).unwrap();
         let dns_events = RingBuf::try_from(take(&mut ebpf, names::MAP_DNS_EVENTS)).unwrap();
         let counters = PerCpuArray::try_from(take(&mut ebpf, names::MAP_COUNTERS)).unwrap();
+        let mut verified = Vec::new();
         for name in [names::PROG_SKB_EGRESS, names::PROG_SKB_INGRESS] {
             let prog: &mut CgroupSkb = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            prog.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e:?}"));
+            prog.load().map_err(|e| format!("verifier rejected {name}: {e:?}"))?;
+            let info = prog.info().map_err(|e| format!("{name}: {e}"))?;
+            verified.push((name, info.verified_instruction_count().unwrap_or(0)));
         }
         let cpus = aya::util::nr_cpus().expect("number of possible CPUs");
-        Self {
+        Ok(Self {
             ebpf,
             events,
             dns_events,
             counters,
             cpus: cpus.get() as usize,
             cgroup_id: own_cgroup_id(),
-        }
+            verified,
+        })
     }
 
     /// Runs `case` from a clean state, again from a clean state if a run's cookie could not be
