@@ -43,6 +43,8 @@ pub const DNS_PORT: u16 = 53;
 /// Transaction id of the cookie probe; test cases never use it.
 const PROBE_ID: u16 = 0xbeef;
 const ATTEMPTS: usize = 8;
+/// Table entries at or above this cookie are fillers a test inserted; the harness leaves them.
+pub const FILLER_COOKIE: u64 = 1 << 63;
 
 /// The run's cookie could not be confirmed: something else took a socket cookie in between.
 #[derive(Debug)]
@@ -206,11 +208,22 @@ impl Kernel {
         self.run(names::PROG_SKB_INGRESS, packet)
     }
 
+    /// Runs `packet` through egress `repeat` times in one `BPF_PROG_TEST_RUN` (one socket, so
+    /// one cookie, for all repetitions).
+    pub fn egress_repeated(&mut self, packet: &[u8], repeat: u32) -> Result<Outcome, Miss> {
+        self.run_repeated(names::PROG_SKB_EGRESS, packet, repeat)
+    }
+
     fn run(&mut self, program: &str, packet: &[u8]) -> Result<Outcome, Miss> {
+        self.run_repeated(program, packet, 1)
+    }
+
+    fn run_repeated(&mut self, program: &str, packet: &[u8], repeat: u32) -> Result<Outcome, Miss> {
         let cookie = self.probe() + 1;
         self.move_state_to(cookie);
         self.zero_counters();
-        assert_eq!(self.test_run(program, packet), 1, "{program} must allow every packet");
+        let verdict = self.test_run(program, packet, repeat);
+        assert_eq!(verdict, 1, "{program} must allow every packet");
         let outcome = Outcome {
             counters: self.read_counters(),
             events: drain(&mut self.events),
@@ -223,9 +236,9 @@ impl Kernel {
         Ok(outcome)
     }
 
-    fn test_run(&self, program: &str, packet: &[u8]) -> u32 {
+    fn test_run(&self, program: &str, packet: &[u8], repeat: u32) -> u32 {
         let prog: &CgroupSkb = self.ebpf.program(program).unwrap().try_into().unwrap();
-        let opts = TestRunOptions { data_in: Some(packet), ..Default::default() };
+        let opts = TestRunOptions { data_in: Some(packet), repeat, ..Default::default() };
         prog.test_run(opts)
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {program}: {e:?}"))
             .return_value
@@ -235,7 +248,7 @@ impl Kernel {
     fn probe(&mut self) -> u64 {
         let query = packets::dns_query(PROBE_ID, &packets::wire_name("probe.test"), 1);
         let packet = packets::udp_egress(DNS_PORT, &query);
-        assert_eq!(self.test_run(names::PROG_SKB_EGRESS, &packet), 1);
+        assert_eq!(self.test_run(names::PROG_SKB_EGRESS, &packet, 1), 1);
         let mut pending = self.pending();
         let key = pending
             .keys()
@@ -251,7 +264,8 @@ impl Kernel {
     /// Re-keys the connection's state (at most one flow, and pending DNS queries) to `cookie`.
     fn move_state_to(&mut self, cookie: u64) {
         let mut flows = self.flows_map();
-        let entries: Vec<(u64, Flow)> = flows.iter().map(Result::unwrap).collect();
+        let entries: Vec<(u64, Flow)> =
+            flows.iter().map(Result::unwrap).filter(|(k, _)| *k < FILLER_COOKIE).collect();
         assert!(entries.len() <= 1, "one connection at a time");
         for (key, flow) in entries {
             if key != cookie {
@@ -261,7 +275,7 @@ impl Kernel {
         }
         let mut pending = self.pending();
         let entries: Vec<(DnsPendingKey, DnsPending)> =
-            pending.iter().map(Result::unwrap).collect();
+            pending.iter().map(Result::unwrap).filter(|(k, _)| k.cookie < FILLER_COOKIE).collect();
         for (key, value) in entries {
             if key.cookie != cookie {
                 pending.remove(&key).unwrap();
@@ -286,7 +300,12 @@ impl Kernel {
 
     /// The flow table's entries (the cookie itself is the harness's business).
     pub fn flows(&mut self) -> Vec<Flow> {
-        self.flows_map().iter().map(|kv| kv.unwrap().1).collect()
+        self.flows_map()
+            .iter()
+            .map(Result::unwrap)
+            .filter(|(k, _)| *k < FILLER_COOKIE)
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// The one flow the connection has.
@@ -297,7 +316,30 @@ impl Kernel {
     }
 
     pub fn pending_queries(&mut self) -> Vec<(u16, DnsPending)> {
-        self.pending().iter().map(|kv| kv.map(|(k, v)| (k.id, v)).unwrap()).collect()
+        self.pending()
+            .iter()
+            .map(Result::unwrap)
+            .filter(|(k, _)| k.cookie < FILLER_COOKIE)
+            .map(|(k, v)| (k.id, v))
+            .collect()
+    }
+
+    /// Fills the flow and pending-query tables to capacity with entries under filler cookies.
+    pub fn fill_tables(&mut self, flow: &Flow, pending: &DnsPending) {
+        let mut flows = self.flows_map();
+        for i in 0..u64::from(agent_common::FLOW_TABLE_SIZE) {
+            flows.insert(&(FILLER_COOKIE + i), flow, 0).unwrap();
+        }
+        let mut table = self.pending();
+        for i in 0..u64::from(agent_common::dns::PENDING_TABLE_SIZE) {
+            let key = DnsPendingKey { cookie: FILLER_COOKIE + i, id: 0, _pad: [0; 6] };
+            table.insert(&key, pending, 0).unwrap();
+        }
+    }
+
+    /// Entries in the flow and pending-query tables, fillers included.
+    pub fn table_sizes(&mut self) -> (usize, usize) {
+        (self.flows_map().keys().count(), self.pending().keys().count())
     }
 
     fn flows_map(&mut self) -> HashMap<&mut MapData, u64, Flow> {

@@ -4,6 +4,7 @@
 mod dns;
 mod harness;
 mod http;
+mod loss;
 mod packets;
 
 /// The verifier's work per program, against its 1,000,000-instruction limit: a change that eats
