@@ -23,13 +23,13 @@ use std::{
 
 use agent_common::{
     EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
-    PORT_FLAG_METADATA, counter,
+    PORT_FLAG_METADATA, SCRATCH_LEN, counter,
     dns::{DnsEvent, DnsPending, DnsPendingKey},
     names,
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{CgroupSkb, TestRun as _, TestRunOptions},
 };
 
@@ -116,6 +116,9 @@ pub struct Kernel {
     events: RingBuf<MapData>,
     dns_events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    /// CW_SCRATCH through a second descriptor: the loader's own is write-only (BPF_F_WRONLY),
+    /// one obtained by map id is not, which lets the tests prove the buffer is wiped.
+    scratch: PerCpuArray<MapData, [u8; SCRATCH_LEN]>,
     cpus: usize,
     /// The cgroup v2 id of this process: what `bpf_skb_cgroup_id` gives in a test run.
     pub cgroup_id: u64,
@@ -168,6 +171,12 @@ impl Kernel {
         let events = RingBuf::try_from(take(&mut ebpf, names::MAP_EVENTS)).unwrap();
         let dns_events = RingBuf::try_from(take(&mut ebpf, names::MAP_DNS_EVENTS)).unwrap();
         let counters = PerCpuArray::try_from(take(&mut ebpf, names::MAP_COUNTERS)).unwrap();
+        let scratch = match ebpf.map(names::MAP_SCRATCH) {
+            Some(Map::PerCpuArray(data)) => data.info().map_err(|e| e.to_string())?.id(),
+            _ => return Err("CW_SCRATCH is not a per-CPU array".into()),
+        };
+        let scratch = MapData::from_id(scratch).and_then(Map::from_map_data);
+        let scratch = PerCpuArray::try_from(scratch.map_err(|e| e.to_string())?).unwrap();
         let mut verified = Vec::new();
         for name in [names::PROG_SKB_EGRESS, names::PROG_SKB_INGRESS] {
             let prog: &mut CgroupSkb = ebpf.program_mut(name).unwrap().try_into().unwrap();
@@ -181,6 +190,7 @@ impl Kernel {
             events,
             dns_events,
             counters,
+            scratch,
             cpus: cpus.get() as usize,
             cgroup_id: own_cgroup_id(),
             verified,
@@ -224,11 +234,15 @@ impl Kernel {
         self.zero_counters();
         let verdict = self.test_run(program, packet, repeat);
         assert_eq!(verdict, 1, "{program} must allow every packet");
-        let outcome = Outcome {
-            counters: self.read_counters(),
-            events: drain(&mut self.events),
-            dns_events: drain(&mut self.dns_events),
-        };
+        let (events, raw_events) = drain_raw(&mut self.events);
+        let (dns_events, raw_dns) = drain_raw(&mut self.dns_events);
+        let outcome = Outcome { counters: self.read_counters(), events, dns_events };
+        for record in raw_events.iter().chain(&raw_dns) {
+            assert_no_secret(record, "a ring-buffer record");
+        }
+        for (cpu, buf) in self.scratch.get(&0, 0).unwrap().iter().enumerate() {
+            assert!(buf.iter().all(|&b| b == 0), "CW_SCRATCH on CPU {cpu} was not wiped");
+        }
         // The run took `cookie` or none at all (paths that never ask for it).
         if self.probe() > cookie + 1 {
             return Err(Miss);
@@ -381,13 +395,27 @@ fn configure(ebpf: &mut Ebpf) {
 }
 
 fn drain<T: Copy>(ring: &mut RingBuf<MapData>) -> Vec<T> {
-    let mut out = Vec::new();
+    drain_raw(ring).0
+}
+
+/// The records decoded, and their bytes as the kernel wrote them.
+fn drain_raw<T: Copy>(ring: &mut RingBuf<MapData>) -> (Vec<T>, Vec<Vec<u8>>) {
+    let (mut out, mut raw) = (Vec::new(), Vec::new());
     while let Some(item) = ring.next() {
         assert_eq!(item.len(), size_of::<T>(), "ring record size");
         // SAFETY: the size was checked; the shared event types are plain old data.
         out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) });
+        raw.push(item.to_vec());
     }
-    out
+    (out, raw)
+}
+
+/// Every secret in the tests' credential documents contains `canary` (any case).
+pub const CANARY: &[u8] = b"canary";
+
+pub fn assert_no_secret(bytes: &[u8], what: &str) {
+    let found = bytes.windows(CANARY.len()).any(|w| w.eq_ignore_ascii_case(CANARY));
+    assert!(!found, "credential bytes in {what}");
 }
 
 /// The inode number of this process's cgroup v2 directory, which is its cgroup id.
