@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, bytes)) = data.split_first() else { return };
-    for (table, accept) in [(&expiration::TABLE, expiration::ACCEPT), (&token_header::TABLE, token_header::ACCEPT)] {
+    for (table, accept) in
+        [(&expiration::TABLE, expiration::ACCEPT), (&token_header::TABLE, token_header::ACCEPT)]
+    {
         let (mut state, mut acc) = (first % STATES as u8, 0u64);
         for &b in bytes {
             let (next, next_acc) = step(table, state, acc, b);

@@ -41,7 +41,8 @@ fuzz_target!(|data: &[u8]| {
                 apply(detector.on_expiration(&key, now, expires), &mut flags);
             }
             _ => {
-                let (changes, forgotten) = detector.tick(now, Duration::from_secs(u64::from(op[4])));
+                let (changes, forgotten) =
+                    detector.tick(now, Duration::from_secs(u64::from(op[4])));
                 for c in changes {
                     apply(Some(c), &mut flags);
                 }
