@@ -12,7 +12,7 @@ use crate::{
     cgroup::{self, CgroupIndex},
     cli::RunArgs,
     dns::observer::DnsObserver,
-    endpoints, http,
+    endpoints, harden, http,
     http::Ready,
     kernel,
     metadata::detector::Rule,
@@ -29,6 +29,8 @@ pub struct Hooks {
     pub on_ready: Option<tokio::sync::oneshot::Sender<Metrics>>,
     /// Stops the agent when it changes (besides SIGTERM/SIGINT).
     pub stop: Option<watch::Receiver<bool>>,
+    /// Keep every capability after attaching (the demo still creates sandboxes then).
+    pub keep_capabilities: bool,
 }
 
 pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
@@ -60,7 +62,15 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     let kernel::Kernel { attachment, events, dns_events, tcp_events, counters } =
         kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports)
             .context("setting up the kernel programs")?;
-    let (metrics, registry) = Metrics::new(Some(KernelCounters::new(counters)));
+    let counters = KernelCounters::new(counters);
+    if !hooks.keep_capabilities {
+        // Before any other thread exists: capabilities are per thread.
+        match harden::drop_capabilities(|| counters.readable()) {
+            Ok(kept) => log::info!("dropped capabilities; kept {}", kept.join(", ")),
+            Err(e) => log::error!("dropping capabilities: {e:#}; running with all of them"),
+        }
+    }
+    let (metrics, registry) = Metrics::new(Some(counters));
     for program in &attachment.programs {
         metrics.attached.get_or_create(&ProgramLabels { program }).set(1);
     }
