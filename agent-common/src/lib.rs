@@ -295,3 +295,102 @@ mod pod {
     unsafe impl aya::Pod for crate::tcp::ListenerKey {}
     unsafe impl aya::Pod for crate::tcp::TcpEvent {}
 }
+
+/// The secrets guarantee, by construction: every type the kernel hands to userspace (ring-buffer
+/// events, and map values a reader of the maps could see) is destructured here field by field,
+/// without `..`. Adding a field fails to compile until it is listed here, which is the moment
+/// to show it cannot carry payload bytes and to update SECURITY.md.
+#[cfg(test)]
+mod boundary {
+    use super::*;
+    use crate::{
+        dns::{DnsEvent, DnsPending, DnsPendingKey},
+        tcp::{ListenerKey, PendingConnect, TcpEvent},
+    };
+
+    /// All-zero value of a plain-old-data boundary type.
+    fn zeroed<T: Copy>() -> T {
+        // SAFETY: only used on the repr(C) integer/array types below, valid for any bits.
+        unsafe { core::mem::zeroed() }
+    }
+
+    #[test]
+    fn only_known_fields_cross_and_only_two_hold_bytes_from_packets() {
+        // Metadata: integers, enums as u8, and the role name. The role is the only field filled
+        // from payload bytes, and only from the *request* path after every byte passed the IAM
+        // role-name check (`[A-Za-z0-9+=,.@_-]`, at most ROLE_MAX); the expiration is a number
+        // built from 14 digits. Nothing from a response body is copied.
+        let MetadataEvent {
+            cgroup_id: _,
+            latency_ns: _,
+            expiration: _,
+            ktime_ns: _,
+            event: _,
+            endpoint: _,
+            kind: _,
+            method: _,
+            source: _,
+            flags: _,
+            status: _,
+            role_len: _,
+            _pad,
+            role,
+        } = zeroed();
+        assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 7));
+        let Flow {
+            cgroup_id: _,
+            request_ns: _,
+            expiration: _,
+            request_seq: _,
+            response_next_seq: _,
+            phase: _,
+            endpoint: _,
+            kind: _,
+            method: _,
+            source: _,
+            flags: _,
+            scan: _,
+            role_len: _,
+            _pad,
+            role,
+        } = zeroed();
+        assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 8));
+        // DNS: the query name, from port-53 traffic only (never the metadata ports), validated
+        // as a wire-format name. Responses carry header fields only.
+        let DnsEvent {
+            cookie: _,
+            cgroup_id: _,
+            latency_ns: _,
+            ktime_ns: _,
+            id: _,
+            qtype: _,
+            ancount: _,
+            event: _,
+            flags: _,
+            rcode: _,
+            name_len: _,
+            _pad,
+            name,
+        } = zeroed();
+        assert_eq!((name.len(), _pad.len()), (dns::NAME_BUF, 6));
+        let DnsPendingKey { cookie: _, id: _, _pad } = zeroed();
+        let DnsPending { query_ns: _, cgroup_id: _, qtype: _, _pad } = zeroed();
+        // TCP: addresses and ports from connect(), no payload at all.
+        let TcpEvent { cgroup_id: _, latency_ns: _, addr: _, port: _, event: _, result: _, _pad } =
+            zeroed();
+        let PendingConnect { start_ns: _, cgroup_id: _, addr: _, port: _, expired: _, _pad } =
+            zeroed();
+        let ListenerKey { netns: _, addr: _, port: _, _pad } = zeroed();
+        // Endpoint table: configured by userspace.
+        let EndpointKey { addr: _, port: _, _pad } = zeroed();
+        let EndpointValue { kind: _, _pad } = zeroed();
+    }
+
+    #[test]
+    fn the_boundary_maps_are_the_declared_ones() {
+        // CW_SCRATCH is the only map that ever holds payload bytes (wiped after every use,
+        // write-only for the agent's descriptor); the agent never reads it.
+        assert!(names::MAPS.contains(&names::MAP_SCRATCH));
+        assert_eq!(names::MAPS.len(), 11, "a new map: decide here whether it can hold payload");
+    }
+}

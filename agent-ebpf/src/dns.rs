@@ -12,7 +12,7 @@ use agent_common::{
         HEADER_LEN, LABELS_MAX, NAME_BUF, NAME_MAX,
     },
 };
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
+use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
     maps::{CW_DNS_EVENTS, CW_DNS_PENDING, count},
@@ -111,7 +111,7 @@ fn query(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i64> 
                 count(counter::DNS_MALFORMED_NAME);
             } else {
                 let qtype = u16::from_be_bytes([buf[qtype_at & MASK], buf[(qtype_at + 1) & MASK]]);
-                record_query(ctx, buf, id, name_len, qtype, flags);
+                record_query(ctx, off + HEADER_LEN as u32, id, name_len, qtype, flags);
             }
         }
         Err(reason) => count(reason),
@@ -124,37 +124,40 @@ fn query(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i64> 
 /// root label, or the malformed-reason counter.
 #[inline(always)]
 fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
-    let mut pos = 0usize;
+    let mut pos = 0u64;
+    // 1 while walking, 0 once stopped.
+    let mut walking = 1u64;
     let mut labels = 0;
     while labels < LABELS_MAX {
-        if pos >= n {
-            return Err(counter::DNS_MALFORMED_NAME);
-        }
-        let len = buf[pos & MASK] as usize;
-        if len == 0 {
-            return Ok(pos);
-        }
-        // 0b11xxxxxx is a compression pointer; 0b01 and 0b10 prefixes are reserved label types,
-        // so everything else above 63 is an over-long label.
-        if len & 0xc0 == 0xc0 {
-            return Err(counter::DNS_MALFORMED_POINTER);
-        }
-        if len > 63 {
-            return Err(counter::DNS_MALFORMED_LABEL);
-        }
-        pos += len + 1;
-        if pos >= NAME_MAX {
-            return Err(counter::DNS_MALFORMED_NAME);
-        }
+        let len = buf[pos as usize & MASK] as u64;
+        // stop = 1 when len == 0 or len > 63, computed without a compare (a compare is a
+        // branch on BPF). `opaque` keeps LLVM from turning the arithmetic back into compares.
+        let zero = opaque(len.wrapping_sub(1)) >> 63;
+        let over = (opaque(len >> 6) + 3) >> 2;
+        walking &= !(zero | over);
+        pos += (len + 1) * walking;
         labels += 1;
     }
-    Err(counter::DNS_MALFORMED_NAME)
+    let pos = pos as usize;
+    if walking != 0 || pos >= NAME_MAX || pos >= n {
+        return Err(counter::DNS_MALFORMED_NAME);
+    }
+    let len = buf[pos & MASK];
+    if len == 0 {
+        Ok(pos)
+    } else if len & 0xc0 == 0xc0 {
+        Err(counter::DNS_MALFORMED_POINTER)
+    } else {
+        // 0b01 and 0b10 in the top bits are reserved label types (RFC 6891 retired the
+        // extended label): as lengths, over 63.
+        Err(counter::DNS_MALFORMED_LABEL)
+    }
 }
 
 #[inline(always)]
 fn record_query(
     ctx: &SkBuffContext,
-    buf: &[u8; SCRATCH_LEN],
+    name_off: u32,
     id: u16,
     name_len: usize,
     qtype: u16,
@@ -186,15 +189,20 @@ fn record_query(
         (*ev).rcode = 0;
         (*ev).name_len = name_len as u8;
         (*ev)._pad = [0; 6];
-        // The name, then whatever followed it in the question (qtype, qclass, the EDNS record:
-        // query bytes, nothing secret) or the zeros the scratch buffer was wiped to. Copied in
-        // words with no per-byte condition: userspace reads name_len bytes.
-        let src = buf.as_ptr() as *const u64;
-        let dst = (*ev).name.as_mut_ptr() as *mut u64;
-        let mut i = 0;
-        while i < NAME_BUF / 8 {
-            dst.add(i).write_unaligned(src.add(i).read_unaligned());
-            i += 1;
+        (*ev).name = [0; NAME_BUF];
+        // The validated name and nothing after it, straight from the packet into the record:
+        // one helper call, whose cost the verifier does not multiply by the label walk's exits.
+        // The length must be proven in [1, NAME_BUF] in the register passed (packet::opaque).
+        let len = opaque(name_len as u64);
+        if len >= 1 && len <= NAME_BUF as u64 {
+            // On failure the helper zeroes the destination; the name then fails to decode in
+            // userspace and is counted as undecodable.
+            let _ = aya_ebpf::helpers::bpf_skb_load_bytes(
+                ctx.as_ptr() as *const _,
+                name_off,
+                (*ev).name.as_mut_ptr() as *mut _,
+                len as u32,
+            );
         }
     }
     entry.submit(0);

@@ -86,13 +86,10 @@ pub fn ingress(ctx: &SkBuffContext) -> Result<(), i64> {
 #[inline(always)]
 fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
     let to_service = dir == Direction::ToService;
-    let (proto, l4_off, v4, port) = match headers_direct(ctx, to_service) {
-        Direct::Headers(h) => h,
-        Direct::NotTcpOrUdp => return Ok(None),
-        Direct::Unavailable => match headers_loaded(ctx, to_service)? {
-            Some(h) => h,
-            None => return Ok(None),
-        },
+    // One way of reading the headers only: a second (helper-based) path for rare packets would
+    // double every path below for the verifier.
+    let Some((proto, l4_off, v4, port)) = headers(ctx, to_service) else {
+        return Ok(None);
     };
     let port_flags = match CW_PORTS.get(port as u32) {
         Some(flags) if *flags != 0 => *flags,
@@ -104,24 +101,18 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
 /// (protocol, L4 offset, IPv4?, service-side port)
 type Headers = (u8, usize, bool, u16);
 
-enum Direct {
-    Headers(Headers),
-    NotTcpOrUdp,
-    /// Too short in the linear data, or IPv4 options: use the helper.
-    Unavailable,
-}
-
-/// Bytes every fast-path read lies within: an IPv6 header and the two ports (an IPv4 header
-/// without options needs 24). One bounds check against a constant, then plain loads: this is
-/// what keeps the fast path close to an empty program (a helper call per field is several times
-/// dearer).
-const DIRECT_LEN: usize = IPV6_HEADER_LEN + 4;
-
+/// Reads protocol and service-side port straight from the packet: a bounds check against a
+/// constant, then plain loads (a helper call per field is several times dearer; this is what keeps
+/// the fast path close to an empty program). An IPv4 header without options and the ports take 24
+/// bytes, an IPv6 header and the ports 44: every TCP or UDP packet has them. IPv4 options and
+/// IPv6 extension headers are not followed (these clients send neither).
 #[inline(always)]
-fn headers_direct(ctx: &SkBuffContext, to_service: bool) -> Direct {
+fn headers(ctx: &SkBuffContext, to_service: bool) -> Option<Headers> {
+    const V4_LEN: usize = 20 + 4;
+    const V6_LEN: usize = IPV6_HEADER_LEN + 4;
     let start = ctx.data();
-    if start + DIRECT_LEN > ctx.data_end() {
-        return Direct::Unavailable;
+    if start + V4_LEN > ctx.data_end() {
+        return None;
     }
     let at = |off: usize| unsafe { *((start + off) as *const u8) };
     let port_at = |l4: usize| {
@@ -130,44 +121,20 @@ fn headers_direct(ctx: &SkBuffContext, to_service: bool) -> Direct {
     };
     let first = at(0);
     match first >> 4 {
-        4 => {
-            if first & 0x0f != 5 {
-                return Direct::Unavailable; // IPv4 options: the L4 offset varies
-            }
+        4 if first & 0x0f == 5 => {
             let proto = at(9);
-            if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-                return Direct::NotTcpOrUdp;
-            }
-            Direct::Headers((proto, 20, true, port_at(20)))
+            (proto == IPPROTO_TCP || proto == IPPROTO_UDP).then(|| (proto, 20, true, port_at(20)))
         }
         6 => {
-            let proto = at(6);
-            if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-                return Direct::NotTcpOrUdp;
+            if start + V6_LEN > ctx.data_end() {
+                return None;
             }
-            Direct::Headers((proto, IPV6_HEADER_LEN, false, port_at(IPV6_HEADER_LEN)))
+            let proto = at(6);
+            (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+                .then(|| (proto, IPV6_HEADER_LEN, false, port_at(IPV6_HEADER_LEN)))
         }
-        _ => Direct::NotTcpOrUdp,
+        _ => None,
     }
-}
-
-/// The same through `bpf_skb_load_bytes`, for short packets and IPv4 options.
-#[inline(always)]
-fn headers_loaded(ctx: &SkBuffContext, to_service: bool) -> Result<Option<Headers>, i64> {
-    let first: u8 = ctx.load(0)?;
-    let (proto, l4_off, v4) = match first >> 4 {
-        4 => (ctx.load::<u8>(9)?, ((first & 0x0f) as usize) * 4, true),
-        // Extension headers before TCP/UDP are not followed: these clients do not send them.
-        6 => (ctx.load::<u8>(6)?, IPV6_HEADER_LEN, false),
-        _ => return Ok(None),
-    };
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return Ok(None);
-    }
-    // TCP and UDP both start with source port, then destination port.
-    let port_off = if to_service { l4_off + 2 } else { l4_off };
-    let port = u16::from_be(ctx.load::<u16>(port_off)?);
-    Ok(Some((proto, l4_off, v4, port)))
 }
 
 /// The TCP segment when its service-side address is a configured metadata endpoint.

@@ -48,17 +48,14 @@ pub fn cgroup2_mounts_in(mountinfo: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.
+/// mountinfo escapes space, tab, newline and backslash as octal `\NNN` (a byte: `\000` to
+/// `\377`). Anything else after a backslash is kept as it is.
 fn unescape_mountinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if let Some(v) = octal_byte(&bytes[i..]) {
             out.push(v);
             i += 4;
         } else {
@@ -67,6 +64,16 @@ fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The byte a `\NNN` escape at the start of `s` stands for. Only octal digits, at most `\377`:
+/// digits 8 and 9, or a first digit above 3, would not fit a byte (found by fuzzing; the
+/// arithmetic overflowed).
+fn octal_byte(s: &[u8]) -> Option<u8> {
+    let [b'\\', a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] = *s else {
+        return None;
+    };
+    Some((a - b'0') * 64 + (b - b'0') * 8 + (c - b'0'))
 }
 
 pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
@@ -249,5 +256,16 @@ mod tests {
     fn unescapes_octal_in_mount_points() {
         let line = "41 31 0:38 / /mnt/with\\040space rw - cgroup2 cgroup2 rw\n";
         assert_eq!(cgroup2_mount_in(line), Some(PathBuf::from("/mnt/with space")));
+        assert_eq!(unescape_mountinfo("a\\134b\\011c\\377"), "a\\b\tc\u{fffd}");
+    }
+
+    /// Fuzzing found `\734` and `\933` overflowing the byte; such text is not an escape.
+    #[test]
+    fn backslashes_that_are_not_byte_escapes_stay() {
+        for s in ["\\734x", "\\933", "\\400", "\\08", "\\12", "\\", "x\\"] {
+            assert_eq!(unescape_mountinfo(s), s);
+        }
+        let line = "35 24 0:30 / /mnt/with\\04Gspace\\734x rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount_in(line), Some(PathBuf::from("/mnt/with\\04Gspace\\734x")));
     }
 }

@@ -143,6 +143,19 @@ pub struct DetectorArgs {
     pub storm_valid_margin: u64,
 }
 
+// Here rather than in the detector, which then depends on nothing else in the agent (the fuzz
+// targets compile it on its own).
+impl From<&DetectorArgs> for crate::metadata::detector::Rule {
+    fn from(a: &DetectorArgs) -> Self {
+        Self {
+            window: std::time::Duration::from_secs(a.storm_window.max(1)),
+            min_fetches: a.storm_min_fetches.max(1),
+            factor: a.storm_factor.max(0.0),
+            valid_margin: std::time::Duration::from_secs(a.storm_valid_margin),
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Address for /metrics while the demo runs.

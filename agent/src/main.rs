@@ -4,6 +4,7 @@ mod cli;
 mod demo;
 mod dns;
 mod endpoints;
+mod harden;
 mod http;
 mod kernel;
 mod metadata;
@@ -21,6 +22,10 @@ use clap::Parser as _;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_logging(&cli.log_level);
+    if let Err(e) = harden::disable_core_dumps() {
+        log::error!("disabling core dumps: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
         cli::Command::DemoClient(args) => demo::client::run(&args),
         command => tokio::runtime::Builder::new_current_thread()

@@ -322,6 +322,11 @@ impl KernelCounters {
         Self(Arc::new(Mutex::new(map)))
     }
 
+    /// Whether the map can be read at all (one lookup).
+    pub fn readable(&self) -> bool {
+        self.0.lock().is_ok_and(|map| map.get(&0, 0).is_ok())
+    }
+
     /// Sums per CPU; a counter that cannot be read reads as 0 and is logged.
     pub fn read(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];

@@ -12,7 +12,7 @@ use crate::{
     cgroup::{self, CgroupIndex},
     cli::RunArgs,
     dns::observer::DnsObserver,
-    endpoints, http,
+    endpoints, harden, http,
     http::Ready,
     kernel,
     metadata::detector::Rule,
@@ -30,6 +30,8 @@ pub struct Hooks {
     pub on_ready: Option<tokio::sync::oneshot::Sender<Metrics>>,
     /// Stops the agent when it changes (besides SIGTERM/SIGINT).
     pub stop: Option<watch::Receiver<bool>>,
+    /// Keep every capability after attaching (the demo still creates sandboxes then).
+    pub keep_capabilities: bool,
 }
 
 pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
@@ -62,7 +64,15 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
             "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
                  CAP_NET_ADMIN; see docs/deploy.md)",
         )?;
-    let (metrics, mut registry) = Metrics::new(Some(KernelCounters::new(counters)));
+    let counters = KernelCounters::new(counters);
+    if !hooks.keep_capabilities {
+        // Before any other thread exists: capabilities are per thread.
+        match harden::drop_capabilities(|| counters.readable()) {
+            Ok(kept) => log::info!("dropped capabilities; kept {}", kept.join(", ")),
+            Err(e) => log::error!("dropping capabilities: {e:#}; running with all of them"),
+        }
+    }
+    let (metrics, mut registry) = Metrics::new(Some(counters));
     for program in &attachment.programs {
         metrics.attached.get_or_create(&ProgramLabels { program }).set(1);
     }

@@ -60,11 +60,11 @@ def agent(cgroups, processes, tmp_path):
     metadata endpoints and waits for /readyz; stopped with SIGTERM afterwards."""
     started = []
 
-    def start(*metadata_servers, extra_args=STORM_ARGS):
+    def start(*metadata_servers, extra_args=STORM_ARGS, log_level="debug"):
         workdir = tmp_path / f"agent{len(started)}"
         workdir.mkdir()
         endpoints = [server.endpoint for server in metadata_servers]
-        started.append(Agent(processes, workdir, cgroups.root, endpoints, extra_args))
+        started.append(Agent(processes, workdir, cgroups.root, endpoints, extra_args, log_level))
         return started[-1]
 
     yield start

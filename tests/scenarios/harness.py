@@ -200,11 +200,11 @@ def http_get(port: int, path: str, accept: str = OPENMETRICS) -> tuple[int, str]
 
 class Agent:
     def __init__(self, processes: Processes, workdir: Path, cgroup_root: Path, endpoints,
-                 extra_args=()):
+                 extra_args=(), log_level="debug"):
         self.port = free_port()
         self.stdout_path, self.stderr_path = workdir / "agent.stdout", workdir / "agent.stderr"
         argv = [str(agent_binary()), "run", "--cgroup-path", str(cgroup_root),
-                "--listen", f"127.0.0.1:{self.port}", "--log-level", "debug", *extra_args]
+                "--listen", f"127.0.0.1:{self.port}", "--log-level", log_level, *extra_args]
         for endpoint in endpoints:
             argv += ["--metadata-endpoint", endpoint]
         # Only the flags above configure it: CREDWATCH_* variables in the caller's environment

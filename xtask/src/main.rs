@@ -42,6 +42,15 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         seconds: u32,
     },
+    /// Run every fuzz target (or the ones named) for a while with libFuzzer and print what each
+    /// did. Opt-in: needs cargo-fuzz (`cargo install cargo-fuzz`) and the pinned nightly.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Targets to run (default: all of them).
+        targets: Vec<String>,
+    },
     /// Build and run `credwatch demo` (needs root).
     Demo {
         #[arg(last = true)]
@@ -57,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { names, quick, rounds, seconds } => {
             bench(&root, &names, quick, rounds, seconds)
         }
+        Task::Fuzz { seconds, targets } => fuzz(&root, seconds, targets),
         Task::Demo { args } => {
             cargo(&["build", "-p", "agent"])?;
             let mut cmd = Command::new(root.join("target/debug/credwatch"));
@@ -70,14 +80,10 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     step("cargo fmt --check");
     cargo(&["fmt", "--all", "--", "--check"])?;
     step("clippy (userspace)");
-    // agent-ebpf is a workspace member, but only builds for bpfel-unknown-none (next step):
-    // checked for the host with the rest, feature unification gives its agent-common the
-    // userspace features (aya, std) and its #[panic_handler] then clashes with std's.
+    // agent-ebpf builds for bpfel-unknown-none only: it has its own clippy step below.
     cargo(&[
         "clippy",
         "--workspace",
-        // Linted for its own target below; for the host, feature unification gives it std
-        // (through agent-common's `user` feature) and a duplicate panic handler.
         "--exclude",
         "agent-ebpf",
         "--all-targets",
@@ -152,6 +158,79 @@ fn bench(
         cmd.arg("--quick");
     }
     run(&mut cmd)
+}
+
+/// Runs each target from a working corpus under target/ (kept between runs) seeded with the
+/// committed fuzz/seeds/<target>, with debug assertions and overflow checks on.
+fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
+    let fuzz_cargo = |args: &[&str]| {
+        let mut cmd = Command::new("cargo");
+        cmd.arg(EBPF_TOOLCHAIN).arg("fuzz").args(args).env_remove("RUSTUP_TOOLCHAIN");
+        cmd
+    };
+    let targets = if targets.is_empty() {
+        let out =
+            fuzz_cargo(&["list"]).output().context("cargo fuzz list (is cargo-fuzz installed?)")?;
+        if !out.status.success() {
+            bail!("cargo fuzz list failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        String::from_utf8(out.stdout)?.lines().map(str::to_string).collect()
+    } else {
+        targets
+    };
+    step("building the fuzz targets");
+    run(&mut fuzz_cargo(&["build", "-O", "--debug-assertions"]))?;
+    let mut report = Vec::new();
+    let mut failed = Vec::new();
+    for target in &targets {
+        step(&format!("fuzzing {target} for {seconds} s"));
+        let corpus = root.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let seeds = root.join("fuzz/seeds").join(target);
+        let out = fuzz_cargo(&["run", "-O", "--debug-assertions", target])
+            .arg(&corpus)
+            .arg(&seeds)
+            .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
+            .args(["-timeout=10", "-rss_limit_mb=2048"])
+            .output()
+            .with_context(|| format!("running fuzz target {target}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        let log_path = root.join("target/fuzz-logs").join(format!("{target}.log"));
+        std::fs::create_dir_all(log_path.parent().expect("has a parent"))?;
+        std::fs::write(&log_path, log.as_bytes())?;
+        let stat = |name: &str| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(&format!("stat::{name}:")))
+                .map_or("?".to_string(), |v| v.trim().to_string())
+        };
+        let units = std::fs::read_dir(&corpus).map_or(0, |d| d.count());
+        let result = if out.status.success() { "ok" } else { "FAILED" };
+        if !out.status.success() {
+            // The panic (or sanitizer report) and the input that caused it; the rest is in the log.
+            let keep = |l: &&str| {
+                l.contains("panicked at")
+                    || l.starts_with("attempt to")
+                    || l.contains("ERROR: ")
+                    || l.contains("Test unit written")
+            };
+            for line in log.lines().filter(keep) {
+                eprintln!("    {line}");
+            }
+            eprintln!("    full log: {}", log_path.display());
+            failed.push(target.clone());
+        }
+        report.push(format!(
+            "| {target} | {} | {} | {units} | {result} |",
+            stat("number_of_executed_units"),
+            stat("average_exec_per_sec"),
+        ));
+    }
+    println!("\n| target | executions | per second | corpus | result |\n|---|---|---|---|---|");
+    println!("{}", report.join("\n"));
+    if !failed.is_empty() {
+        bail!("fuzz targets failed (inputs in fuzz/artifacts/): {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 fn step(name: &str) {

@@ -81,7 +81,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let agent = run::run(run_args, Hooks { on_ready: Some(ready_tx), stop: Some(stop_rx) });
+    let hooks = Hooks { on_ready: Some(ready_tx), stop: Some(stop_rx), keep_capabilities: true };
+    let agent = run::run(run_args, hooks);
     let driver = async {
         let result = drive(&args, &sandbox, &pods, (&upstream, &resolv_conf), ready_rx).await;
         let _ = stop_tx.send(true);

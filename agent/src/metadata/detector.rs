@@ -21,17 +21,6 @@ pub struct Rule {
     pub valid_margin: Duration,
 }
 
-impl From<&crate::cli::DetectorArgs> for Rule {
-    fn from(a: &crate::cli::DetectorArgs) -> Self {
-        Self {
-            window: Duration::from_secs(a.storm_window.max(1)),
-            min_fetches: a.storm_min_fetches.max(1),
-            factor: a.storm_factor.max(0.0),
-            valid_margin: Duration::from_secs(a.storm_valid_margin),
-        }
-    }
-}
-
 /// Per-key history. Times are Unix seconds (f64), the unit the expirations come in.
 #[derive(Debug, Default)]
 struct Track {

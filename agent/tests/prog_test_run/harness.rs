@@ -1,0 +1,435 @@
+//! Loads the built kernel object once, configures it as `kernel.rs` does, and runs the
+//! `cgroup_skb` programs on crafted packets with `BPF_PROG_TEST_RUN`: no socket, no traffic.
+//!
+//! Kernel facts this is built around (net/bpf/test_run.c, checked on 6.18):
+//! - `data_in` starts with a 14-byte Ethernet header that the kernel pulls, so the program sees
+//!   the IP header first, as in a real `cgroup_skb` run.
+//! - Every run allocates a fresh dummy socket: `bpf_get_socket_cookie` returns a new cookie each
+//!   time, and `bpf_skb_cgroup_id` is the cgroup of the process running the test.
+//!
+//! The programs key a connection's state by socket cookie, so a request and its response would
+//! look like two sockets. Before each run the harness learns the next cookie with a probe (a valid
+//! DNS query, whose pending entry reveals the cookie it got; cookies are handed out in order on a
+//! CPU) and moves the connection's state (flow, pending queries) to it. A second probe after the
+//! run proves the run got that cookie; if anything else on the machine took one in between, the
+//! run is reported as [`Miss`] and the whole case is retried from a clean state.
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    sync::{Mutex, MutexGuard, OnceLock},
+};
+
+use agent_common::{
+    EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
+    PORT_FLAG_METADATA, SCRATCH_LEN, counter,
+    dns::{DnsEvent, DnsPending, DnsPendingKey},
+    names,
+};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::{CgroupSkb, TestRun as _, TestRunOptions},
+};
+
+use crate::packets;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// The metadata endpoints the tests configure (loopback only; test runs send nothing anywhere).
+pub const IMDS_PORT: u16 = 8080;
+pub const DNS_PORT: u16 = 53;
+/// Transaction id of the cookie probe; test cases never use it.
+const PROBE_ID: u16 = 0xbeef;
+const ATTEMPTS: usize = 8;
+/// Table entries at or above this cookie are fillers a test inserted; the harness leaves them.
+pub const FILLER_COOKIE: u64 = 1 << 63;
+
+/// The run's cookie could not be confirmed: something else took a socket cookie in between.
+#[derive(Debug)]
+pub struct Miss;
+
+/// What one run did: the counters it bumped (nonzero only) and the events it sent.
+#[derive(Default)]
+pub struct Outcome {
+    pub counters: BTreeMap<u32, u64>,
+    pub events: Vec<MetadataEvent>,
+    pub dns_events: Vec<DnsEvent>,
+}
+
+impl Outcome {
+    /// Nothing at all: no counter, no event.
+    pub fn assert_nothing(&self, what: &str) {
+        assert!(self.counters.is_empty(), "{what}: counters {:?}", self.named_counters());
+        assert!(self.events.is_empty(), "{what}: {} metadata events", self.events.len());
+        assert!(self.dns_events.is_empty(), "{what}: {} DNS events", self.dns_events.len());
+    }
+
+    /// Exactly one counter, bumped once, and no event.
+    pub fn assert_only_counter(&self, index: u32, what: &str) {
+        assert_eq!(
+            self.named_counters(),
+            BTreeMap::from([(counter_name(index), 1)]),
+            "{what}: counters"
+        );
+        assert!(self.events.is_empty(), "{what}: {} metadata events", self.events.len());
+        assert!(self.dns_events.is_empty(), "{what}: {} DNS events", self.dns_events.len());
+    }
+
+    pub fn named_counters(&self) -> BTreeMap<&'static str, u64> {
+        self.counters.iter().map(|(&i, &v)| (counter_name(i), v)).collect()
+    }
+}
+
+pub fn counter_name(index: u32) -> &'static str {
+    use counter::*;
+    match index {
+        LOST_RINGBUF_FULL => "LOST_RINGBUF_FULL",
+        LOST_FLOW_TABLE => "LOST_FLOW_TABLE",
+        REJECT_NOT_HTTP => "REJECT_NOT_HTTP",
+        REJECT_REQUEST_LINE => "REJECT_REQUEST_LINE",
+        REJECT_BAD_ROLE => "REJECT_BAD_ROLE",
+        REJECT_NO_REQUEST => "REJECT_NO_REQUEST",
+        REJECT_BAD_STATUS => "REJECT_BAD_STATUS",
+        REJECT_NO_EXPIRATION => "REJECT_NO_EXPIRATION",
+        REJECT_BAD_TIMESTAMP => "REJECT_BAD_TIMESTAMP",
+        REJECT_OUT_OF_ORDER => "REJECT_OUT_OF_ORDER",
+        REJECT_SCAN_LIMIT => "REJECT_SCAN_LIMIT",
+        RETRANSMIT => "RETRANSMIT",
+        LOST_DNS_RINGBUF_FULL => "LOST_DNS_RINGBUF_FULL",
+        LOST_DNS_PENDING_TABLE => "LOST_DNS_PENDING_TABLE",
+        DNS_MALFORMED_HEADER => "DNS_MALFORMED_HEADER",
+        DNS_MALFORMED_QDCOUNT => "DNS_MALFORMED_QDCOUNT",
+        DNS_MALFORMED_LABEL => "DNS_MALFORMED_LABEL",
+        DNS_MALFORMED_NAME => "DNS_MALFORMED_NAME",
+        DNS_MALFORMED_POINTER => "DNS_MALFORMED_POINTER",
+        DNS_UNMATCHED_RESPONSE => "DNS_UNMATCHED_RESPONSE",
+        LOST_TCP_RINGBUF_FULL => "LOST_TCP_RINGBUF_FULL",
+        LOST_TCP_TABLE => "LOST_TCP_TABLE",
+        _ => "unknown",
+    }
+}
+
+pub struct Kernel {
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    dns_events: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    /// CW_SCRATCH through a second descriptor: the loader's own is write-only (BPF_F_WRONLY),
+    /// one obtained by map id is not, which lets the tests prove the buffer is wiped.
+    scratch: PerCpuArray<MapData, [u8; SCRATCH_LEN]>,
+    cpus: usize,
+    /// The cgroup v2 id of this process: what `bpf_skb_cgroup_id` gives in a test run.
+    pub cgroup_id: u64,
+    /// Instructions the verifier processed for each program (its limit is 1,000,000).
+    pub verified: Vec<(&'static str, u32)>,
+}
+
+/// The loaded programs, shared by every test in this binary and used by one test at a time.
+/// None (after printing why) when the tests cannot run here.
+pub fn kernel() -> Option<MutexGuard<'static, Kernel>> {
+    static KERNEL: OnceLock<Result<Mutex<Kernel>, String>> = OnceLock::new();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Written past libtest's capture so that the reason shows in a normal `cargo test`.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED prog_test_run: loading eBPF programs for BPF_PROG_TEST_RUN needs root"
+        );
+        return None;
+    }
+    // Loaded once; a load failure fails every test with the same message, without retrying.
+    let kernel = KERNEL.get_or_init(|| Kernel::load().map(Mutex::new));
+    let kernel = kernel.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let guard = kernel.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pin_to_current_cpu();
+    Some(guard)
+}
+
+/// Socket cookies are handed out from per-CPU batches: keep this thread on one CPU so that
+/// consecutive runs get consecutive cookies.
+fn pin_to_current_cpu() {
+    // SAFETY: plain syscalls on this thread with a zero-initialised, valid cpu_set_t.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+impl Kernel {
+    fn load() -> Result<Self, String> {
+        let mut ebpf =
+            EbpfLoader::new().load(OBJECT).map_err(|e| format!("loading the eBPF object: {e}"))?;
+        configure(&mut ebpf);
+        let take = |ebpf: &mut Ebpf, name| ebpf.take_map(name).expect(name);
+        let events = RingBuf::try_from(take(&mut ebpf, names::MAP_EVENTS)).unwrap();
+        let dns_events = RingBuf::try_from(take(&mut ebpf, names::MAP_DNS_EVENTS)).unwrap();
+        let counters = PerCpuArray::try_from(take(&mut ebpf, names::MAP_COUNTERS)).unwrap();
+        let scratch = match ebpf.map(names::MAP_SCRATCH) {
+            Some(Map::PerCpuArray(data)) => data.info().map_err(|e| e.to_string())?.id(),
+            _ => return Err("CW_SCRATCH is not a per-CPU array".into()),
+        };
+        let scratch = MapData::from_id(scratch).and_then(Map::from_map_data);
+        let scratch = PerCpuArray::try_from(scratch.map_err(|e| e.to_string())?).unwrap();
+        let mut verified = Vec::new();
+        for name in [names::PROG_SKB_EGRESS, names::PROG_SKB_INGRESS] {
+            let prog: &mut CgroupSkb = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            prog.load().map_err(|e| format!("verifier rejected {name}: {e:?}"))?;
+            let info = prog.info().map_err(|e| format!("{name}: {e}"))?;
+            verified.push((name, info.verified_instruction_count().unwrap_or(0)));
+        }
+        let cpus = aya::util::nr_cpus().expect("number of possible CPUs");
+        Ok(Self {
+            ebpf,
+            events,
+            dns_events,
+            counters,
+            scratch,
+            cpus: cpus.get() as usize,
+            cgroup_id: own_cgroup_id(),
+            verified,
+        })
+    }
+
+    /// Runs `case` from a clean state, again from a clean state if a run's cookie could not be
+    /// confirmed (see the module comment).
+    pub fn case(&mut self, what: &str, mut case: impl FnMut(&mut Self) -> Result<(), Miss>) {
+        for _ in 0..ATTEMPTS {
+            self.reset();
+            if case(self).is_ok() {
+                self.reset();
+                return;
+            }
+        }
+        panic!("{what}: socket cookies kept being taken by other activity; gave up");
+    }
+
+    pub fn egress(&mut self, packet: &[u8]) -> Result<Outcome, Miss> {
+        self.run(names::PROG_SKB_EGRESS, packet)
+    }
+
+    pub fn ingress(&mut self, packet: &[u8]) -> Result<Outcome, Miss> {
+        self.run(names::PROG_SKB_INGRESS, packet)
+    }
+
+    /// Runs `packet` through egress `repeat` times in one `BPF_PROG_TEST_RUN` (one socket, so
+    /// one cookie, for all repetitions).
+    pub fn egress_repeated(&mut self, packet: &[u8], repeat: u32) -> Result<Outcome, Miss> {
+        self.run_repeated(names::PROG_SKB_EGRESS, packet, repeat)
+    }
+
+    fn run(&mut self, program: &str, packet: &[u8]) -> Result<Outcome, Miss> {
+        self.run_repeated(program, packet, 1)
+    }
+
+    fn run_repeated(&mut self, program: &str, packet: &[u8], repeat: u32) -> Result<Outcome, Miss> {
+        let cookie = self.probe() + 1;
+        self.move_state_to(cookie);
+        self.zero_counters();
+        let verdict = self.test_run(program, packet, repeat);
+        assert_eq!(verdict, 1, "{program} must allow every packet");
+        let (events, raw_events) = drain_raw(&mut self.events);
+        let (dns_events, raw_dns) = drain_raw(&mut self.dns_events);
+        let outcome = Outcome { counters: self.read_counters(), events, dns_events };
+        for record in raw_events.iter().chain(&raw_dns) {
+            assert_no_secret(record, "a ring-buffer record");
+        }
+        for (cpu, buf) in self.scratch.get(&0, 0).unwrap().iter().enumerate() {
+            assert!(buf.iter().all(|&b| b == 0), "CW_SCRATCH on CPU {cpu} was not wiped");
+        }
+        // The run took `cookie` or none at all (paths that never ask for it).
+        if self.probe() > cookie + 1 {
+            return Err(Miss);
+        }
+        Ok(outcome)
+    }
+
+    fn test_run(&self, program: &str, packet: &[u8], repeat: u32) -> u32 {
+        let prog: &CgroupSkb = self.ebpf.program(program).unwrap().try_into().unwrap();
+        let opts = TestRunOptions { data_in: Some(packet), repeat, ..Default::default() };
+        prog.test_run(opts)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {program}: {e:?}"))
+            .return_value
+    }
+
+    /// Runs a valid DNS query and returns the cookie it got, leaving no trace of it.
+    fn probe(&mut self) -> u64 {
+        let query = packets::dns_query(PROBE_ID, &packets::wire_name("probe.test"), 1);
+        let packet = packets::udp_egress(DNS_PORT, &query);
+        assert_eq!(self.test_run(names::PROG_SKB_EGRESS, &packet, 1), 1);
+        let mut pending = self.pending();
+        let key = pending
+            .keys()
+            .map(Result::unwrap)
+            .find(|k| k.id == PROBE_ID)
+            .expect("the probe query was recorded");
+        pending.remove(&key).unwrap();
+        let events = drain::<DnsEvent>(&mut self.dns_events);
+        assert_eq!(events.len(), 1, "only the probe's query event");
+        key.cookie
+    }
+
+    /// Re-keys the connection's state (at most one flow, and pending DNS queries) to `cookie`.
+    fn move_state_to(&mut self, cookie: u64) {
+        let mut flows = self.flows_map();
+        let entries: Vec<(u64, Flow)> =
+            flows.iter().map(Result::unwrap).filter(|(k, _)| *k < FILLER_COOKIE).collect();
+        assert!(entries.len() <= 1, "one connection at a time");
+        for (key, flow) in entries {
+            if key != cookie {
+                flows.remove(&key).unwrap();
+                flows.insert(&cookie, &flow, 0).unwrap();
+            }
+        }
+        let mut pending = self.pending();
+        let entries: Vec<(DnsPendingKey, DnsPending)> =
+            pending.iter().map(Result::unwrap).filter(|(k, _)| k.cookie < FILLER_COOKIE).collect();
+        for (key, value) in entries {
+            if key.cookie != cookie {
+                pending.remove(&key).unwrap();
+                pending.insert(&DnsPendingKey { cookie, ..key }, &value, 0).unwrap();
+            }
+        }
+    }
+
+    pub fn reset(&mut self) {
+        let mut flows = self.flows_map();
+        for key in flows.keys().map(Result::unwrap).collect::<Vec<_>>() {
+            flows.remove(&key).unwrap();
+        }
+        let mut pending = self.pending();
+        for key in pending.keys().map(Result::unwrap).collect::<Vec<_>>() {
+            pending.remove(&key).unwrap();
+        }
+        drain::<MetadataEvent>(&mut self.events);
+        drain::<DnsEvent>(&mut self.dns_events);
+        self.zero_counters();
+    }
+
+    /// The flow table's entries (the cookie itself is the harness's business).
+    pub fn flows(&mut self) -> Vec<Flow> {
+        self.flows_map()
+            .iter()
+            .map(Result::unwrap)
+            .filter(|(k, _)| *k < FILLER_COOKIE)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// The one flow the connection has.
+    pub fn flow(&mut self) -> Flow {
+        let flows = self.flows();
+        assert_eq!(flows.len(), 1, "expected exactly one flow");
+        flows[0]
+    }
+
+    pub fn pending_queries(&mut self) -> Vec<(u16, DnsPending)> {
+        self.pending()
+            .iter()
+            .map(Result::unwrap)
+            .filter(|(k, _)| k.cookie < FILLER_COOKIE)
+            .map(|(k, v)| (k.id, v))
+            .collect()
+    }
+
+    /// Fills the flow and pending-query tables to capacity with entries under filler cookies.
+    pub fn fill_tables(&mut self, flow: &Flow, pending: &DnsPending) {
+        let mut flows = self.flows_map();
+        for i in 0..u64::from(agent_common::FLOW_TABLE_SIZE) {
+            flows.insert(&(FILLER_COOKIE + i), flow, 0).unwrap();
+        }
+        let mut table = self.pending();
+        for i in 0..u64::from(agent_common::dns::PENDING_TABLE_SIZE) {
+            let key = DnsPendingKey { cookie: FILLER_COOKIE + i, id: 0, _pad: [0; 6] };
+            table.insert(&key, pending, 0).unwrap();
+        }
+    }
+
+    /// Entries in the flow and pending-query tables, fillers included.
+    pub fn table_sizes(&mut self) -> (usize, usize) {
+        (self.flows_map().keys().count(), self.pending().keys().count())
+    }
+
+    fn flows_map(&mut self) -> HashMap<&mut MapData, u64, Flow> {
+        HashMap::try_from(self.ebpf.map_mut(names::MAP_FLOWS).unwrap()).unwrap()
+    }
+
+    fn pending(&mut self) -> HashMap<&mut MapData, DnsPendingKey, DnsPending> {
+        HashMap::try_from(self.ebpf.map_mut(names::MAP_DNS_PENDING).unwrap()).unwrap()
+    }
+
+    fn zero_counters(&mut self) {
+        for index in 0..counter::COUNT {
+            let zeros = PerCpuValues::try_from(vec![0u64; self.cpus]).unwrap();
+            self.counters.set(index, zeros, 0).unwrap();
+        }
+    }
+
+    fn read_counters(&self) -> BTreeMap<u32, u64> {
+        (0..counter::COUNT)
+            .map(|i| (i, self.counters.get(&i, 0).unwrap().iter().sum::<u64>()))
+            .filter(|&(_, v)| v != 0)
+            .collect()
+    }
+}
+
+/// Fills CW_ENDPOINTS and CW_PORTS the way `kernel.rs` does.
+fn configure(ebpf: &mut Ebpf) {
+    let mut endpoints: HashMap<_, EndpointKey, EndpointValue> =
+        HashMap::try_from(ebpf.map_mut(names::MAP_ENDPOINTS).unwrap()).unwrap();
+    for (key, kind) in [
+        (EndpointKey::v4(packets::SERVER4, IMDS_PORT), EndpointKind::Imds),
+        (EndpointKey::new(packets::SERVER6, IMDS_PORT), EndpointKind::Custom),
+    ] {
+        endpoints.insert(&key, &EndpointValue { kind: kind as u8, _pad: [0; 3] }, 0).unwrap();
+    }
+    let mut ports: Array<_, u8> = Array::try_from(ebpf.map_mut(names::MAP_PORTS).unwrap()).unwrap();
+    ports.set(u32::from(IMDS_PORT), &PORT_FLAG_METADATA, 0).unwrap();
+    ports.set(u32::from(DNS_PORT), &PORT_FLAG_DNS, 0).unwrap();
+}
+
+fn drain<T: Copy>(ring: &mut RingBuf<MapData>) -> Vec<T> {
+    drain_raw(ring).0
+}
+
+/// The records decoded, and their bytes as the kernel wrote them.
+fn drain_raw<T: Copy>(ring: &mut RingBuf<MapData>) -> (Vec<T>, Vec<Vec<u8>>) {
+    let (mut out, mut raw) = (Vec::new(), Vec::new());
+    while let Some(item) = ring.next() {
+        assert_eq!(item.len(), size_of::<T>(), "ring record size");
+        // SAFETY: the size was checked; the shared event types are plain old data.
+        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) });
+        raw.push(item.to_vec());
+    }
+    (out, raw)
+}
+
+/// Every secret in the tests' credential documents contains `canary` (any case).
+pub const CANARY: &[u8] = b"canary";
+
+pub fn assert_no_secret(bytes: &[u8], what: &str) {
+    let found = bytes.windows(CANARY.len()).any(|w| w.eq_ignore_ascii_case(CANARY));
+    assert!(!found, "credential bytes in {what}");
+}
+
+/// The inode number of this process's cgroup v2 directory, which is its cgroup id.
+fn own_cgroup_id() -> u64 {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|&f| f == "-")?;
+            (fields.get(dash + 1) == Some(&"cgroup2")).then(|| PathBuf::from(fields[4]))
+        })
+        .expect("a cgroup2 mount");
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = own.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 line");
+    std::fs::metadata(mount.join(path.trim_start_matches('/'))).unwrap().ino()
+}
