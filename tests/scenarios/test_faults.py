@@ -26,9 +26,11 @@ KILL_TIMEOUT = 10
 
 
 def program_names() -> set[str]:
-    """The program names agent-common declares (names.rs is the single source)."""
+    """The program names agent-common declares (names.rs is the single source) that `credwatch
+    run` attaches: all but the benchmark's empty baseline (PROG_BENCH_EMPTY)."""
     text = (REPO / "agent-common/src/names.rs").read_text()
-    return set(re.findall(r'pub const PROG_\w+: &str = "(\w+)";', text))
+    declared = dict(re.findall(r'pub const (PROG_\w+): &str = "(\w+)";', text))
+    return {name for const, name in declared.items() if const != "PROG_BENCH_EMPTY"}
 
 
 def bpf_objects(pid: int) -> dict[str, set[int]]:
