@@ -16,7 +16,7 @@ use crate::{
     http::Ready,
     kernel,
     metadata::detector::Rule,
-    metrics::{KernelCounters, Metrics, ProgramLabels},
+    metrics::{FeatureLabels, KernelCounters, Metrics, ProgramLabels},
     pipeline::Pipeline,
     tcp::classify::Classifier,
     workload::Resolver,
@@ -59,7 +59,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     if args.dns.dns_ports.contains(&0) {
         anyhow::bail!("--dns-port 0 is not a port");
     }
-    let kernel::Kernel { attachment, events, dns_events, tcp_events, counters } =
+    let kernel::Kernel { attachment, events, dns_events, tcp_events, counters, features } =
         kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports)
             .context("setting up the kernel programs")?;
     let counters = KernelCounters::new(counters);
@@ -73,6 +73,9 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     let (metrics, registry) = Metrics::new(Some(counters));
     for program in &attachment.programs {
         metrics.attached.get_or_create(&ProgramLabels { program }).set(1);
+    }
+    for (feature, available) in features {
+        metrics.kernel_features.get_or_create(&FeatureLabels { feature }).set(available.into());
     }
     let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)));
     let dns =
