@@ -133,6 +133,9 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             count(counter::LOST_TCP_TABLE);
         }
     } else if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
+        if unsafe { core::ptr::read_volatile(&CW_SOCK_OPS_CGROUP) } == 0 {
+            return; // no listeners recorded (above); also keeps bpf_get_netns_cookie dead code
+        }
         let key = listener_key(ctx);
         if let Some(cgroup_id) = unsafe { CW_TCP_LISTENERS.get(&key) }.copied() {
             emit(cgroup_id, 0, [0; 16], key.port, EVENT_ACCEPT, RESULT_ESTABLISHED);

@@ -79,9 +79,10 @@ pub fn load_and_attach(
         Err(KernelError::Program { name: names::PROG_SOCK_OPS, source }) => {
             log::debug!("{}: {source}", names::PROG_SOCK_OPS);
             log::warn!(
-                "this kernel's verifier refused {} (its sock_ops programs cannot read the current \
-                 cgroup before Linux 6.x): loading it without that; accepted connections are not \
-                 counted (credwatch_kernel_feature{{feature=\"{FEATURE_ACCEPT_ATTRIBUTION}\"}} 0)",
+                "this kernel's verifier refused {}, most likely because its sock_ops programs \
+                 cannot call bpf_get_current_cgroup_id (Linux 6.1 cannot): loaded without that; \
+                 accepted connections are not counted \
+                 (credwatch_kernel_feature{{feature=\"{FEATURE_ACCEPT_ATTRIBUTION}\"}} 0)",
                 names::PROG_SOCK_OPS
             );
             features[0].1 = false;
