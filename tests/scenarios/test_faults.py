@@ -9,6 +9,7 @@ machine with the same program names.
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -203,3 +204,42 @@ def _rmdir(path) -> bool:
     except OSError:
         time.sleep(0.05)
         return False
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _metrics_ok(watcher) -> bool:
+    try:
+        return http_get(watcher.port, "/metrics")[0] == 200
+    except OSError:
+        return False
+
+
+def test_connection_flood_on_the_metrics_port(servers, agent):
+    """Anyone who reaches the metrics port can open connections. The agent serves a few at once
+    and closes the rest straight away, so neither its descriptors nor its CPU run out (here with
+    a descriptor limit low enough that an unbounded server would hit EMFILE and spin on accept),
+    and it serves scrapes again as soon as the flood stops."""
+    watcher = agent(servers(CredentialServer))
+    pid = watcher.proc.pid
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (256, 256))
+    base_fds = len(os.listdir(f"/proc/{pid}/fd"))
+    flood = []
+    try:
+        for _ in range(600):
+            flood.append(socket.create_connection(("127.0.0.1", watcher.port), timeout=5))
+        cpu = _cpu_seconds(pid)
+        time.sleep(2)
+        busy = _cpu_seconds(pid) - cpu
+        held = len(os.listdir(f"/proc/{pid}/fd")) - base_fds
+        assert watcher.proc.poll() is None, "the agent died"
+        assert held <= 64 + 2, f"{held} descriptors held for the flood"
+        assert busy < 0.5, f"the agent was busy {busy:.2f} s of 2 s"
+    finally:
+        for conn in flood:
+            conn.close()
+    wait_for(lambda: _metrics_ok(watcher), timeout=10, what="/metrics after the flood")
+    assert "accepting a metrics connection" not in watcher.stderr()
