@@ -112,7 +112,8 @@ def test_sigkill_mid_storm_leaves_nothing_and_restart_resumes(pod, servers, agen
     wait_for(lambda: server.counts()["credentials"] >= served_at_ready + 20, what="more fetches")
     client.kill()  # ours, by pid: the storm is long enough to end it mid-run
     client.wait()
-    served = server.counts()["credentials"]
+    # The server may still be answering a request that arrived just before the kill.
+    served = _settled(lambda: server.counts()["credentials"])
     counted = _settled(lambda: second.scrape().value(FETCHES, **labels))
     # Every fetch served while the agent was ready is counted, except at most one whose request
     # left before the programs were attached and one whose response the killed client never
@@ -178,7 +179,8 @@ def test_cgroup_deleted_with_traffic_in_flight(cgroups, servers, agent, processe
     upstream = servers(ApiServer)
     watcher = agent(server)
 
-    client = spawn_java(processes, pod, server, upstream, requests=300)
+    # Long enough that it is still running when it is moved (it must finish on its own).
+    client = spawn_java(processes, pod, server, upstream, requests=800)
     wait_for(lambda: watcher.scrape().value(FETCHES, **pod.labels) >= 5, what="fetches from the pod")
     # Move the client out and delete its cgroup while it keeps fetching: sockets it opened there
     # still carry the deleted cgroup's id for a while.
