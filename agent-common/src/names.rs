@@ -52,3 +52,10 @@ pub const MAPS: &[&str] = &[
     MAP_TCP_LISTENERS,
     MAP_TCP_EVENTS,
 ];
+
+/// Load-time switch (a `.rodata` global, 1 as built): whether `cw_sock_ops` may call
+/// `bpf_get_current_cgroup_id`, to attribute a listening socket to the cgroup that called
+/// `listen()` (and so count accepted connections per pod). Linux 6.1 does not offer that helper
+/// to `sock_ops` programs; the agent then loads with 0, the verifier sees the call as dead code,
+/// and accepts are not counted (`credwatch_kernel_feature{feature="accept_attribution"}` 0).
+pub const GLOBAL_SOCK_OPS_CGROUP: &str = "CW_SOCK_OPS_CGROUP";

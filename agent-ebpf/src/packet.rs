@@ -199,13 +199,17 @@ pub fn load_scratch(
     avail: u32,
 ) -> Option<(&'static mut [u8; SCRATCH_LEN], usize)> {
     let buf = unsafe { &mut *CW_SCRATCH.get_ptr_mut(0)? };
-    // bpf_skb_load_bytes needs a length the verifier can prove is in [1, SCRATCH_LEN] in the very
-    // register it is passed in. Hiding the value from LLVM makes it emit the checks below on that
-    // register instead of folding them into facts the verifier cannot see (aya issue #1207).
-    let n = opaque(if avail as usize > SCRATCH_LEN { SCRATCH_LEN as u64 } else { avail as u64 });
-    if n == 0 || n > SCRATCH_LEN as u64 {
+    if avail == 0 {
         return None;
     }
+    // bpf_skb_load_bytes needs its size proven in [1, SCRATCH_LEN] in the very register it is
+    // passed in. A compare does not do it everywhere: `if n == 0` teaches Linux 6.1's verifier
+    // nothing about the other branch, and LLVM turns `n >= 1 && n <= N` into one compare on a
+    // copy (`n - 1 < N`) that older verifiers do not carry back to `n`. Arithmetic does: for n in
+    // [1, SCRATCH_LEN] this is n, and every verifier sees the result in [1, SCRATCH_LEN].
+    // `opaque` keeps LLVM from simplifying it away (aya issue #1207 is the same family).
+    let n = if avail as usize > SCRATCH_LEN { SCRATCH_LEN as u64 } else { avail as u64 };
+    let n = (opaque(n).wrapping_sub(1) & (SCRATCH_LEN as u64 - 1)) + 1;
     let rc = unsafe {
         aya_ebpf::helpers::bpf_skb_load_bytes(
             ctx.as_ptr() as *const _,

@@ -202,28 +202,35 @@ fn expect_protocol(buf: &[u8; SCRATCH_LEN], n: usize, space: usize) -> Result<()
 /// Copies the role name up to the space that ends the path, accepting only the IAM role-name
 /// alphabet (`[A-Za-z0-9+=,.@_-]`) and an optional trailing `/`, so that no other byte of the
 /// request can ever reach userspace.
+///
+/// The byte is copied and the loop goes on only from the bottom of the body: written with the
+/// end-of-role test first, LLVM placed the copy-and-advance block before the loop's header,
+/// entered by falling through, which Linux 6.1's verifier rejects ("back-edge from insn N to
+/// N+1"; agent/tests/old_kernel_cfg.rs replays that check).
 #[inline(always)]
 fn copy_role(buf: &[u8; SCRATCH_LEN], n: usize, start: usize, flow: &mut Flow) -> Result<(), u32> {
     let mut k = 0;
-    while k <= ROLE_MAX {
+    while k < ROLE_MAX && start + k < n {
         let c = at(buf, start + k);
-        if c == b' ' || (c == b'/' && at(buf, start + k + 1) == b' ') {
-            flow.role_len = k as u8;
-            let space = if c == b' ' { start + k } else { start + k + 1 };
-            return expect_protocol(buf, n, space);
-        }
-        if k == ROLE_MAX || start + k >= n {
-            break;
-        }
-        let ok = c.is_ascii_alphanumeric()
+        let role_byte = c.is_ascii_alphanumeric()
             || matches!(c, b'+' | b'=' | b',' | b'.' | b'@' | b'_' | b'-');
-        if !ok {
+        if !role_byte {
             break;
         }
         flow.role[k] = c;
         k += 1;
     }
-    Err(counter::REJECT_BAD_ROLE)
+    // The first byte that is not part of the name ends it: a space, or `/` and a space.
+    let c = at(buf, start + k);
+    let space = if c == b' ' {
+        start + k
+    } else if c == b'/' && at(buf, start + k + 1) == b' ' {
+        start + k + 1
+    } else {
+        return Err(counter::REJECT_BAD_ROLE);
+    };
+    flow.role_len = k as u8;
+    expect_protocol(buf, n, space)
 }
 
 /// True when a header line `X-aws-ec2-metadata-token:` (any case) is in the parsed bytes.

@@ -30,6 +30,12 @@ use aya_ebpf::{
 
 use crate::maps::{CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS, count};
 
+/// See `agent_common::names::GLOBAL_SOCK_OPS_CGROUP`. Set when the object is loaded; read with
+/// a volatile load so that the compiler does not fold the built value into the code, while the
+/// verifier, which sees a frozen read-only map, still resolves the branch as a constant.
+#[unsafe(no_mangle)]
+static CW_SOCK_OPS_CGROUP: u8 = 1;
+
 const SOCK_STREAM: u32 = 1;
 const TCP_SYN_SENT: u32 = 2;
 const TCP_CLOSE: u32 = 7;
@@ -117,6 +123,9 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             finish_connect(ctx, result);
         }
     } else if op == BPF_SOCK_OPS_TCP_LISTEN_CB {
+        if unsafe { core::ptr::read_volatile(&CW_SOCK_OPS_CGROUP) } == 0 {
+            return; // no listeners, so no accepts: this kernel cannot tell their cgroup here
+        }
         // listen() runs in the listening process: the current cgroup is the owner's.
         let key = listener_key(ctx);
         let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
@@ -124,6 +133,9 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             count(counter::LOST_TCP_TABLE);
         }
     } else if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
+        if unsafe { core::ptr::read_volatile(&CW_SOCK_OPS_CGROUP) } == 0 {
+            return; // no listeners recorded (above); also keeps bpf_get_netns_cookie dead code
+        }
         // The listener on this exact address, else a wildcard one on the port.
         let mut key = listener_key(ctx);
         let mut owner = unsafe { CW_TCP_LISTENERS.get(&key) }.copied();

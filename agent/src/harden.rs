@@ -67,9 +67,10 @@ pub enum CapabilityError {
 
 /// Drops every capability except [`KEPT`], from the effective, permitted, inheritable, ambient
 /// and bounding sets, and sets no_new_privs. `CAP_BPF` is kept only where the kernel still asks
-/// for it on every `bpf()` call (before Linux 6.5 with unprivileged BPF disabled), which
-/// `bpf_works` tells by using one of the agent's own descriptors with `CAP_BPF` and
-/// `CAP_SYS_ADMIN` out of the effective set (reversible: the permitted set is unchanged then).
+/// for it on every `bpf()` call (older kernels with unprivileged BPF disabled check it even for
+/// lookups on a descriptor the process holds; 6.1 and 6.18 do not, tested), which `bpf_works`
+/// tells by using one of the agent's own descriptors with `CAP_BPF` and `CAP_SYS_ADMIN` out of
+/// the effective set (reversible: the permitted set is unchanged then).
 /// Returns the names of the capabilities kept.
 pub fn drop_capabilities(
     bpf_works: impl FnOnce() -> bool,

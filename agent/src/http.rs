@@ -10,7 +10,7 @@ use prometheus_client::{encoding, registry::Registry};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::watch,
+    sync::{Semaphore, watch},
 };
 
 /// Shared readiness: true once programs are attached and events are being read.
@@ -18,6 +18,14 @@ pub type Ready = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
 const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once. Each holds at most MAX_REQUEST bytes for at most REQUEST_TIMEOUT,
+/// so this bounds what anyone who reaches the port can make the agent hold (memory and file
+/// descriptors). Past it, a new connection is closed at once: a flood can delay a scrape, not
+/// exhaust the agent. Scrapers and probes need a handful.
+const MAX_CONNECTIONS: usize = 64;
+/// Pause after a failed accept (EMFILE and the like): the listener stays readable, and retrying
+/// at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -27,19 +35,29 @@ pub async fn serve(
     ready: Ready,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let registry = registry.clone();
-                    let ready = ready.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &registry, &ready)).await {
-                            log::debug!("metrics client timed out: {e}");
-                        }
-                    });
+                Ok((stream, peer)) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let registry = registry.clone();
+                        let ready = ready.clone();
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            let served = handle(stream, &registry, &ready);
+                            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, served).await {
+                                log::debug!("metrics client timed out: {e}");
+                            }
+                        });
+                    }
+                    // Dropping the stream closes it.
+                    Err(_) => log::debug!("{MAX_CONNECTIONS} metrics connections open: closed {peer}"),
+                },
+                Err(e) => {
+                    log::warn!("accepting a metrics connection: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
-                Err(e) => log::warn!("accepting a metrics connection: {e}"),
             },
             _ = shutdown.changed() => return,
         }

@@ -53,6 +53,8 @@ pub struct Kernel {
     pub dns_events: RingBuf<MapData>,
     pub tcp_events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Optional kernel features and whether this kernel has them.
+    pub features: Vec<(&'static str, bool)>,
 }
 
 /// Owns the programs and their links: dropping it detaches them.
@@ -61,14 +63,33 @@ pub struct Attachment {
     pub programs: Vec<&'static str>,
 }
 
+/// Kernel features some kernels lack, which the agent works without (see docs/metrics.md,
+/// `credwatch_kernel_feature`).
+pub const FEATURE_ACCEPT_ATTRIBUTION: &str = "accept_attribution";
+
 pub fn load_and_attach(
     cgroup: &Path,
     endpoints: &[EndpointSpec],
     dns_ports: &[u16],
 ) -> Result<Kernel, KernelError> {
     raise_memlock_limit();
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(KernelError::Load)?;
-    configure_ports(&mut ebpf, endpoints, dns_ports)?;
+    // Every program is loaded before any is attached, so that a fallback load starts clean.
+    let mut features = vec![(FEATURE_ACCEPT_ATTRIBUTION, true)];
+    let mut ebpf = match load(endpoints, dns_ports, true) {
+        Err(KernelError::Program { name: names::PROG_SOCK_OPS, source }) => {
+            log::debug!("{}: {source}", names::PROG_SOCK_OPS);
+            log::warn!(
+                "this kernel's verifier refused {}, most likely because its sock_ops programs \
+                 cannot call bpf_get_current_cgroup_id (Linux 6.1 cannot): loaded without that; \
+                 accepted connections are not counted \
+                 (credwatch_kernel_feature{{feature=\"{FEATURE_ACCEPT_ATTRIBUTION}\"}} 0)",
+                names::PROG_SOCK_OPS
+            );
+            features[0].1 = false;
+            load(endpoints, dns_ports, false)?
+        }
+        result => result?,
+    };
 
     let events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?)
         .map_err(|source| KernelError::Map { name: names::MAP_EVENTS, source })?;
@@ -87,21 +108,18 @@ pub fn load_and_attach(
         (names::PROG_SKB_INGRESS, CgroupSkbAttachType::Ingress),
     ] {
         let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| KernelError::Program { name, source })?;
         prog.attach(&cgroup_fd, attach_type, CgroupAttachMode::default())
             .map_err(|source| KernelError::Program { name, source })?;
         attached.push(name);
     }
     for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| KernelError::Program { name, source })?;
         prog.attach(&cgroup_fd, CgroupAttachMode::default())
             .map_err(|source| KernelError::Program { name, source })?;
         attached.push(name);
     }
     let name = names::PROG_SOCK_OPS;
     let prog: &mut SockOps = program(&mut ebpf, name)?;
-    prog.load().map_err(|source| KernelError::Program { name, source })?;
     prog.attach(&cgroup_fd, CgroupAttachMode::default())
         .map_err(|source| KernelError::Program { name, source })?;
     attached.push(name);
@@ -112,6 +130,7 @@ pub fn load_and_attach(
         dns_events,
         tcp_events,
         counters,
+        features,
     })
 }
 
@@ -138,6 +157,32 @@ pub async fn attach_bench_baseline(cgroup: &Path) -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// Loads the object, configures it and loads (verifies) every program; nothing is attached.
+/// `sock_ops_cgroup`: see `names::GLOBAL_SOCK_OPS_CGROUP`.
+fn load(
+    endpoints: &[EndpointSpec],
+    dns_ports: &[u16],
+    sock_ops_cgroup: bool,
+) -> Result<Ebpf, KernelError> {
+    let mut ebpf = EbpfLoader::new()
+        .override_global(names::GLOBAL_SOCK_OPS_CGROUP, &u8::from(sock_ops_cgroup), true)
+        .load(EBPF_OBJECT)
+        .map_err(KernelError::Load)?;
+    configure_ports(&mut ebpf, endpoints, dns_ports)?;
+    for name in [names::PROG_SKB_EGRESS, names::PROG_SKB_INGRESS] {
+        let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| KernelError::Program { name, source })?;
+    }
+    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| KernelError::Program { name, source })?;
+    }
+    let name = names::PROG_SOCK_OPS;
+    let prog: &mut SockOps = program(&mut ebpf, name)?;
+    prog.load().map_err(|source| KernelError::Program { name, source })?;
+    Ok(ebpf)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, KernelError>

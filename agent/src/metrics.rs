@@ -101,6 +101,11 @@ pub struct ProgramLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeatureLabels {
+    pub feature: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
 }
@@ -235,6 +240,7 @@ pub struct Metrics {
     pub lifetime: HistogramFamily<CredentialLabels>,
     pub storm: Family<StormLabels, Gauge>,
     pub attached: Family<ProgramLabels, Gauge>,
+    pub kernel_features: Family<FeatureLabels, Gauge>,
     pub cgroups_known: Gauge,
     pub dns: DnsMetrics,
     pub tcp: TcpMetrics,
@@ -256,6 +262,7 @@ impl Metrics {
             lifetime: Family::new_with_constructor(lifetime_histogram),
             storm: Family::default(),
             attached: Family::default(),
+            kernel_features: Family::default(),
             cgroups_known: Gauge::default(),
             userspace: Arc::default(),
         };
@@ -293,6 +300,11 @@ impl Metrics {
             "credwatch_program_attached",
             "1 for each kernel program attached",
             m.attached.clone(),
+        );
+        r.register(
+            "credwatch_kernel_feature",
+            "1 when this kernel offers an optional feature the agent uses, 0 when it works without",
+            m.kernel_features.clone(),
         );
         r.register(
             "credwatch_cgroups_known",

@@ -16,7 +16,7 @@ use crate::{
     http::Ready,
     kernel,
     metadata::detector::Rule,
-    metrics::{KernelCounters, Metrics, ProgramLabels},
+    metrics::{FeatureLabels, KernelCounters, Metrics, ProgramLabels},
     pipeline::Pipeline,
     pods::{self, AttributionMetrics},
     tcp::classify::Classifier,
@@ -59,7 +59,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     if args.dns.dns_ports.contains(&0) {
         anyhow::bail!("--dns-port 0 is not a port");
     }
-    let kernel::Kernel { attachment, events, dns_events, tcp_events, counters } =
+    let kernel::Kernel { attachment, events, dns_events, tcp_events, counters, features } =
         kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports).context(
             "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
                  CAP_NET_ADMIN; see docs/deploy.md)",
@@ -75,6 +75,9 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     let (metrics, mut registry) = Metrics::new(Some(counters));
     for program in &attachment.programs {
         metrics.attached.get_or_create(&ProgramLabels { program }).set(1);
+    }
+    for (feature, available) in features {
+        metrics.kernel_features.get_or_create(&FeatureLabels { feature }).set(available.into());
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = args.kubernetes.series_grace;

@@ -9,6 +9,7 @@ machine with the same program names.
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -113,7 +114,8 @@ def test_sigkill_mid_storm_leaves_nothing_and_restart_resumes(pod, servers, agen
     wait_for(lambda: server.counts()["credentials"] >= served_at_ready + 20, what="more fetches")
     client.kill()  # ours, by pid: the storm is long enough to end it mid-run
     client.wait()
-    served = server.counts()["credentials"]
+    # The server may still be answering a request that arrived just before the kill.
+    served = _settled(lambda: server.counts()["credentials"])
     counted = _settled(lambda: second.scrape().value(FETCHES, **labels))
     # Every fetch served while the agent was ready is counted, except at most one whose request
     # left before the programs were attached and one whose response the killed client never
@@ -179,7 +181,8 @@ def test_cgroup_deleted_with_traffic_in_flight(cgroups, servers, agent, processe
     upstream = servers(ApiServer)
     watcher = agent(server)
 
-    client = spawn_java(processes, pod, server, upstream, requests=300)
+    # Long enough that it is still running when it is moved (it must finish on its own).
+    client = spawn_java(processes, pod, server, upstream, requests=800)
     wait_for(lambda: watcher.scrape().value(FETCHES, **pod.labels) >= 5, what="fetches from the pod")
     # Move the client out and delete its cgroup while it keeps fetching: sockets it opened there
     # still carry the deleted cgroup's id for a while.
@@ -205,3 +208,42 @@ def _rmdir(path) -> bool:
     except OSError:
         time.sleep(0.05)
         return False
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _metrics_ok(watcher) -> bool:
+    try:
+        return http_get(watcher.port, "/metrics")[0] == 200
+    except OSError:
+        return False
+
+
+def test_connection_flood_on_the_metrics_port(servers, agent):
+    """Anyone who reaches the metrics port can open connections. The agent serves a few at once
+    and closes the rest straight away, so neither its descriptors nor its CPU run out (here with
+    a descriptor limit low enough that an unbounded server would hit EMFILE and spin on accept),
+    and it serves scrapes again as soon as the flood stops."""
+    watcher = agent(servers(CredentialServer))
+    pid = watcher.proc.pid
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (256, 256))
+    base_fds = len(os.listdir(f"/proc/{pid}/fd"))
+    flood = []
+    try:
+        for _ in range(600):
+            flood.append(socket.create_connection(("127.0.0.1", watcher.port), timeout=5))
+        cpu = _cpu_seconds(pid)
+        time.sleep(2)
+        busy = _cpu_seconds(pid) - cpu
+        held = len(os.listdir(f"/proc/{pid}/fd")) - base_fds
+        assert watcher.proc.poll() is None, "the agent died"
+        assert held <= 64 + 2, f"{held} descriptors held for the flood"
+        assert busy < 0.5, f"the agent was busy {busy:.2f} s of 2 s"
+    finally:
+        for conn in flood:
+            conn.close()
+    wait_for(lambda: _metrics_ok(watcher), timeout=10, what="/metrics after the flood")
+    assert "accepting a metrics connection" not in watcher.stderr()

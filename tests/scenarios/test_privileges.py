@@ -15,7 +15,7 @@ CredentialServer, ApiServer, ROLE = credserver.CredentialServer, credserver.ApiS
 
 CAP = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
 NEEDED = (1 << CAP["CAP_DAC_READ_SEARCH"]) | (1 << CAP["CAP_SYS_PTRACE"])
-# Kept only on kernels that check it on every bpf() call (before 6.5).
+# Kept only on kernels that check it on every bpf() call (not 6.1 or later: tested).
 OPTIONAL = 1 << CAP["CAP_BPF"]
 NOBODY = 65534
 

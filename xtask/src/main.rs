@@ -106,6 +106,8 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
         "-D",
         "warnings",
     ])?;
+    step("fuzz targets compile (docs/fuzzing.md; running them is `cargo xtask fuzz`)");
+    cargo(&["check", "--manifest-path", "fuzz/Cargo.toml", "--bins", "--no-default-features"])?;
     step("unit tests");
     cargo(&["test"])?;
     if unit_only {
