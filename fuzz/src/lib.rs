@@ -13,6 +13,13 @@ pub mod endpoints;
 #[path = "../../agent/src/workload.rs"]
 pub mod workload;
 
+/// The pod cache the workload resolver consults (plain data, no Kubernetes client).
+#[path = "../../agent/src/pods/cache.rs"]
+mod pods_cache;
+pub mod pods {
+    pub use crate::pods_cache::{Attribution, PodCache, PodEvent, PodMeta};
+}
+
 pub mod dns;
 pub mod metadata;
 pub mod tcp;

@@ -8,6 +8,17 @@ use std::{
 
 use crate::workload::{CONTAINER_ID_SHOWN, Identity, Workload};
 
+/// What the watch tells the pipeline.
+#[derive(Debug)]
+pub enum PodEvent {
+    /// A pod on this node was listed, added or modified.
+    Upsert(PodMeta),
+    /// A pod was deleted.
+    Delete { uid: String },
+    /// A full list completed: these are all the pods; any other was deleted meanwhile.
+    Synced { uids: HashSet<String> },
+}
+
 /// What credwatch keeps of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodMeta {

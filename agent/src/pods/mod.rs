@@ -9,23 +9,12 @@ mod metrics;
 mod owner;
 mod watch;
 
-use std::collections::HashSet;
-
-pub use cache::{Attribution, PodCache, PodMeta};
+#[cfg(test)]
+pub use cache::PodMeta;
+pub use cache::{Attribution, PodCache, PodEvent};
 pub use config::{ConfigError, KubeArgs, Mode};
 pub use metrics::AttributionMetrics;
 use tokio::{sync::mpsc, task::JoinHandle};
-
-/// What the watch tells the pipeline.
-#[derive(Debug)]
-pub enum PodEvent {
-    /// A pod on this node was listed, added or modified.
-    Upsert(PodMeta),
-    /// A pod was deleted.
-    Delete { uid: String },
-    /// A full list completed: these are all the pods; any other was deleted meanwhile.
-    Synced { uids: HashSet<String> },
-}
 
 /// Room for a burst of watch events (a relist sends one per pod).
 const QUEUE: usize = 1024;
