@@ -11,7 +11,82 @@ pub const LABELS_MAX: usize = 128;
 pub const HEADER_LEN: usize = 12;
 
 pub const PENDING_TABLE_SIZE: u32 = 16_384;
+/// (cgroup, query type) pairs counted at once; a cgroup has one per query type it uses.
+pub const STATS_TABLE_SIZE: u32 = 16_384;
 pub const EVENT_RING_BYTES: u32 = 1024 * 1024;
+
+/// Query types counted under their own number; any other is counted as 0 ("other"), so that a
+/// workload cannot create more than `KNOWN_QTYPES.len() + 1` series. Userspace names them.
+pub const KNOWN_QTYPES: [u16; 12] = [1, 2, 5, 6, 12, 15, 16, 28, 33, 64, 65, 255];
+pub const QTYPE_OTHER: u16 = 0;
+
+/// Response codes counted under their own number (NOERROR..REFUSED); the rest share a slot.
+pub const RCODE_SLOTS: usize = 8;
+pub const RCODE_NAMED: u8 = 6;
+pub const RCODE_OTHER_SLOT: usize = 6;
+pub const RCODE_NXDOMAIN: u8 = 3;
+
+/// Upper bounds (inclusive, nanoseconds) of the latency histogram's buckets, as in Prometheus:
+/// a node-local cache answers well under a millisecond, an upstream in tens of milliseconds,
+/// resolver timeouts are seconds. Slot `LATENCY_BOUNDS_NS.len()` holds what is above the last.
+pub const LATENCY_BOUNDS_NS: [u64; 14] = [
+    100_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+];
+/// Histogram slots: the bounds, +Inf, and one unused so that indexes can be masked.
+pub const LATENCY_SLOTS: usize = 16;
+const _: () = assert!(LATENCY_BOUNDS_NS.len() < LATENCY_SLOTS);
+
+/// Answered queries of one cgroup and query type.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DnsStatsKey {
+    pub cgroup_id: u64,
+    /// A member of [`KNOWN_QTYPES`], or [`QTYPE_OTHER`].
+    pub qtype: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<DnsStatsKey>() == 16);
+
+/// Counters since the entry was created, updated with atomic adds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsStats {
+    /// By response code: slots 0..=5 are NOERROR..REFUSED, [`RCODE_OTHER_SLOT`] the rest.
+    pub responses: [u64; RCODE_SLOTS],
+    /// Responses with the TC bit.
+    pub truncated: u64,
+    pub latency_sum_ns: u64,
+    /// Not cumulative: slot i counts latencies in (bound[i-1], bound[i]].
+    pub latency: [u64; LATENCY_SLOTS],
+}
+const _: () = assert!(size_of::<DnsStats>() == 208);
+
+impl DnsStats {
+    pub const ZERO: Self = Self {
+        responses: [0; RCODE_SLOTS],
+        truncated: 0,
+        latency_sum_ns: 0,
+        latency: [0; LATENCY_SLOTS],
+    };
+}
+
+/// The histogram slot of a latency (reference for the kernel's branch-free version).
+pub fn latency_slot(ns: u64) -> usize {
+    LATENCY_BOUNDS_NS.iter().filter(|&&b| ns > b).count()
+}
 
 /// A query waiting for its response: the socket and the transaction id.
 #[repr(C)]
@@ -33,8 +108,7 @@ pub struct DnsPending {
 }
 const _: () = assert!(size_of::<DnsPending>() == 24);
 
-/// [`DnsEvent::event`] values.
-pub const EVENT_QUERY: u8 = 1;
+/// [`DnsEvent::event`] value: an answered query (the only kind there is).
 pub const EVENT_RESPONSE: u8 = 2;
 
 /// [`DnsEvent::flags`] bits.
@@ -42,7 +116,10 @@ pub const FLAG_TCP: u8 = 1;
 /// Response had the TC (truncated) bit: the resolver will retry over TCP.
 pub const FLAG_TRUNCATED: u8 = 2;
 
-/// A query (with its question name, in wire format) or a response matched to its query.
+/// A response matched to its query, with the response's question section copied raw (the
+/// name in wire format first; userspace validates it). Sent for NXDOMAIN answers, or for every
+/// answer when [`crate::names::config::DNS_ALL_NAMES`] is set; everything else is counted in
+/// the kernel ([`DnsStats`]).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DnsEvent {
@@ -57,7 +134,7 @@ pub struct DnsEvent {
     pub event: u8,
     pub flags: u8,
     pub rcode: u8,
-    /// Query: bytes of `name` that are the name (length bytes included, root label excluded).
+    /// Bytes of `name` copied from the packet (the question, possibly more than its name).
     pub name_len: u8,
     pub _pad: [u8; 6],
     pub name: [u8; NAME_BUF],

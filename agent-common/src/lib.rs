@@ -272,7 +272,9 @@ pub mod counter {
     pub const LOST_TCP_RINGBUF_FULL: u32 = 20;
     /// TCP pending-connect or listener table insert failed.
     pub const LOST_TCP_TABLE: u32 = 21;
-    pub const COUNT: u32 = 22;
+    /// DNS per-cgroup statistics table full: a response was not counted.
+    pub const LOST_DNS_STATS_TABLE: u32 = 22;
+    pub const COUNT: u32 = 23;
 }
 
 /// Bytes of payload the kernel copies at once for parsing (a power of two: indexes are masked).
@@ -291,6 +293,8 @@ mod pod {
     unsafe impl aya::Pod for crate::dns::DnsPendingKey {}
     unsafe impl aya::Pod for crate::dns::DnsPending {}
     unsafe impl aya::Pod for crate::dns::DnsEvent {}
+    unsafe impl aya::Pod for crate::dns::DnsStatsKey {}
+    unsafe impl aya::Pod for crate::dns::DnsStats {}
     unsafe impl aya::Pod for crate::tcp::PendingConnect {}
     unsafe impl aya::Pod for crate::tcp::ListenerKey {}
     unsafe impl aya::Pod for crate::tcp::TcpEvent {}
@@ -304,7 +308,7 @@ mod pod {
 mod boundary {
     use super::*;
     use crate::{
-        dns::{DnsEvent, DnsPending, DnsPendingKey},
+        dns::{DnsEvent, DnsPending, DnsPendingKey, DnsStats, DnsStatsKey},
         tcp::{ListenerKey, PendingConnect, TcpEvent},
     };
 
@@ -355,8 +359,9 @@ mod boundary {
             role,
         } = zeroed();
         assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 8));
-        // DNS: the query name, from port-53 traffic only (never the metadata ports), validated
-        // as a wire-format name. Responses carry header fields only.
+        // DNS: the question of a response from a DNS server port (never the metadata ports),
+        // copied raw; userspace validates it as a wire-format name. Sent only for NXDOMAIN
+        // answers, or for every answer with --dns-top-names.
         let DnsEvent {
             cookie: _,
             cgroup_id: _,
@@ -375,6 +380,9 @@ mod boundary {
         assert_eq!((name.len(), _pad.len()), (dns::NAME_BUF, 6));
         let DnsPendingKey { cookie: _, id: _, _pad } = zeroed();
         let DnsPending { query_ns: _, cgroup_id: _, qtype: _, _pad } = zeroed();
+        // DNS statistics: counts and latency sums per cgroup and query type.
+        let DnsStatsKey { cgroup_id: _, qtype: _, _pad } = zeroed();
+        let DnsStats { responses: _, truncated: _, latency_sum_ns: _, latency: _ } = zeroed();
         // TCP: addresses and ports from connect(), no payload at all.
         let TcpEvent { cgroup_id: _, latency_ns: _, addr: _, port: _, event: _, result: _, _pad } =
             zeroed();
@@ -391,6 +399,6 @@ mod boundary {
         // CW_SCRATCH is the only map that ever holds payload bytes (wiped after every use,
         // write-only for the agent's descriptor); the agent never reads it.
         assert!(names::MAPS.contains(&names::MAP_SCRATCH));
-        assert_eq!(names::MAPS.len(), 11, "a new map: decide here whether it can hold payload");
+        assert_eq!(names::MAPS.len(), 13, "a new map: decide here whether it can hold payload");
     }
 }

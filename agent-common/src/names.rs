@@ -25,8 +25,15 @@ pub const MAP_ENDPOINTS: &str = "CW_ENDPOINTS";
 pub const MAP_FLOWS: &str = "CW_FLOWS";
 /// `RingBuf` of `MetadataEvent`.
 pub const MAP_EVENTS: &str = "CW_EVENTS";
-/// `LruHashMap<DnsPendingKey, DnsPending>`: queries waiting for their response.
+/// `HashMap<DnsPendingKey, DnsPending>`: queries waiting for their response. Not LRU: a full
+/// table refuses (counted) rather than silently forgetting a query; userspace removes the queries
+/// that time out (and counts them).
 pub const MAP_DNS_PENDING: &str = "CW_DNS_PENDING";
+/// `HashMap<DnsStatsKey, DnsStats>`: answered queries counted in the kernel (atomic adds), read by
+/// userspace once a second.
+pub const MAP_DNS_STATS: &str = "CW_DNS_STATS";
+/// `Array<u32>` indexed by `config::*`: runtime switches set by userspace.
+pub const MAP_CONFIG: &str = "CW_CONFIG";
 /// `RingBuf` of `DnsEvent`.
 pub const MAP_DNS_EVENTS: &str = "CW_DNS_EVENTS";
 /// `LruHashMap<u64 socket cookie, PendingConnect>`.
@@ -47,7 +54,9 @@ pub const MAPS: &[&str] = &[
     MAP_COUNTERS,
     MAP_SCRATCH,
     MAP_DNS_PENDING,
+    MAP_DNS_STATS,
     MAP_DNS_EVENTS,
+    MAP_CONFIG,
     MAP_TCP_CONNECTS,
     MAP_TCP_LISTENERS,
     MAP_TCP_EVENTS,
@@ -59,3 +68,12 @@ pub const MAPS: &[&str] = &[
 /// to `sock_ops` programs; the agent then loads with 0, the verifier sees the call as dead code,
 /// and accepts are not counted (`credwatch_kernel_feature{feature="accept_attribution"}` 0).
 pub const GLOBAL_SOCK_OPS_CGROUP: &str = "CW_SOCK_OPS_CGROUP";
+
+/// Indexes of [`MAP_CONFIG`].
+pub mod config {
+    /// 1: send a DNS event (with the question name) for every answered query, for
+    /// `--dns-top-names`; 0 (default): only for NXDOMAIN answers, which the search-list analysis
+    /// needs.
+    pub const DNS_ALL_NAMES: u32 = 0;
+    pub const COUNT: u32 = 1;
+}

@@ -1,6 +1,8 @@
 //! DNS over UDP and TCP: queries (id, question name, qtype) on egress to a DNS port, responses
-//! (rcode, answer count, truncation) on ingress from one, matched to their query by socket
-//! cookie and transaction id so that latency is measured here, between the two packets.
+//! (rcode, truncation) on ingress from one, matched to their query by socket cookie and
+//! transaction id so that latency is measured here, between the two packets. Answered queries
+//! are counted here, per cgroup and query type (`CW_DNS_STATS`, read by userspace once a
+//! second); only NXDOMAIN answers, which the search-list analysis needs by name, become events.
 //!
 //! The question name is validated while it is walked (labels ≤ 63 bytes, name ≤ 255, no
 //! compression pointer: a query's question has nothing earlier to point to), with a constant loop
@@ -8,20 +10,24 @@
 use agent_common::{
     SCRATCH_LEN, counter,
     dns::{
-        DnsEvent, DnsPending, DnsPendingKey, EVENT_QUERY, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED,
-        HEADER_LEN, LABELS_MAX, NAME_BUF, NAME_MAX,
+        DnsEvent, DnsPending, DnsPendingKey, DnsStats, DnsStatsKey, EVENT_RESPONSE, FLAG_TCP,
+        FLAG_TRUNCATED, HEADER_LEN, KNOWN_QTYPES, LABELS_MAX, LATENCY_BOUNDS_NS, LATENCY_SLOTS,
+        NAME_BUF, NAME_MAX, RCODE_NAMED, RCODE_NXDOMAIN, RCODE_OTHER_SLOT, RCODE_SLOTS,
     },
+    names::config,
 };
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
-    maps::{CW_DNS_EVENTS, CW_DNS_PENDING, count},
+    maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, count},
     packet::{
         IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie, wipe_scratch,
     },
 };
 
 const MASK: usize = SCRATCH_LEN - 1;
+/// Map update flag: create only.
+const BPF_NOEXIST: u64 = 1;
 /// Name, then qtype and qclass.
 const QUESTION_MAX: u32 = NAME_MAX as u32 + 4;
 
@@ -48,10 +54,10 @@ pub fn on_query(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
     let Some((off, len, flags)) = message(ctx, l4)? else {
         return Ok(());
     };
-    query(ctx, off, len, flags)?;
+    query(ctx, off, len)?;
     // glibc's TCP fallback writes the A and AAAA queries in one segment, each length-prefixed.
     if let Some((off, len)) = second_tcp_message(ctx, off, len, flags)? {
-        query(ctx, off, len, flags)?;
+        query(ctx, off, len)?;
     }
     Ok(())
 }
@@ -60,9 +66,9 @@ pub fn on_response(ctx: &SkBuffContext, l4: &L4) -> Result<(), i64> {
     let Some((off, len, flags)) = message(ctx, l4)? else {
         return Ok(());
     };
-    response(ctx, off, flags)?;
-    if let Some((off, _)) = second_tcp_message(ctx, off, len, flags)? {
-        response(ctx, off, flags)?;
+    response(ctx, off, len, flags)?;
+    if let Some((off, len)) = second_tcp_message(ctx, off, len, flags)? {
+        response(ctx, off, len, flags)?;
     }
     Ok(())
 }
@@ -87,7 +93,7 @@ fn second_tcp_message(
 
 /// One query message; not inlined, so each call site is a BPF-to-BPF call.
 #[inline(never)]
-fn query(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i64> {
+fn query(ctx: &SkBuffContext, off: u32, len: u32) -> Result<(), i64> {
     let header: [u8; HEADER_LEN] = ctx.load(off as usize)?;
     let id = u16::from_be_bytes([header[0], header[1]]);
     let qdcount = u16::from_be_bytes([header[4], header[5]]);
@@ -111,7 +117,7 @@ fn query(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i64> 
                 count(counter::DNS_MALFORMED_NAME);
             } else {
                 let qtype = u16::from_be_bytes([buf[qtype_at & MASK], buf[(qtype_at + 1) & MASK]]);
-                record_query(ctx, off + HEADER_LEN as u32, id, name_len, qtype, flags);
+                record_query(ctx, id, qtype);
             }
         }
         Err(reason) => count(reason),
@@ -155,64 +161,22 @@ fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
 }
 
 #[inline(always)]
-fn record_query(
-    ctx: &SkBuffContext,
-    name_off: u32,
-    id: u16,
-    name_len: usize,
-    qtype: u16,
-    flags: u8,
-) {
-    let cookie = socket_cookie(ctx);
-    let cgroup_id = cgroup_id(ctx);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let key = DnsPendingKey { cookie, id, _pad: [0; 6] };
-    let pending = DnsPending { query_ns: now, cgroup_id, qtype, _pad: [0; 6] };
+fn record_query(ctx: &SkBuffContext, id: u16, qtype: u16) {
+    let key = DnsPendingKey { cookie: socket_cookie(ctx), id, _pad: [0; 6] };
+    let pending = DnsPending {
+        query_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id: cgroup_id(ctx),
+        qtype,
+        _pad: [0; 6],
+    };
+    // A plain hash table: when full the query is refused and counted, never silently evicted.
     if CW_DNS_PENDING.insert(&key, &pending, 0).is_err() {
         count(counter::LOST_DNS_PENDING_TABLE);
     }
-    let Some(mut entry) = CW_DNS_EVENTS.reserve::<DnsEvent>(0) else {
-        count(counter::LOST_DNS_RINGBUF_FULL);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
-    unsafe {
-        (*ev).cookie = cookie;
-        (*ev).cgroup_id = cgroup_id;
-        (*ev).latency_ns = 0;
-        (*ev).ktime_ns = now;
-        (*ev).id = id;
-        (*ev).qtype = qtype;
-        (*ev).ancount = 0;
-        (*ev).event = EVENT_QUERY;
-        (*ev).flags = flags;
-        (*ev).rcode = 0;
-        (*ev).name_len = name_len as u8;
-        (*ev)._pad = [0; 6];
-        (*ev).name = [0; NAME_BUF];
-        // The validated name, straight from the packet into the record. One helper call rather
-        // than a 256-step copy loop, which the verifier would walk again for every exit of the
-        // label walk (it cost ~360k of its 1M-instruction budget). The size register must be
-        // proven in [1, NAME_BUF]: by arithmetic, which every verifier follows (Linux 6.1's
-        // does not carry a compare on a copy, `len - 1 < 256`, back to `len`, and LLVM emits
-        // that). name_len is 1..=254 here, so the size is exactly name_len.
-        if name_len != 0 {
-            let size = (opaque(name_len as u64).wrapping_sub(1) & (NAME_BUF as u64 - 1)) + 1;
-            // On failure the helper zeroes the destination; the name then fails to decode in
-            // userspace and is counted as undecodable.
-            let _ = aya_ebpf::helpers::bpf_skb_load_bytes(
-                ctx.as_ptr() as *const _,
-                name_off,
-                (*ev).name.as_mut_ptr() as *mut _,
-                size as u32,
-            );
-        }
-    }
-    entry.submit(0);
 }
 
 #[inline(never)]
-fn response(ctx: &SkBuffContext, off: u32, flags: u8) -> Result<(), i64> {
+fn response(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i64> {
     let header: [u8; HEADER_LEN] = ctx.load(off as usize)?;
     if header[2] & 0x80 == 0 {
         count(counter::DNS_MALFORMED_QDCOUNT);
@@ -224,28 +188,140 @@ fn response(ctx: &SkBuffContext, off: u32, flags: u8) -> Result<(), i64> {
         count(counter::DNS_UNMATCHED_RESPONSE);
         return Ok(());
     };
-    let _ = CW_DNS_PENDING.remove(&key);
+    // Userspace removes queries that time out; whoever removes the entry first counts it, so a
+    // late answer racing its timeout is counted once.
+    if CW_DNS_PENDING.remove(&key).is_err() {
+        count(counter::DNS_UNMATCHED_RESPONSE);
+        return Ok(());
+    }
     let now = unsafe { bpf_ktime_get_ns() };
+    let latency_ns = now.wrapping_sub(pending.query_ns);
+    let rcode = header[3] & 0x0f;
+    let truncated = (header[2] >> 1) & 1;
+    record_stats(pending.cgroup_id, pending.qtype, rcode, truncated, latency_ns);
+    if rcode == RCODE_NXDOMAIN || all_names() {
+        let flags = flags | (truncated * FLAG_TRUNCATED);
+        named_event(ctx, off, len, &key, &pending, &header, latency_ns, now, flags);
+    }
+    Ok(())
+}
+
+/// Counts an answered query in its (cgroup, query type) entry.
+#[inline(always)]
+fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns: u64) {
+    let key = DnsStatsKey { cgroup_id, qtype: known_qtype(qtype), _pad: [0; 6] };
+    let stats = match CW_DNS_STATS.get_ptr_mut(&key) {
+        Some(p) => p,
+        None => {
+            // BPF_NOEXIST: another CPU may have created it meanwhile, which is just as good.
+            let _ = CW_DNS_STATS.insert(&key, &DnsStats::ZERO, BPF_NOEXIST);
+            match CW_DNS_STATS.get_ptr_mut(&key) {
+                Some(p) => p,
+                None => {
+                    count(counter::LOST_DNS_STATS_TABLE);
+                    return;
+                }
+            }
+        }
+    };
+    // Branch-free slot arithmetic (see walk_name): rcodes above REFUSED share the "other" slot.
+    let rcode = u64::from(rcode);
+    let over = opaque(u64::from(RCODE_NAMED - 1).wrapping_sub(rcode)) >> 63;
+    let rcode_slot = (rcode * (1 - over) + RCODE_OTHER_SLOT as u64 * over) as usize;
+    let mut slot = 0u64;
+    let mut i = 0;
+    while i < LATENCY_BOUNDS_NS.len() {
+        // 1 when latency_ns > bound (both below 2^63).
+        slot += opaque(LATENCY_BOUNDS_NS[i].wrapping_sub(latency_ns & (u64::MAX >> 1))) >> 63;
+        i += 1;
+    }
+    // Shared by every CPU: atomic adds (the value's size does not grow with the CPU count, as
+    // a per-CPU value's would: 208 bytes an entry, not 208 per CPU).
+    unsafe {
+        add(&raw mut (*stats).responses[rcode_slot & (RCODE_SLOTS - 1)], 1);
+        add(&raw mut (*stats).truncated, u64::from(truncated));
+        add(&raw mut (*stats).latency_sum_ns, latency_ns);
+        add(&raw mut (*stats).latency[slot as usize & (LATENCY_SLOTS - 1)], 1);
+    }
+}
+
+/// An atomic add to a counter in a map value: BPF's XADD, which every kernel has (core's atomics
+/// offer no fetch_add on this target).
+#[inline(always)]
+unsafe fn add(counter: *mut u64, n: u64) {
+    unsafe { core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) counter, in(reg) n) };
+}
+
+/// `qtype` when it is one of the named types, else [`QTYPE_OTHER`], without a branch per type.
+#[inline(always)]
+fn known_qtype(qtype: u16) -> u16 {
+    let q = u64::from(qtype);
+    let mut known = 0u64;
+    let mut i = 0;
+    while i < KNOWN_QTYPES.len() {
+        // 1 when equal: x ^ x = 0, and 0 - 1 has the top bit set.
+        known |= opaque((q ^ u64::from(KNOWN_QTYPES[i])).wrapping_sub(1)) >> 63;
+        i += 1;
+    }
+    (q * known) as u16
+}
+
+#[inline(always)]
+fn all_names() -> bool {
+    CW_CONFIG.get(config::DNS_ALL_NAMES).is_some_and(|v| *v != 0)
+}
+
+/// An event carrying the response's question section raw (its name is the query's name), for
+/// the search-list analysis and --dns-top-names; userspace validates the name.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn named_event(
+    ctx: &SkBuffContext,
+    off: u32,
+    len: u32,
+    key: &DnsPendingKey,
+    pending: &DnsPending,
+    header: &[u8; HEADER_LEN],
+    latency_ns: u64,
+    now: u64,
+    flags: u8,
+) {
     let Some(mut entry) = CW_DNS_EVENTS.reserve::<DnsEvent>(0) else {
         count(counter::LOST_DNS_RINGBUF_FULL);
-        return Ok(());
+        return;
     };
+    let question = len.saturating_sub(HEADER_LEN as u32);
+    let avail = if question > NAME_MAX as u32 { NAME_MAX as u32 } else { question };
     let ev = entry.as_mut_ptr();
     unsafe {
         (*ev).cookie = key.cookie;
         (*ev).cgroup_id = pending.cgroup_id;
-        (*ev).latency_ns = now.wrapping_sub(pending.query_ns);
+        (*ev).latency_ns = latency_ns;
         (*ev).ktime_ns = now;
-        (*ev).id = id;
+        (*ev).id = key.id;
         (*ev).qtype = pending.qtype;
         (*ev).ancount = u16::from_be_bytes([header[6], header[7]]);
         (*ev).event = EVENT_RESPONSE;
-        (*ev).flags = flags | if header[2] & 0x02 != 0 { FLAG_TRUNCATED } else { 0 };
+        (*ev).flags = flags;
         (*ev).rcode = header[3] & 0x0f;
         (*ev).name_len = 0;
         (*ev)._pad = [0; 6];
         (*ev).name = [0; NAME_BUF];
+        if avail != 0 {
+            // One helper call, size proven in [1, NAME_BUF] by arithmetic (see load_scratch);
+            // avail ≤ NAME_MAX, so the size is exactly avail. On failure the helper zeroes the
+            // destination, which then fails to decode in userspace and is counted.
+            let size = (opaque(u64::from(avail)).wrapping_sub(1) & (NAME_BUF as u64 - 1)) + 1;
+            if aya_ebpf::helpers::bpf_skb_load_bytes(
+                ctx.as_ptr() as *const _,
+                off + HEADER_LEN as u32,
+                (*ev).name.as_mut_ptr() as *mut _,
+                size as u32,
+            ) == 0
+            {
+                (*ev).name_len = size as u8;
+            }
+        }
     }
     entry.submit(0);
-    Ok(())
 }

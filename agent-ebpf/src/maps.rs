@@ -2,7 +2,7 @@
 use agent_common::{
     ENDPOINT_TABLE_SIZE, EVENT_RING_BYTES, EndpointKey, EndpointValue, FLOW_TABLE_SIZE, Flow,
     SCRATCH_LEN, counter,
-    dns::{DnsPending, DnsPendingKey},
+    dns::{DnsPending, DnsPendingKey, DnsStats, DnsStatsKey},
 };
 use aya_ebpf::{
     macros::map,
@@ -36,8 +36,15 @@ pub static CW_SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> =
     PerCpuArray::with_max_entries(1, BPF_F_WRONLY);
 
 #[map]
-pub static CW_DNS_PENDING: LruHashMap<DnsPendingKey, DnsPending> =
-    LruHashMap::with_max_entries(agent_common::dns::PENDING_TABLE_SIZE, 0);
+pub static CW_DNS_PENDING: HashMap<DnsPendingKey, DnsPending> =
+    HashMap::with_max_entries(agent_common::dns::PENDING_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_DNS_STATS: HashMap<DnsStatsKey, DnsStats> =
+    HashMap::with_max_entries(agent_common::dns::STATS_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_CONFIG: Array<u32> = Array::with_max_entries(agent_common::names::config::COUNT, 0);
 
 #[map]
 pub static CW_DNS_EVENTS: RingBuf = RingBuf::with_byte_size(agent_common::dns::EVENT_RING_BYTES, 0);

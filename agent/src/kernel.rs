@@ -3,7 +3,11 @@
 //! go away if the process dies.
 use std::{fs::File, path::Path};
 
-use agent_common::{EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA, names};
+use agent_common::{
+    EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA,
+    dns::{DnsPending, DnsPendingKey, DnsStats, DnsStatsKey},
+    names,
+};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -53,6 +57,10 @@ pub struct Kernel {
     pub dns_events: RingBuf<MapData>,
     pub tcp_events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Answered DNS queries, counted in the kernel.
+    pub dns_stats: HashMap<MapData, DnsStatsKey, DnsStats>,
+    /// DNS queries waiting for an answer (userspace removes those that time out).
+    pub dns_pending: HashMap<MapData, DnsPendingKey, DnsPending>,
     /// Optional kernel features and whether this kernel has them.
     pub features: Vec<(&'static str, bool)>,
 }
@@ -67,10 +75,12 @@ pub struct Attachment {
 /// `credwatch_kernel_feature`).
 pub const FEATURE_ACCEPT_ATTRIBUTION: &str = "accept_attribution";
 
+/// `dns_all_names`: an event for every DNS answer (for `--dns-top-names`), not only NXDOMAIN.
 pub fn load_and_attach(
     cgroup: &Path,
     endpoints: &[EndpointSpec],
     dns_ports: &[u16],
+    dns_all_names: bool,
 ) -> Result<Kernel, KernelError> {
     raise_memlock_limit();
     // Every program is loaded before any is attached, so that a fallback load starts clean.
@@ -99,6 +109,15 @@ pub fn load_and_attach(
         .map_err(|source| KernelError::Map { name: names::MAP_TCP_EVENTS, source })?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?)
         .map_err(|source| KernelError::Map { name: names::MAP_COUNTERS, source })?;
+    let dns_stats = HashMap::try_from(take_map(&mut ebpf, names::MAP_DNS_STATS)?)
+        .map_err(|source| KernelError::Map { name: names::MAP_DNS_STATS, source })?;
+    let dns_pending = HashMap::try_from(take_map(&mut ebpf, names::MAP_DNS_PENDING)?)
+        .map_err(|source| KernelError::Map { name: names::MAP_DNS_PENDING, source })?;
+    let mut config: Array<_, u32> = Array::try_from(take_map(&mut ebpf, names::MAP_CONFIG)?)
+        .map_err(|source| KernelError::Map { name: names::MAP_CONFIG, source })?;
+    config
+        .set(names::config::DNS_ALL_NAMES, &u32::from(dns_all_names), 0)
+        .map_err(|source| KernelError::Map { name: names::MAP_CONFIG, source })?;
 
     let cgroup_fd = File::open(cgroup)
         .map_err(|source| KernelError::Cgroup { path: cgroup.display().to_string(), source })?;
@@ -130,6 +149,8 @@ pub fn load_and_attach(
         dns_events,
         tcp_events,
         counters,
+        dns_stats,
+        dns_pending,
         features,
     })
 }

@@ -6,14 +6,14 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use agent_common::counter;
+use agent_common::{counter, dns};
 use aya::maps::{MapData, PerCpuArray};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::{
-        MetricType, counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge,
-        histogram::Histogram,
+        MetricType, TypedMetric, counter::ConstCounter, counter::Counter, family::Family,
+        gauge::Gauge, histogram::Histogram,
     },
     registry::Registry,
 };
@@ -118,14 +118,55 @@ fn duration_histogram() -> Histogram {
 fn lifetime_histogram() -> Histogram {
     Histogram::new(LIFETIME_BUCKETS)
 }
-fn dns_histogram() -> Histogram {
-    Histogram::new(DNS_DURATION_BUCKETS)
+/// A histogram filled with bucket counts the kernel measured (`agent_common::dns::DnsStats`):
+/// prometheus-client's `Histogram` can only observe one value at a time. Bounds are
+/// `agent_common::dns::LATENCY_BOUNDS_NS`.
+#[derive(Clone, Debug, Default)]
+pub struct KernelHistogram(Arc<Mutex<KernelHistogramState>>);
+
+#[derive(Debug, Default)]
+struct KernelHistogramState {
+    sum_seconds: f64,
+    /// Not cumulative; the last slot is +Inf.
+    buckets: [u64; dns::LATENCY_BOUNDS_NS.len() + 1],
 }
 
-/// DNS answers from a node-local cache take well under a millisecond; a search-list miss to an
-/// upstream tens of milliseconds; resolver timeouts are seconds.
-pub const DNS_DURATION_BUCKETS: [f64; 14] =
-    [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+impl KernelHistogram {
+    /// Adds the kernel's per-slot counts (slot i: latencies in (bound[i-1], bound[i]]).
+    pub fn add(&self, slots: &[u64; dns::LATENCY_SLOTS], sum_ns: u64) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.sum_seconds += sum_ns as f64 / 1e9;
+        for (bucket, add) in state.buckets.iter_mut().zip(slots) {
+            *bucket += add;
+        }
+    }
+}
+
+impl TypedMetric for KernelHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for KernelHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Per-bucket counts: the encoder accumulates them.
+        let buckets: Vec<(f64, u64)> = state
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let le = dns::LATENCY_BOUNDS_NS.get(i).map_or(f64::INFINITY, |&ns| ns as f64 / 1e9);
+                (le, n)
+            })
+            .collect();
+        let count = state.buckets.iter().sum();
+        encoder.encode_histogram::<NoLabelSet>(state.sum_seconds, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// Loopback connects take tens of microseconds; cross-zone ones milliseconds; SYN retries seconds.
 pub const TCP_DURATION_BUCKETS: [f64; 14] =
@@ -167,7 +208,7 @@ impl TcpMetrics {
 #[derive(Clone)]
 pub struct DnsMetrics {
     pub requests: Family<DnsLabels, Counter>,
-    pub duration: HistogramFamily<DnsQtypeLabels>,
+    pub duration: Family<DnsQtypeLabels, KernelHistogram>,
     pub expansion_queries: Family<Workload, Counter>,
     pub expansion_seconds: Family<Workload, Counter<f64, AtomicU64>>,
     pub truncated: Family<Workload, Counter>,
@@ -178,7 +219,7 @@ impl DnsMetrics {
     fn register(r: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
-            duration: Family::new_with_constructor(dns_histogram),
+            duration: Family::default(),
             expansion_queries: Family::default(),
             expansion_seconds: Family::default(),
             truncated: Family::default(),
@@ -225,10 +266,6 @@ pub struct UserspaceCounters {
     pub bad_timestamp: AtomicU64,
     /// A ring buffer record that could not be decoded.
     pub undecodable_event: AtomicU64,
-    /// The userspace pending-query table was full: a query was dropped without an outcome.
-    pub dns_pending_full: AtomicU64,
-    /// A DNS response whose query event never reached userspace.
-    pub dns_response_without_query: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -359,6 +396,7 @@ const LOST: &[(u32, &str)] = &[
     (counter::LOST_FLOW_TABLE, "flow_table_full"),
     (counter::LOST_DNS_RINGBUF_FULL, "dns_ringbuf_full"),
     (counter::LOST_DNS_PENDING_TABLE, "dns_pending_table_full"),
+    (counter::LOST_DNS_STATS_TABLE, "dns_stats_table_full"),
     (counter::LOST_TCP_RINGBUF_FULL, "tcp_ringbuf_full"),
     (counter::LOST_TCP_TABLE, "tcp_table_full"),
 ];
@@ -392,11 +430,10 @@ impl Collector for LossAndRejects {
         let k = self.kernel.as_ref().map(KernelCounters::read).unwrap_or_default();
         let user_ts = self.userspace.bad_timestamp.load(Ordering::Relaxed);
         let user = &self.userspace;
-        let lost = LOST.iter().map(|&(i, r)| (r, k[i as usize])).chain([
-            ("undecodable_event", user.undecodable_event.load(Ordering::Relaxed)),
-            ("dns_userspace_pending_full", user.dns_pending_full.load(Ordering::Relaxed)),
-            ("dns_query_event_missing", user.dns_response_without_query.load(Ordering::Relaxed)),
-        ]);
+        let lost = LOST
+            .iter()
+            .map(|&(i, r)| (r, k[i as usize]))
+            .chain([("undecodable_event", user.undecodable_event.load(Ordering::Relaxed))]);
         counter_family(
             &mut enc,
             "credwatch_events_lost",

@@ -121,9 +121,9 @@ impl Pipeline {
                 guard = dns_ring.readable_mut() => {
                     let mut guard = guard?;
                     drain(guard.get_inner_mut(), dns::event::decode, |r| match r {
-                        Ok(o) => {
-                            let now = self.clock.unix_seconds(o.ktime_ns());
-                            self.dns.observe(o, &mut self.resolver, &self.metrics, &mut self.series, now);
+                        Ok(a) => {
+                            let now = self.clock.unix_seconds(a.ktime_ns);
+                            self.dns.observe(a, &mut self.resolver, &self.metrics, &mut self.series, now);
                         }
                         Err(e) => self.undecodable(&e),
                     });

@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use crate::{
     cgroup::{self, CgroupIndex},
     cli::RunArgs,
-    dns::observer::DnsObserver,
+    dns::{observer::DnsObserver, tables::DnsTables},
     endpoints, harden, http,
     http::Ready,
     kernel,
@@ -59,11 +59,25 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     if args.dns.dns_ports.contains(&0) {
         anyhow::bail!("--dns-port 0 is not a port");
     }
-    let kernel::Kernel { attachment, events, dns_events, tcp_events, counters, features } =
-        kernel::load_and_attach(&attach_to, &endpoints, &args.dns.dns_ports).context(
-            "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
+    let kernel::Kernel {
+        attachment,
+        events,
+        dns_events,
+        tcp_events,
+        counters,
+        dns_stats,
+        dns_pending,
+        features,
+    } = kernel::load_and_attach(
+        &attach_to,
+        &endpoints,
+        &args.dns.dns_ports,
+        args.dns.dns_top_names > 0,
+    )
+    .context(
+        "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
                  CAP_NET_ADMIN; see docs/deploy.md)",
-        )?;
+    )?;
     let counters = KernelCounters::new(counters);
     if !hooks.keep_capabilities {
         // Before any other thread exists: capabilities are per thread.
@@ -88,8 +102,11 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     attribution.register(&mut registry, pod_watch.is_some());
     let (pod_events, pod_task) = pod_watch.map(|s| (s.events, s.task)).unzip();
     let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace);
-    let dns =
-        DnsObserver::new(Duration::from_secs(args.dns.dns_timeout.max(1)), args.dns.dns_top_names);
+    let dns = DnsObserver::new(
+        Duration::from_secs(args.dns.dns_timeout.max(1)),
+        args.dns.dns_top_names,
+        Some(DnsTables::new(dns_stats, dns_pending)),
+    );
     let classifier = Classifier {
         metadata: endpoints.clone(),
         dns_ports: args.dns.dns_ports.clone(),

@@ -393,14 +393,13 @@ def test_malformed_queries_are_counted_and_passed_through(pod, servers, dns_agen
             wrong.append(f"{what}: expected {{{reason!r}: 1}}, counted {delta}")
 
     # The limits themselves are valid: a 63-byte label in a 255-byte name is a query like any
-    # other (its name exported whole), never answered by the sink, so a timeout.
+    # other, never answered by the sink, so a timeout. (Names are exported from answers; that a
+    # 255-byte name crosses whole is checked by the BPF_PROG_TEST_RUN and unit tests.)
     before = by_reason()
     send(dnsserver.query(0x5100, LONGEST_NAME))
     sent.append(dnsserver.query(0x5100, LONGEST_NAME))
     metrics = wait_for_value(watcher, 1, REQUESTS, qtype="A", rcode="timeout", **pod.labels)
     assert by_reason() == before, "a valid 255-byte name was counted as malformed"
-    assert metrics.value(NAMES, name=LONGEST_NAME, **pod.labels) == 1, \
-        metrics.describe("credwatch_dns_name")
 
     client.stdin.close()
     assert client.wait(timeout=10) == 0

@@ -1,27 +1,18 @@
 //! Decoding `DnsEvent`s and naming query types and response codes (bounded label values).
-use agent_common::dns::{
-    DnsEvent, EVENT_QUERY, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED, NAME_BUF,
-};
+use agent_common::dns::{DnsEvent, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED, NAME_BUF};
 
+/// An answered query the kernel sent by name (NXDOMAIN, or any with --dns-top-names).
 #[derive(Debug, Clone, PartialEq)]
-pub enum DnsObservation {
-    Query {
-        key: (u64, u16),
-        cgroup_id: u64,
-        qtype: u16,
-        name: String,
-        ktime_ns: u64,
-    },
-    Response {
-        key: (u64, u16),
-        cgroup_id: u64,
-        qtype: u16,
-        rcode: u8,
-        truncated: bool,
-        tcp: bool,
-        latency_ns: u64,
-        ktime_ns: u64,
-    },
+pub struct DnsAnswer {
+    pub cgroup_id: u64,
+    pub qtype: u16,
+    pub rcode: u8,
+    pub truncated: bool,
+    pub tcp: bool,
+    pub latency_ns: u64,
+    pub ktime_ns: u64,
+    /// The question name, lower case, without the trailing dot.
+    pub name: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,46 +21,47 @@ pub enum DecodeError {
     Size(usize, usize),
     #[error("unknown DNS event type {0}")]
     Type(u8),
-    #[error("query name is not a valid wire-format name")]
+    #[error("question name is not a valid wire-format name")]
     Name,
 }
 
-impl DnsObservation {
-    pub fn ktime_ns(&self) -> u64 {
-        match self {
-            Self::Query { ktime_ns, .. } | Self::Response { ktime_ns, .. } => *ktime_ns,
-        }
-    }
-}
-
-pub fn decode(bytes: &[u8]) -> Result<DnsObservation, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<DnsAnswer, DecodeError> {
     let want = size_of::<DnsEvent>();
     if bytes.len() < want {
         return Err(DecodeError::Size(bytes.len(), want));
     }
     // SAFETY: length checked; DnsEvent is plain old data valid for any bit pattern.
     let ev: DnsEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let key = (ev.cookie, ev.id);
-    match ev.event {
-        EVENT_QUERY => Ok(DnsObservation::Query {
-            key,
-            cgroup_id: ev.cgroup_id,
-            qtype: ev.qtype,
-            name: name_from_wire(&ev.name[..usize::from(ev.name_len).min(NAME_BUF)])
-                .ok_or(DecodeError::Name)?,
-            ktime_ns: ev.ktime_ns,
-        }),
-        EVENT_RESPONSE => Ok(DnsObservation::Response {
-            key,
-            cgroup_id: ev.cgroup_id,
-            qtype: ev.qtype,
-            rcode: ev.rcode,
-            truncated: ev.flags & FLAG_TRUNCATED != 0,
-            tcp: ev.flags & FLAG_TCP != 0,
-            latency_ns: ev.latency_ns,
-            ktime_ns: ev.ktime_ns,
-        }),
-        other => Err(DecodeError::Type(other)),
+    if ev.event != EVENT_RESPONSE {
+        return Err(DecodeError::Type(ev.event));
+    }
+    let question = &ev.name[..usize::from(ev.name_len).min(NAME_BUF)];
+    Ok(DnsAnswer {
+        cgroup_id: ev.cgroup_id,
+        qtype: ev.qtype,
+        rcode: ev.rcode,
+        truncated: ev.flags & FLAG_TRUNCATED != 0,
+        tcp: ev.flags & FLAG_TCP != 0,
+        latency_ns: ev.latency_ns,
+        ktime_ns: ev.ktime_ns,
+        name: name_from_question(question).ok_or(DecodeError::Name)?,
+    })
+}
+
+/// The name at the start of a question section (raw bytes from the packet, possibly followed by
+/// qtype, qclass and more): its labels up to the root label, which must be there. Compression
+/// pointers are refused (a question has nothing earlier to point to).
+pub fn name_from_question(question: &[u8]) -> Option<String> {
+    let mut pos = 0;
+    loop {
+        let len = usize::from(*question.get(pos)?);
+        if len == 0 {
+            return name_from_wire(&question[..pos]);
+        }
+        if len > 63 {
+            return None;
+        }
+        pos += 1 + len;
     }
 }
 
@@ -101,7 +93,7 @@ pub fn name_from_wire(wire: &[u8]) -> Option<String> {
     Some(out)
 }
 
-pub const RCODE_NXDOMAIN: u8 = 3;
+pub use agent_common::dns::RCODE_NXDOMAIN;
 
 pub fn rcode_label(rcode: u8) -> &'static str {
     match rcode {
@@ -163,21 +155,43 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_query_event() {
+    fn question_names_end_at_the_root_label() {
+        assert_eq!(
+            name_from_question(b"\x07example\x03com\x00\x00\x01\x00\x01").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(name_from_question(b"\x00").as_deref(), Some(""));
+        assert_eq!(name_from_question(b"\x07example\x03com"), None, "no root label");
+        assert_eq!(name_from_question(b"\x03abc\xc0\x0c"), None, "pointer");
+        assert_eq!(name_from_question(b""), None);
+        // The longest valid name: 255 bytes with the root label, all the kernel copies.
+        let mut wire = Vec::new();
+        for len in [63u8, 63, 63, 61] {
+            wire.push(len);
+            wire.extend(std::iter::repeat_n(b'a', usize::from(len)));
+        }
+        wire.push(0);
+        assert_eq!(wire.len(), 255);
+        assert_eq!(name_from_question(&wire).map(|n| n.len()), Some(253));
+        assert_eq!(name_from_question(&wire[..254]), None, "cut before the root label");
+    }
+
+    #[test]
+    fn decodes_an_answer_event() {
         let mut name = [0u8; NAME_BUF];
-        name[..12].copy_from_slice(b"\x07example\x03com");
+        name[..17].copy_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
         let ev = DnsEvent {
             cookie: 9,
             cgroup_id: 7,
-            latency_ns: 0,
+            latency_ns: 1500,
             ktime_ns: 5,
             id: 0x1234,
             qtype: 1,
             ancount: 0,
-            event: EVENT_QUERY,
-            flags: 0,
-            rcode: 0,
-            name_len: 12,
+            event: EVENT_RESPONSE,
+            flags: FLAG_TRUNCATED,
+            rcode: 3,
+            name_len: 17,
             _pad: [0; 6],
             name,
         };
@@ -186,12 +200,15 @@ mod tests {
         };
         assert_eq!(
             decode(bytes),
-            Ok(DnsObservation::Query {
-                key: (9, 0x1234),
+            Ok(DnsAnswer {
                 cgroup_id: 7,
                 qtype: 1,
+                rcode: 3,
+                truncated: true,
+                tcp: false,
+                latency_ns: 1500,
+                ktime_ns: 5,
                 name: "example.com".into(),
-                ktime_ns: 5
             })
         );
         assert_eq!(decode(&bytes[..100]), Err(DecodeError::Size(100, size_of::<DnsEvent>())));

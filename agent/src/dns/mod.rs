@@ -1,8 +1,10 @@
-//! DNS per workload: decoding the kernel's query/response events, joining them (the response
-//! event carries the kernel-measured latency, the query event the name), timeouts, and the
-//! search-list expansion analysis.
+//! DNS per workload. The kernel counts answered queries per cgroup and query type (read here once
+//! a second, as deltas: `tables`) and sends an event, with the question name, only for NXDOMAIN
+//! answers (or every answer with --dns-top-names): `event`. From those, the search-list
+//! expansion analysis (`expansion`, with the pod's own resolv.conf), and timeouts: queries left
+//! unanswered in the kernel's pending table, removed and counted here.
 pub mod event;
 pub mod expansion;
 pub mod observer;
 pub mod resolvconf;
-pub mod tracker;
+pub mod tables;

@@ -1,17 +1,19 @@
-//! DNS observations → per-workload metrics: requests by qtype and rcode, latency, timeouts,
-//! search-list expansion (count and time), truncation, and the opt-in capped per-pod name counts.
+//! DNS observations → per-workload metrics: requests by qtype and rcode, latency and truncation
+//! (from the kernel's counts), timeouts, search-list expansion (count and time), and the opt-in
+//! capped per-pod name counts.
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
-    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
+use agent_common::dns::{DnsStats, DnsStatsKey};
+
 use super::{
-    event::{self, DnsObservation, RCODE_NXDOMAIN},
+    event::{self, DnsAnswer, RCODE_NXDOMAIN},
     expansion::Expansion,
     resolvconf::{self, ResolvConf},
-    tracker::{Admitted, PendingQuery, Tracker},
+    tables::DnsTables,
 };
 use crate::{
     metrics::{DnsLabels, DnsNameLabels, DnsQtypeLabels, Metrics},
@@ -21,8 +23,6 @@ use crate::{
 
 /// How often a pod's resolv.conf is read again.
 const RESOLV_CONF_TTL: Duration = Duration::from_secs(60);
-/// Bound on the pending-query table (memory: about 100 bytes an entry).
-const PENDING_MAX: usize = 65_536;
 // Family names for the series registry (crate::series).
 const DNS_REQUESTS: &str = "dns_requests";
 const DNS_DURATION: &str = "dns_request_duration";
@@ -44,98 +44,48 @@ struct PodDns {
 
 #[derive(Debug)]
 pub struct DnsObserver {
-    tracker: Tracker,
+    /// None where there is no kernel (unit tests).
+    tables: Option<DnsTables>,
+    timeout_ns: u64,
     pods: HashMap<u64, PodDns>,
     top_names: usize,
 }
 
 impl DnsObserver {
-    pub fn new(timeout: Duration, top_names: usize) -> Self {
-        Self {
-            tracker: Tracker::new(timeout.as_nanos() as u64, PENDING_MAX),
-            pods: HashMap::new(),
-            top_names,
-        }
+    pub fn new(timeout: Duration, top_names: usize, tables: Option<DnsTables>) -> Self {
+        Self { tables, timeout_ns: timeout.as_nanos() as u64, pods: HashMap::new(), top_names }
     }
 
+    /// An answer the kernel sent by name: NXDOMAIN (search-list analysis), or any answer when
+    /// names are counted. Counts, latency and truncation come from [`Self::tick`].
     pub fn observe(
         &mut self,
-        o: DnsObservation,
+        a: DnsAnswer,
         resolver: &mut Resolver,
         m: &Metrics,
         series: &mut SeriesRegistry,
         now_unix: f64,
     ) {
-        match o {
-            DnsObservation::Query { key, cgroup_id, qtype, name, ktime_ns } => {
-                if self.top_names > 0 {
-                    let workload = resolver.workload_or_fallback(cgroup_id);
-                    let pod = self.pods.entry(cgroup_id).or_default();
-                    let shown = if pod.names.contains(&name) || pod.names.len() < self.top_names {
-                        pod.names.insert(name.clone());
-                        name.clone()
-                    } else {
-                        OTHER_NAMES.to_string()
-                    };
-                    series
-                        .get_or_create(
-                            DNS_NAMES,
-                            &m.dns.names,
-                            &DnsNameLabels { workload, name: shown },
-                        )
-                        .inc();
-                }
-                let q = PendingQuery { cgroup_id, qtype, name, ktime_ns };
-                if let Admitted::EvictedOldest(_) = self.tracker.on_query(key, q) {
-                    m.userspace.dns_pending_full.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            DnsObservation::Response {
-                key,
-                cgroup_id,
-                qtype,
-                rcode,
-                truncated,
-                latency_ns,
-                ..
-            } => {
-                let workload = resolver.workload_or_fallback(cgroup_id);
-                let qtype = event::qtype_label(qtype);
-                let labels = DnsLabels {
-                    workload: workload.clone(),
-                    qtype,
-                    rcode: event::rcode_label(rcode),
-                };
-                series.get_or_create(DNS_REQUESTS, &m.dns.requests, &labels).inc();
-                let seconds = latency_ns as f64 / 1e9;
-                series
-                    .get_or_create(
-                        DNS_DURATION,
-                        &m.dns.duration,
-                        &DnsQtypeLabels { workload: workload.clone(), qtype },
-                    )
-                    .observe(seconds);
-                if truncated {
-                    series.get_or_create(DNS_TRUNCATED, &m.dns.truncated, &workload).inc();
-                }
-                let Some(query) = self.tracker.on_response(key) else {
-                    // Its query event was lost or came before the agent: counted, but no name.
-                    m.userspace.dns_response_without_query.fetch_add(1, Ordering::Relaxed);
-                    return;
-                };
-                if rcode == RCODE_NXDOMAIN
-                    && self.is_expansion(cgroup_id, &query.name, resolver, now_unix)
-                {
-                    series.get_or_create(DNS_EXPANSION, &m.dns.expansion_queries, &workload).inc();
-                    series
-                        .get_or_create(DNS_EXPANSION_SECONDS, &m.dns.expansion_seconds, &workload)
-                        .inc_by(seconds);
-                } else if rcode != RCODE_NXDOMAIN {
-                    // Record the base of successful expansions too, so the absolute query after
-                    // them is recognised; the result itself is not an extra query.
-                    let _ = self.is_expansion(cgroup_id, &query.name, resolver, now_unix);
-                }
-            }
+        let workload = resolver.workload_or_fallback(a.cgroup_id);
+        if self.top_names > 0 {
+            let pod = self.pods.entry(a.cgroup_id).or_default();
+            let shown = if pod.names.contains(&a.name) || pod.names.len() < self.top_names {
+                pod.names.insert(a.name.clone());
+                a.name.clone()
+            } else {
+                OTHER_NAMES.to_string()
+            };
+            let labels = DnsNameLabels { workload: workload.clone(), name: shown };
+            series.get_or_create(DNS_NAMES, &m.dns.names, &labels).inc();
+        }
+        // Answers other than NXDOMAIN (seen with --dns-top-names) still record their base, so
+        // that the absolute query after a successful expansion is recognised.
+        let expansion = self.is_expansion(a.cgroup_id, &a.name, resolver, now_unix);
+        if a.rcode == RCODE_NXDOMAIN && expansion {
+            series.get_or_create(DNS_EXPANSION, &m.dns.expansion_queries, &workload).inc();
+            series
+                .get_or_create(DNS_EXPANSION_SECONDS, &m.dns.expansion_seconds, &workload)
+                .inc_by(a.latency_ns as f64 / 1e9);
         }
     }
 
@@ -157,7 +107,8 @@ impl DnsObserver {
         pod.expansion.is_expansion(conf, name, now)
     }
 
-    /// Reports queries that got no answer in time as `rcode="timeout"`.
+    /// Once a second: the kernel's counts since the last tick, and queries that got no answer in
+    /// time, reported as `rcode="timeout"`.
     pub fn tick(
         &mut self,
         now_ktime_ns: u64,
@@ -165,13 +116,43 @@ impl DnsObserver {
         m: &Metrics,
         series: &mut SeriesRegistry,
     ) {
-        for q in self.tracker.expire(now_ktime_ns) {
+        let Some(tables) = &mut self.tables else { return };
+        for (key, inc) in tables.read_increments() {
+            record_answers(&key, &inc, resolver, m, series);
+        }
+        for q in tables.take_timed_out(now_ktime_ns, self.timeout_ns) {
             let workload: Workload = resolver.workload_or_fallback(q.cgroup_id);
             let labels =
                 DnsLabels { workload, qtype: event::qtype_label(q.qtype), rcode: "timeout" };
             series.get_or_create(DNS_REQUESTS, &m.dns.requests, &labels).inc();
         }
     }
+}
+
+/// Adds one statistics entry's increments to its workload's series.
+fn record_answers(
+    key: &DnsStatsKey,
+    inc: &DnsStats,
+    resolver: &mut Resolver,
+    m: &Metrics,
+    series: &mut SeriesRegistry,
+) {
+    let workload = resolver.workload_or_fallback(key.cgroup_id);
+    let qtype = event::qtype_label(key.qtype);
+    for (slot, &n) in inc.responses.iter().enumerate() {
+        if n > 0 {
+            let rcode = event::rcode_label(slot as u8);
+            let labels = DnsLabels { workload: workload.clone(), qtype, rcode };
+            series.get_or_create(DNS_REQUESTS, &m.dns.requests, &labels).inc_by(n);
+        }
+    }
+    if inc.truncated > 0 {
+        series.get_or_create(DNS_TRUNCATED, &m.dns.truncated, &workload).inc_by(inc.truncated);
+    }
+    let labels = DnsQtypeLabels { workload, qtype };
+    series
+        .get_or_create(DNS_DURATION, &m.dns.duration, &labels)
+        .add(&inc.latency, inc.latency_sum_ns);
 }
 
 /// The resolv.conf a process in the cgroup sees, through `/proc/<pid>/root` (its own mount

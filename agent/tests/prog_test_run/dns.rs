@@ -1,7 +1,10 @@
 //! DNS through the real programs: queries on egress, responses on ingress, over UDP and TCP.
 use agent_common::{
     counter,
-    dns::{DnsEvent, EVENT_QUERY, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED, NAME_BUF},
+    dns::{
+        DnsEvent, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED, LATENCY_BOUNDS_NS, LATENCY_SLOTS,
+        NAME_MAX, RCODE_OTHER_SLOT, RCODE_SLOTS, latency_slot,
+    },
 };
 
 use crate::{
@@ -46,23 +49,38 @@ fn response(id: u16, flags: u16, ancount: u16, body: &[u8]) -> Vec<u8> {
     dns_message(id, QR | flags, 1, ancount, body)
 }
 
-/// The one query event `out` must hold, checked against the name and type asked for.
-fn assert_query_event(k: &Kernel, out: &Outcome, t: Transport, id: u16, wire: &[u8], qtype: u16) {
+/// The query was recorded and nothing else happened: no counter, no event (queries send none),
+/// one pending entry with its id, type and cgroup.
+fn assert_query_recorded(k: &mut Kernel, out: &Outcome, id: u16, qtype: u16) {
     assert!(out.counters.is_empty(), "{:?}", out.named_counters());
     assert!(out.events.is_empty());
-    assert_eq!(out.dns_events.len(), 1);
-    let ev = &out.dns_events[0];
-    let name = &wire[..wire.len() - 1]; // without the root label
-    assert_eq!((ev.event, ev.id, ev.qtype), (EVENT_QUERY, id, qtype));
-    assert_eq!(ev.cgroup_id, k.cgroup_id);
-    assert_eq!(ev.flags, if t == Transport::Tcp { FLAG_TCP } else { 0 });
-    assert_eq!(usize::from(ev.name_len), name.len());
-    assert_eq!(&ev.name[..name.len()], name);
-    assert!(ev.name[name.len()..].iter().all(|&b| b == 0), "nothing after the name");
-    assert_eq!((ev.latency_ns, ev.ancount, ev.rcode, ev._pad), (0, 0, 0, [0; 6]));
+    assert!(out.dns_events.is_empty(), "queries send no event");
+    let pending = k.pending_queries();
+    assert!(
+        pending.iter().any(|(i, p)| *i == id && p.qtype == qtype && p.cgroup_id == k.cgroup_id),
+        "pending: {pending:?}"
+    );
 }
 
-fn assert_response_event(
+/// The statistics hold exactly `n` answers of `qtype` (as keyed: a known type or 0), all with
+/// `rcode`, `truncated` of them truncated, in this process's cgroup.
+fn assert_counted(k: &mut Kernel, qtype: u16, rcode: u8, n: u64, truncated: u64) {
+    let stats = k.dns_stats();
+    let Some((key, s)) = stats.iter().find(|(key, _)| key.qtype == qtype) else {
+        panic!("no statistics for qtype {qtype}: {stats:?}");
+    };
+    assert_eq!(key.cgroup_id, k.cgroup_id, "the query's cgroup");
+    let mut want = [0; RCODE_SLOTS];
+    want[usize::from(rcode).min(RCODE_OTHER_SLOT)] = n;
+    assert_eq!(s.responses, want, "by rcode");
+    assert_eq!(s.truncated, truncated);
+    assert_eq!(s.latency.iter().sum::<u64>(), n, "one latency per answer");
+    assert!(s.latency_sum_ns > 0 && s.latency_sum_ns < n * 10_000_000_000, "plausible latency");
+}
+
+/// A named event: the answer's header fields and its question section, raw.
+#[allow(clippy::too_many_arguments)]
+fn assert_named_event(
     k: &Kernel,
     ev: &DnsEvent,
     id: u16,
@@ -70,12 +88,20 @@ fn assert_response_event(
     rcode: u8,
     ancount: u16,
     flags: u8,
+    question: &[u8],
 ) {
     assert_eq!((ev.event, ev.id, ev.qtype), (EVENT_RESPONSE, id, qtype));
     assert_eq!((ev.rcode, ev.ancount, ev.flags), (rcode, ancount, flags));
     assert_eq!(ev.cgroup_id, k.cgroup_id, "the query's cgroup");
     assert!(ev.latency_ns > 0 && ev.latency_ns < 10_000_000_000, "plausible latency");
-    assert_eq!((ev.name_len, ev.name), (0, [0; NAME_BUF]), "responses carry no name");
+    let n = question.len().min(NAME_MAX);
+    assert_eq!(usize::from(ev.name_len), n);
+    assert_eq!(&ev.name[..n], &question[..n]);
+    assert!(ev.name[n..].iter().all(|&b| b == 0), "nothing after the question");
+}
+
+fn question(name: &str, qtype: u16) -> Vec<u8> {
+    [&wire_name(name)[..], &qtype.to_be_bytes(), &[0, 1]].concat()
 }
 
 #[test]
@@ -86,29 +112,39 @@ fn query_and_response_over_udp_and_tcp() {
         k.case("query and response", |k| {
             let wire = wire_name("api.example.com");
             let out = query(k, t, &dns_query(0x1234, &wire, A))?;
-            assert_query_event(k, &out, t, 0x1234, &wire, A);
-            let pending = k.pending_queries();
-            assert_eq!(pending.len(), 1);
-            assert_eq!(
-                (pending[0].0, pending[0].1.qtype, pending[0].1.cgroup_id),
-                (0x1234, A, k.cgroup_id)
-            );
+            assert_query_recorded(k, &out, 0x1234, A);
+            assert_eq!(k.pending_queries().len(), 1);
 
-            let out = answer(k, t, &response(0x1234, 0, 2, &[]))?;
-            assert!(out.counters.is_empty(), "{:?}", out.named_counters());
-            assert_eq!(out.dns_events.len(), 1);
-            assert_response_event(k, &out.dns_events[0], 0x1234, A, 0, 2, tcp);
+            let out = answer(k, t, &response(0x1234, 0, 2, &question("api.example.com", A)))?;
+            out.assert_nothing("a NOERROR answer is counted in the kernel, not sent");
+            assert_counted(k, A, 0, 1, 0);
             assert!(k.pending_queries().is_empty(), "answered queries are forgotten");
             // The same response again has nothing to match.
             answer(k, t, &response(0x1234, 0, 2, &[]))?
                 .assert_only_counter(counter::DNS_UNMATCHED_RESPONSE, "duplicate response");
+            assert_counted(k, A, 0, 1, 0);
             Ok(())
         });
-        k.case("NXDOMAIN, truncated", |k| {
+        k.case("NXDOMAIN, truncated: sent by name", |k| {
             let wire = wire_name("db.default.svc.cluster.local");
             query(k, t, &dns_query(7, &wire, AAAA))?;
-            let out = answer(k, t, &response(7, TC | 3, 0, &[]))?;
-            assert_response_event(k, &out.dns_events[0], 7, AAAA, 3, 0, tcp | FLAG_TRUNCATED);
+            let q = question("db.default.svc.cluster.local", AAAA);
+            let out = answer(k, t, &response(7, TC | 3, 0, &q))?;
+            assert!(out.counters.is_empty(), "{:?}", out.named_counters());
+            assert_eq!(out.dns_events.len(), 1);
+            let flags = tcp | FLAG_TRUNCATED;
+            assert_named_event(k, &out.dns_events[0], 7, AAAA, 3, 0, flags, &q);
+            assert_counted(k, AAAA, 3, 1, 1);
+            Ok(())
+        });
+        k.case("every answer by name (--dns-top-names)", |k| {
+            k.set_all_names(true);
+            query(k, t, &dns_query(8, &wire_name("example.com"), A))?;
+            let q = question("example.com", A);
+            let out = answer(k, t, &response(8, 0, 1, &q))?;
+            assert_eq!(out.dns_events.len(), 1);
+            assert_named_event(k, &out.dns_events[0], 8, A, 0, 1, tcp, &q);
+            assert_counted(k, A, 0, 1, 0);
             Ok(())
         });
     }
@@ -123,12 +159,75 @@ fn two_queries_on_one_socket() {
         query(k, Transport::Udp, &dns_query(1, &wire, A))?;
         query(k, Transport::Udp, &dns_query(2, &wire, AAAA))?;
         assert_eq!(k.pending_queries().len(), 2);
-        let out = answer(k, Transport::Udp, &response(2, 0, 1, &[]))?;
-        assert_response_event(k, &out.dns_events[0], 2, AAAA, 0, 1, 0);
-        let out = answer(k, Transport::Udp, &response(1, 0, 1, &[]))?;
-        assert_response_event(k, &out.dns_events[0], 1, A, 0, 1, 0);
+        answer(k, Transport::Udp, &response(2, 0, 1, &[]))?.assert_nothing("AAAA answer");
+        assert_eq!(k.pending_queries().len(), 1);
+        answer(k, Transport::Udp, &response(1, 0, 1, &[]))?.assert_nothing("A answer");
+        assert_counted(k, A, 0, 1, 0);
+        assert_counted(k, AAAA, 0, 1, 0);
+        assert!(k.pending_queries().is_empty());
         Ok(())
     });
+}
+
+/// A resolver re-sending a query (same socket, same id) has one query waiting, answered once.
+#[test]
+fn resent_query_is_one_query() {
+    let Some(mut k) = kernel() else { return };
+    k.case("resent", |k| {
+        let packet = udp_egress(DNS_PORT, &dns_query(4, &wire_name("example.com"), A));
+        k.egress_repeated(&packet, 3)?.assert_nothing("three sends");
+        assert_eq!(k.pending_queries().len(), 1);
+        answer(k, Transport::Udp, &response(4, 0, 1, &[]))?.assert_nothing("the answer");
+        assert_counted(k, A, 0, 1, 0);
+        Ok(())
+    });
+}
+
+/// Response codes beyond REFUSED share one slot; query types outside the named ones are keyed 0,
+/// so a workload cannot make more than a handful of entries.
+#[test]
+fn rcodes_and_query_types_are_bounded() {
+    let Some(mut k) = kernel() else { return };
+    let wire = wire_name("example.com");
+    for rcode in 0..16u8 {
+        k.case(&format!("rcode {rcode}"), |k| {
+            query(k, Transport::Udp, &dns_query(5, &wire, A))?;
+            answer(k, Transport::Udp, &response(5, u16::from(rcode), 0, &[]))?;
+            assert_counted(k, A, rcode, 1, 0);
+            Ok(())
+        });
+    }
+    for (qtype, keyed) in [(1, 1), (28, 28), (65, 65), (255, 255), (3, 0), (99, 0), (257, 0)] {
+        k.case(&format!("qtype {qtype}"), |k| {
+            query(k, Transport::Udp, &dns_query(5, &wire, qtype))?;
+            answer(k, Transport::Udp, &response(5, 0, 0, &[]))?;
+            assert_eq!(k.dns_stats().len(), 1);
+            assert_counted(k, keyed, 0, 1, 0);
+            Ok(())
+        });
+    }
+}
+
+/// Latency lands in the histogram slot Prometheus' `le` semantics say: the query is aged by
+/// just over a bucket's lower bound, so only the real delay between the runs is added.
+#[test]
+fn latency_buckets() {
+    let Some(mut k) = kernel() else { return };
+    let wire = wire_name("example.com");
+    for slot in 1..=LATENCY_BOUNDS_NS.len() {
+        k.case(&format!("slot {slot}"), |k| {
+            query(k, Transport::Udp, &dns_query(6, &wire, A))?;
+            k.age_pending(6, LATENCY_BOUNDS_NS[slot - 1] + 1);
+            answer(k, Transport::Udp, &response(6, 0, 0, &[]))?;
+            let stats = k.dns_stats();
+            let s = &stats[0].1;
+            let mut want = [0; LATENCY_SLOTS];
+            want[slot] = 1;
+            assert_eq!(s.latency, want, "latency sum {} ns", s.latency_sum_ns);
+            assert_eq!(latency_slot(s.latency_sum_ns), slot, "the reference agrees");
+            Ok(())
+        });
+    }
 }
 
 /// Label and name limits at their boundaries (RFC 1035: labels ≤ 63, names ≤ 255 bytes).
@@ -155,7 +254,7 @@ fn label_and_name_limits() {
     for (what, wire) in &ok {
         k.case(what, |k| {
             let out = query(k, Transport::Udp, &dns_query(9, wire, A))?;
-            assert_query_event(k, &out, Transport::Udp, 9, wire, A);
+            assert_query_recorded(k, &out, 9, A);
             Ok(())
         });
     }
@@ -269,7 +368,8 @@ fn malformed_messages() {
 }
 
 /// Responses are matched by their header only: whatever follows (pointer loops, garbage, a
-/// truncated body) is never parsed.
+/// truncated body) is never parsed in the kernel; by name, the question section is copied raw
+/// (at most NAME_MAX bytes) for userspace to validate.
 #[test]
 fn responses() {
     let Some(mut k) = kernel() else { return };
@@ -282,8 +382,17 @@ fn responses() {
         k.case(what, |k| {
             query(k, Transport::Udp, &dns_query(3, &wire, A))?;
             let out = answer(k, Transport::Udp, &response(3, 0, 1, &body))?;
+            out.assert_nothing(what);
+            assert_counted(k, A, 0, 1, 0);
+            Ok(())
+        });
+        k.case(&format!("{what}, by name"), |k| {
+            k.set_all_names(true);
+            query(k, Transport::Udp, &dns_query(3, &wire, A))?;
+            let out = answer(k, Transport::Udp, &response(3, 3, 1, &body))?;
             assert!(out.counters.is_empty(), "{what}: {:?}", out.named_counters());
-            assert_response_event(k, &out.dns_events[0], 3, A, 0, 1, 0);
+            assert_eq!(out.dns_events.len(), 1);
+            assert_named_event(k, &out.dns_events[0], 3, A, 3, 1, 0, &body);
             Ok(())
         });
     }
@@ -405,10 +514,9 @@ fn random_queries_agree_with_the_model() {
             match &want {
                 Expect::Nothing => out.assert_nothing("empty"),
                 Expect::Counter(reason) => out.assert_only_counter(*reason, &format!("random {n}")),
-                Expect::Query { name, qtype } => {
+                Expect::Query { qtype, .. } => {
                     let id = u16::from_be_bytes([message[0], message[1]]);
-                    let wire = [&name[..], &[0]].concat();
-                    assert_query_event(k, &out, Transport::Udp, id, &wire, *qtype);
+                    assert_query_recorded(k, &out, id, *qtype);
                 }
             }
             Ok(())

@@ -24,7 +24,7 @@ use std::{
 use agent_common::{
     EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
     PORT_FLAG_METADATA, SCRATCH_LEN, counter,
-    dns::{DnsEvent, DnsPending, DnsPendingKey},
+    dns::{DnsEvent, DnsPending, DnsPendingKey, DnsStats, DnsStatsKey},
     names,
 };
 use aya::{
@@ -107,6 +107,7 @@ pub fn counter_name(index: u32) -> &'static str {
         DNS_UNMATCHED_RESPONSE => "DNS_UNMATCHED_RESPONSE",
         LOST_TCP_RINGBUF_FULL => "LOST_TCP_RINGBUF_FULL",
         LOST_TCP_TABLE => "LOST_TCP_TABLE",
+        LOST_DNS_STATS_TABLE => "LOST_DNS_STATS_TABLE",
         _ => "unknown",
     }
 }
@@ -229,7 +230,7 @@ impl Kernel {
     }
 
     fn run_repeated(&mut self, program: &str, packet: &[u8], repeat: u32) -> Result<Outcome, Miss> {
-        let cookie = self.probe() + 1;
+        let cookie = self.probe().1 + 1;
         self.move_state_to(cookie);
         self.zero_counters();
         let verdict = self.test_run(program, packet, repeat);
@@ -244,7 +245,7 @@ impl Kernel {
             assert!(buf.iter().all(|&b| b == 0), "CW_SCRATCH on CPU {cpu} was not wiped");
         }
         // The run took `cookie` or none at all (paths that never ask for it).
-        if self.probe() > cookie + 1 {
+        if self.probe().0 > cookie + 1 {
             return Err(Miss);
         }
         Ok(outcome)
@@ -258,21 +259,38 @@ impl Kernel {
             .return_value
     }
 
-    /// Runs a valid DNS query and returns the cookie it got, leaving no trace of it.
-    fn probe(&mut self) -> u64 {
+    /// Runs a valid DNS query and returns the cookie it got, leaving no trace of it. When a test
+    /// filled the pending-query table, the query is refused; then one filler makes room for a
+    /// second probe and is put back. Returns the first and the last cookie the probe took.
+    fn probe(&mut self) -> (u64, u64) {
         let query = packets::dns_query(PROBE_ID, &packets::wire_name("probe.test"), 1);
         let packet = packets::udp_egress(DNS_PORT, &query);
-        assert_eq!(self.test_run(names::PROG_SKB_EGRESS, &packet, 1), 1);
-        let mut pending = self.pending();
-        let key = pending
-            .keys()
-            .map(Result::unwrap)
-            .find(|k| k.id == PROBE_ID)
-            .expect("the probe query was recorded");
-        pending.remove(&key).unwrap();
+        let find = |k: &mut Self| {
+            assert_eq!(k.test_run(names::PROG_SKB_EGRESS, &packet, 1), 1);
+            k.pending().keys().map(Result::unwrap).find(|k| k.id == PROBE_ID)
+        };
+        let key = match find(self) {
+            Some(key) => key,
+            None => {
+                let mut pending = self.pending();
+                let filler = pending
+                    .iter()
+                    .map(Result::unwrap)
+                    .find(|(k, _)| k.cookie >= FILLER_COOKIE)
+                    .expect("the probe query was recorded, or the table holds fillers");
+                pending.remove(&filler.0).unwrap();
+                let key = find(self).expect("the probe query was recorded");
+                self.pending().remove(&key).unwrap();
+                self.pending().insert(&filler.0, &filler.1, 0).unwrap();
+                let events = drain::<DnsEvent>(&mut self.dns_events);
+                assert!(events.is_empty(), "queries send no event");
+                return (key.cookie - 1, key.cookie);
+            }
+        };
+        self.pending().remove(&key).unwrap();
         let events = drain::<DnsEvent>(&mut self.dns_events);
-        assert_eq!(events.len(), 1, "only the probe's query event");
-        key.cookie
+        assert!(events.is_empty(), "queries send no event");
+        (key.cookie, key.cookie)
     }
 
     /// Re-keys the connection's state (at most one flow, and pending DNS queries) to `cookie`.
@@ -310,6 +328,79 @@ impl Kernel {
         drain::<MetadataEvent>(&mut self.events);
         drain::<DnsEvent>(&mut self.dns_events);
         self.zero_counters();
+        let mut stats = self.stats_map();
+        for key in stats.keys().map(Result::unwrap).collect::<Vec<_>>() {
+            stats.remove(&key).unwrap();
+        }
+        self.set_all_names(false);
+    }
+
+    /// Whether every DNS answer sends a named event (`--dns-top-names`), not only NXDOMAIN.
+    pub fn set_all_names(&mut self, on: bool) {
+        let mut config: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut(names::MAP_CONFIG).unwrap()).unwrap();
+        config.set(names::config::DNS_ALL_NAMES, &u32::from(on), 0).unwrap();
+    }
+
+    /// The DNS statistics entries (fillers excluded).
+    pub fn dns_stats(&mut self) -> Vec<(DnsStatsKey, DnsStats)> {
+        self.stats_map()
+            .iter()
+            .map(Result::unwrap)
+            .filter(|(k, _)| k.cgroup_id < FILLER_COOKIE)
+            .collect()
+    }
+
+    /// Fills the DNS statistics table with entries under filler cgroup ids; returns one of them.
+    pub fn fill_stats_table(&mut self) -> DnsStatsKey {
+        let mut stats = self.stats_map();
+        let key = |i: u64| DnsStatsKey { cgroup_id: FILLER_COOKIE + i, qtype: 1, _pad: [0; 6] };
+        for i in 0..u64::from(agent_common::dns::STATS_TABLE_SIZE) {
+            stats
+                .insert(&key(i), &DnsStats::ZERO, 0)
+                .unwrap_or_else(|e| panic!("filler {i}: {e:?}"));
+        }
+        key(0)
+    }
+
+    /// Makes the pending query `id` look `ns` older than it is.
+    pub fn age_pending(&mut self, id: u16, ns: u64) {
+        let mut pending = self.pending();
+        let (key, mut value) = pending
+            .iter()
+            .map(Result::unwrap)
+            .find(|(k, _)| k.id == id && k.cookie < FILLER_COOKIE)
+            .expect("the query is pending");
+        value.query_ns -= ns;
+        pending.insert(&key, &value, 0).unwrap();
+    }
+
+    pub fn remove_stats_entry(&mut self, key: &DnsStatsKey) {
+        self.stats_map().remove(key).unwrap();
+    }
+
+    /// `answer` sent `n` times through ingress, each to its own query (a pending entry inserted
+    /// for the cookie that run gets), without reading the ring between runs: a full ring.
+    pub fn answers_unread(
+        &mut self,
+        n: u32,
+        answer: impl Fn(u16) -> Vec<u8>,
+    ) -> Result<Outcome, Miss> {
+        let first = self.probe().1 + 1;
+        self.zero_counters();
+        let pending = DnsPending { query_ns: 1, cgroup_id: self.cgroup_id, qtype: 1, _pad: [0; 6] };
+        for i in 0..n {
+            let id = i as u16;
+            let key = DnsPendingKey { cookie: first + u64::from(i), id, _pad: [0; 6] };
+            self.pending().insert(&key, &pending, 0).unwrap();
+            assert_eq!(self.test_run(names::PROG_SKB_INGRESS, &answer(id), 1), 1);
+        }
+        let dns_events = drain::<DnsEvent>(&mut self.dns_events);
+        let outcome = Outcome { counters: self.read_counters(), events: vec![], dns_events };
+        if self.probe().0 > first + u64::from(n) {
+            return Err(Miss);
+        }
+        Ok(outcome)
     }
 
     /// The flow table's entries (the cookie itself is the harness's business).
@@ -338,26 +429,34 @@ impl Kernel {
             .collect()
     }
 
-    /// Fills the flow and pending-query tables to capacity with entries under filler cookies.
-    pub fn fill_tables(&mut self, flow: &Flow, pending: &DnsPending) {
+    /// Fills the flow table to capacity with entries under filler cookies.
+    pub fn fill_flows(&mut self, flow: &Flow) {
         let mut flows = self.flows_map();
         for i in 0..u64::from(agent_common::FLOW_TABLE_SIZE) {
             flows.insert(&(FILLER_COOKIE + i), flow, 0).unwrap();
         }
+    }
+
+    /// Puts `entries` queries under filler cookies into the pending-query table.
+    pub fn fill_pending(&mut self, pending: &DnsPending, entries: u32) {
         let mut table = self.pending();
-        for i in 0..u64::from(agent_common::dns::PENDING_TABLE_SIZE) {
+        for i in 0..u64::from(entries) {
             let key = DnsPendingKey { cookie: FILLER_COOKIE + i, id: 0, _pad: [0; 6] };
             table.insert(&key, pending, 0).unwrap();
         }
     }
 
-    /// Entries in the flow and pending-query tables, fillers included.
-    pub fn table_sizes(&mut self) -> (usize, usize) {
-        (self.flows_map().keys().count(), self.pending().keys().count())
+    /// Entries in the flow table, fillers included.
+    pub fn flow_table_size(&mut self) -> usize {
+        self.flows_map().keys().count()
     }
 
     fn flows_map(&mut self) -> HashMap<&mut MapData, u64, Flow> {
         HashMap::try_from(self.ebpf.map_mut(names::MAP_FLOWS).unwrap()).unwrap()
+    }
+
+    fn stats_map(&mut self) -> HashMap<&mut MapData, DnsStatsKey, DnsStats> {
+        HashMap::try_from(self.ebpf.map_mut(names::MAP_DNS_STATS).unwrap()).unwrap()
     }
 
     fn pending(&mut self) -> HashMap<&mut MapData, DnsPendingKey, DnsPending> {

@@ -1,7 +1,7 @@
 //! Loss: a full ring buffer and full tables. Nothing may crash or block, and every lost event is
 //! counted exactly.
 use agent_common::{
-    Flow, PHASE_REQUEST_SENT, ROLE_MAX,
+    Flow, PHASE_REQUEST_SENT, ROLE_MAX, counter,
     dfa::expiration,
     dns::{DnsEvent, DnsPending},
 };
@@ -18,31 +18,80 @@ fn record_bytes<T>() -> u32 {
     (8 + size_of::<T>() as u32).next_multiple_of(8)
 }
 
-/// Queries from one socket, repeated past the DNS ring's capacity with nobody reading: the ring
-/// holds exactly what fits, and every other event is counted as lost.
+/// NXDOMAIN answers (each to its own query) past the DNS ring's capacity with nobody reading:
+/// the ring holds exactly what fits, every other event is counted as lost, and every answer is
+/// still counted in the statistics.
 #[test]
 fn full_dns_ring_counts_every_lost_event() {
     let Some(mut k) = kernel() else { return };
     let capacity = agent_common::dns::EVENT_RING_BYTES / record_bytes::<DnsEvent>();
-    let repeat = capacity + 500;
-    let query = udp_egress(DNS_PORT, &dns_query(0x77, &wire_name("example.com"), 1));
+    let n = capacity + 500;
+    let nxdomain = |id: u16| {
+        let mut m = dns_query(id, &wire_name("example.com"), 1);
+        m[2] |= 0x80;
+        m[3] = 3;
+        udp_ingress(DNS_PORT, &m)
+    };
     k.case("ring overflow", |k| {
-        let out = k.egress_repeated(&query, repeat)?;
+        let out = k.answers_unread(n, nxdomain)?;
         assert_eq!(out.dns_events.len() as u32, capacity, "the ring holds what fits");
         assert_eq!(out.named_counters(), [("LOST_DNS_RINGBUF_FULL", 500)].into());
+        let stats = k.dns_stats();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].1.responses[3], u64::from(n), "every answer counted");
         // Read out, the ring takes events again.
-        let out = k.egress_repeated(&query, 1)?;
+        let out = k.answers_unread(1, nxdomain)?;
         assert_eq!((out.dns_events.len(), out.counters.len()), (1, 0));
         Ok(())
     });
 }
 
-/// The flow and pending-query tables are LRU: when full, the oldest entry gives way, so a new
-/// request or query is still recorded and its response still matched. (An insert into an LRU
-/// table does not fail for lack of room; `*_table_full` counts only allocation failures. What a
-/// full table costs shows as unmatched responses for the evicted entries.)
+/// The DNS tables are plain hash tables: full, a new query or a new cgroup's answers are
+/// refused and counted, never silently evicted; once entries are reclaimed (answered or timed
+/// out queries, idle statistics) they are recorded again.
 #[test]
-fn full_tables_make_room_for_new_traffic() {
+fn full_dns_tables_refuse_counted_and_recover() {
+    let Some(mut k) = kernel() else { return };
+    let query = |id| udp_egress(DNS_PORT, &dns_query(id, &wire_name("example.com"), 1));
+    let answer = |id| {
+        let mut m = dns_query(id, &wire_name("example.com"), 1);
+        m[2] |= 0x80;
+        udp_ingress(DNS_PORT, &m)
+    };
+    let filler = DnsPending { query_ns: 1, cgroup_id: 1, qtype: 1, _pad: [0; 6] };
+    k.case("pending table", |k| {
+        k.fill_pending(&filler, agent_common::dns::PENDING_TABLE_SIZE - 1);
+        k.egress(&query(0x42))?.assert_nothing("the last free entry");
+        k.egress(&query(0x43))?
+            .assert_only_counter(counter::LOST_DNS_PENDING_TABLE, "a query into a full table");
+        assert_eq!(k.pending_queries().len(), 1);
+        k.ingress(&answer(0x43))?
+            .assert_only_counter(counter::DNS_UNMATCHED_RESPONSE, "its answer has no query");
+        k.ingress(&answer(0x42))?.assert_nothing("answered: its entry is free again");
+        k.egress(&query(0x43))?.assert_nothing("recorded after the table made room");
+        assert_eq!(k.pending_queries().len(), 1);
+        Ok(())
+    });
+    k.case("statistics table", |k| {
+        let filler = k.fill_stats_table();
+        k.egress(&query(0x44))?.assert_nothing("query");
+        k.ingress(&answer(0x44))?
+            .assert_only_counter(counter::LOST_DNS_STATS_TABLE, "an answer for a new cgroup");
+        assert!(k.dns_stats().is_empty());
+        k.remove_stats_entry(&filler);
+        k.egress(&query(0x45))?.assert_nothing("query");
+        k.ingress(&answer(0x45))?.assert_nothing("counted again");
+        assert_eq!(k.dns_stats().len(), 1);
+        Ok(())
+    });
+}
+
+/// The flow table is LRU: when full, the oldest entry gives way, so a new request is still
+/// recorded and its response still matched. (An insert into an LRU table does not fail for lack
+/// of room; `flow_table_full` counts only allocation failures. What a full table costs shows as
+/// responses without a request for the evicted entries.)
+#[test]
+fn full_flow_table_makes_room_for_new_requests() {
     let Some(mut k) = kernel() else { return };
     let filler_flow = Flow {
         cgroup_id: 1,
@@ -61,18 +110,13 @@ fn full_tables_make_room_for_new_traffic() {
         _pad: [0; 8],
         role: [0; ROLE_MAX],
     };
-    let filler_query = DnsPending { query_ns: 1, cgroup_id: 1, qtype: 1, _pad: [0; 6] };
     let request = b"GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\n\r\n";
-    let query = dns_query(0x42, &wire_name("example.com"), 1);
-    let mut response = query.clone();
-    response[2] |= 0x80;
-    k.case("full tables", |k| {
-        k.fill_tables(&filler_flow, &filler_query);
+    k.case("full flow table", |k| {
+        k.fill_flows(&filler_flow);
         // An LRU table may start evicting a little before max_entries (the kernel keeps per-CPU
         // free lists), so "full" is: at most the capacity, and nearly all of it.
-        let (flows, pending) = k.table_sizes();
+        let flows = k.flow_table_size();
         assert!(flows <= agent_common::FLOW_TABLE_SIZE as usize && flows > 15_000, "{flows}");
-        assert!(pending <= agent_common::dns::PENDING_TABLE_SIZE as usize && pending > 15_000);
 
         k.egress(&tcp_egress(Ip::V4, IMDS_PORT, 1, TCP_PSH_ACK, request))?
             .assert_nothing("request");
@@ -85,20 +129,7 @@ fn full_tables_make_room_for_new_traffic() {
             b"HTTP/1.1 200 OK\r\n\r\nrole",
         ))?;
         assert_eq!((out.events.len(), out.counters.len()), (1, 0));
-
-        let out = k.egress(&udp_egress(DNS_PORT, &query))?;
-        assert_eq!((out.dns_events.len(), out.counters.len()), (1, 0));
-        let out = k.ingress(&udp_ingress(DNS_PORT, &response))?;
-        assert_eq!(
-            (out.dns_events.len(), out.counters.len()),
-            (1, 0),
-            "{:?}",
-            out.named_counters()
-        );
-
-        let (flows, pending) = k.table_sizes();
-        assert!(flows as u32 <= agent_common::FLOW_TABLE_SIZE);
-        assert!(pending as u32 <= agent_common::dns::PENDING_TABLE_SIZE);
+        assert!(k.flow_table_size() as u32 <= agent_common::FLOW_TABLE_SIZE);
         Ok(())
     });
 }

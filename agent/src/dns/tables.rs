@@ -1,0 +1,137 @@
+//! The kernel's DNS tables, read once a second: answered-query statistics (turned into
+//! increments since the previous read) and the pending queries that timed out.
+use std::collections::HashMap;
+
+use agent_common::dns::{DnsPending, DnsPendingKey, DnsStats, DnsStatsKey};
+use aya::maps::{self, MapData};
+
+/// Reads without a change this many times in a row (one a second) and a statistics entry is
+/// removed from the kernel table, to make room for new cgroups. Its counts were already
+/// delivered; if the cgroup answers again the entry starts again from zero.
+const IDLE_READS_BEFORE_REMOVAL: u32 = 600;
+
+pub struct DnsTables {
+    stats: maps::HashMap<MapData, DnsStatsKey, DnsStats>,
+    pending: maps::HashMap<MapData, DnsPendingKey, DnsPending>,
+    /// What each entry held at the previous read, and for how many reads it has not changed.
+    last: HashMap<DnsStatsKey, (DnsStats, u32)>,
+}
+
+impl std::fmt::Debug for DnsTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsTables").field("entries", &self.last.len()).finish()
+    }
+}
+
+impl DnsTables {
+    pub fn new(
+        stats: maps::HashMap<MapData, DnsStatsKey, DnsStats>,
+        pending: maps::HashMap<MapData, DnsPendingKey, DnsPending>,
+    ) -> Self {
+        Self { stats, pending, last: HashMap::new() }
+    }
+
+    /// The increments of every entry that changed since the previous call.
+    pub fn read_increments(&mut self) -> Vec<(DnsStatsKey, DnsStats)> {
+        let keys: Vec<DnsStatsKey> = self.stats.keys().filter_map(Result::ok).collect();
+        let mut out = Vec::new();
+        let mut next = HashMap::with_capacity(keys.len());
+        for key in keys {
+            // An entry removed between listing and lookup has nothing new.
+            let Ok(now) = self.stats.get(&key, 0) else { continue };
+            let (prev, unchanged) = self.last.get(&key).copied().unwrap_or((DnsStats::ZERO, 0));
+            match increment(&prev, &now) {
+                Some(inc) => {
+                    out.push((key, inc));
+                    next.insert(key, (now, 0));
+                }
+                None if unchanged + 1 >= IDLE_READS_BEFORE_REMOVAL => {
+                    let _ = self.stats.remove(&key);
+                }
+                None => {
+                    next.insert(key, (now, unchanged + 1));
+                }
+            }
+        }
+        self.last = next;
+        out
+    }
+
+    /// Removes the queries waiting longer than `timeout_ns` at monotonic time `now_ns` and returns
+    /// them. A query whose answer arrives while this runs is counted by whoever removes it first
+    /// (the kernel counts an answer only if its own removal succeeds).
+    pub fn take_timed_out(&mut self, now_ns: u64, timeout_ns: u64) -> Vec<DnsPending> {
+        let expired: Vec<(DnsPendingKey, DnsPending)> = self
+            .pending
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, p)| now_ns.saturating_sub(p.query_ns) >= timeout_ns)
+            .collect();
+        expired
+            .into_iter()
+            .filter(|(k, _)| self.pending.remove(k).is_ok())
+            .map(|(_, p)| p)
+            .collect()
+    }
+}
+
+/// `now - prev`, or None when nothing changed. Counters only grow; if any went down the entry was
+/// removed and created again since `prev`, and all of `now` is new.
+pub fn increment(prev: &DnsStats, now: &DnsStats) -> Option<DnsStats> {
+    if prev == now {
+        return None;
+    }
+    let fields = |s: &DnsStats| {
+        let mut v: Vec<u64> = s.responses.to_vec();
+        v.extend([s.truncated, s.latency_sum_ns]);
+        v.extend(s.latency);
+        v
+    };
+    let (p, n) = (fields(prev), fields(now));
+    let base = if p.iter().zip(&n).any(|(p, n)| n < p) { &DnsStats::ZERO } else { prev };
+    let mut inc = *now;
+    for (i, b) in inc.responses.iter_mut().zip(base.responses) {
+        *i -= b;
+    }
+    inc.truncated -= base.truncated;
+    inc.latency_sum_ns -= base.latency_sum_ns;
+    for (i, b) in inc.latency.iter_mut().zip(base.latency) {
+        *i -= b;
+    }
+    (inc != DnsStats::ZERO).then_some(inc)
+}
+
+/// Answers in a statistics entry (every answer has one latency).
+#[cfg(test)]
+pub fn answers(s: &DnsStats) -> u64 {
+    s.latency.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(noerror: u64, nx: u64, slot: usize) -> DnsStats {
+        let mut s = DnsStats::ZERO;
+        s.responses[0] = noerror;
+        s.responses[3] = nx;
+        s.latency[slot] = noerror + nx;
+        s.latency_sum_ns = (noerror + nx) * 1000;
+        s
+    }
+
+    #[test]
+    fn increments_are_differences() {
+        let inc = increment(&stats(2, 1, 3), &stats(5, 1, 3)).unwrap();
+        assert_eq!((inc.responses[0], inc.responses[3], inc.latency[3]), (3, 0, 3));
+        assert_eq!(inc.latency_sum_ns, 3000);
+        assert_eq!(answers(&inc), 3);
+        assert_eq!(increment(&stats(2, 1, 3), &stats(2, 1, 3)), None);
+    }
+
+    #[test]
+    fn a_recreated_entry_counts_from_zero() {
+        let inc = increment(&stats(9, 0, 1), &stats(2, 0, 1)).unwrap();
+        assert_eq!((inc.responses[0], answers(&inc)), (2, 2));
+    }
+}
