@@ -39,6 +39,7 @@ DNSMASQ_V4 = "127.0.0.77"
 SLOW_UPSTREAM = "127.0.0.78"
 SINK = "127.0.0.79"
 RAW_SINK = "127.0.0.80"
+BURST_SINK = "127.0.0.81"
 
 SEARCH = ("ns1.svc.cluster.local", "svc.cluster.local", "cluster.local")
 KUBE_RESOLV_CONF = f"search {' '.join(SEARCH)}\nnameserver {{ns}}\noptions ndots:5\n"
@@ -279,6 +280,38 @@ def test_unanswered_query_counts_one_timeout_each(pod, servers, dns_agent, proce
         assert later.value(REQUESTS, **pod.labels) == settled, dns_samples(later)
         time.sleep(0.2)
     assert later.value(LOST) == 0, later.describe("credwatch_events_lost")
+
+
+def test_full_pending_table_counts_refusals_and_recovers(pod, servers, dns_agent, processes):
+    """More unanswered queries in flight than the kernel's pending table holds: the excess is
+    refused and counted exactly (events lost, dns_pending_table_full), the rest time out, and once
+    the timeouts have emptied the table new queries are recorded again."""
+    capacity = 16_384  # agent_common::dns::PENDING_TABLE_SIZE
+    excess = 300
+    sink = servers(UdpDnsServer, BURST_SINK, 53, drop=True)
+    # Long enough that no query of the burst times out (and frees its entry) while it is sent.
+    watcher = dns_agent("--dns-timeout", "4")
+
+    def burst(count, first_id):
+        argv = [sys.executable, str(CLIENTS / "dns_burst.py"), "--host", BURST_SINK, "--port",
+                "53", "--count", str(count), "--first-id", str(first_id)]
+        proc = processes.spawn(argv, pod.path, stdout=subprocess.PIPE, text=True)
+        out, _ = proc.communicate(timeout=CLIENT_DEADLINE)
+        assert proc.returncode == 0 and int(out) == count
+
+    def lost(m):
+        return m.value(LOST, reason="dns_pending_table_full")
+
+    burst(capacity + excess, 0)
+    metrics = wait_for_value(watcher, capacity, REQUESTS, qtype="A", rcode="timeout", **pod.labels)
+    assert lost(metrics) == excess, metrics.describe("credwatch_events_lost")
+    # Reclaimed: the same pod's next queries are recorded, and time out, with nothing lost.
+    burst(10, capacity + excess)
+    metrics = wait_for_value(watcher, capacity + 10, REQUESTS, qtype="A", rcode="timeout",
+                             **pod.labels)
+    assert lost(metrics) == excess
+    assert sink.datagrams(), "the sink received the burst"
+    assert watcher.proc.poll() is None and http_get(watcher.port, "/readyz")[0] == 200
 
 
 # --- 5. IPv6 -----------------------------------------------------------------------------------
