@@ -28,8 +28,10 @@ pub const PORT_FLAG_DNS: u8 = 2;
 pub const FLOW_TABLE_SIZE: u32 = 16_384;
 /// Capacity of the metadata endpoint table.
 pub const ENDPOINT_TABLE_SIZE: u32 = 64;
-/// Ring buffer size in bytes (a power of two, multiple of the page size).
-pub const EVENT_RING_BYTES: u32 = 256 * 1024;
+/// Ring buffer size in bytes (a power of two, multiple of the page size). Userspace reads the
+/// rings every 25 ms; 1 MiB holds about 8,000 metadata events, so a storm must pass ~300k
+/// requests/s (or the agent stall for a second at 8k/s) before one is lost.
+pub const EVENT_RING_BYTES: u32 = 1024 * 1024;
 
 /// A metadata endpoint: IPv6 address (IPv4 as `::ffff:a.b.c.d`) and TCP port in host order.
 #[repr(C)]

@@ -5,10 +5,11 @@
 //! the final increments, all of its series are removed together.
 use std::{
     any::Any,
-    collections::{HashMap, HashSet},
     hash::Hash,
     time::{Duration, Instant},
 };
+
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,

@@ -5,7 +5,7 @@
 //! cgroups when metadata arrives or goes. It also says which label sets are still alive, which
 //! is what the series lifecycle (crate::series) removes the others by.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -141,7 +141,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct Resolver {
     index: CgroupIndex,
-    entries: HashMap<u64, Entry>,
+    entries: foldhash::HashMap<u64, Entry>,
     pods: PodCache,
     last_rescan: Option<Instant>,
     rescan_every: Duration,
@@ -153,7 +153,7 @@ impl Resolver {
     pub fn new(index: CgroupIndex, grace: Duration) -> Self {
         Self {
             index,
-            entries: HashMap::new(),
+            entries: foldhash::HashMap::default(),
             pods: PodCache::new(grace),
             last_rescan: None,
             rescan_every: Duration::from_secs(1),
