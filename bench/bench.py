@@ -682,7 +682,8 @@ class Bench:
             BEGIN,
             f"Machine: {os.cpu_count()} × {cpu}, {mem} GiB, Linux {platform.release()}. Each row: "
             f"`cargo xtask bench NAME` ({self.rounds} rounds of {self.seconds} s, modes alternated; "
-            "median, min–max), measured at the UTC time in its last column.",
+            f"tcp, dns and e2e request/response: {self.pairs()} pairs of ~{PAIR_BURST_S} s bursts, generator "
+            f"on CPU {self.cpu}; median, min–max), measured at the UTC time in its last column.",
             "",
             "| benchmark | figure | median | min – max | unit | target | | measured |",
             "|---|---|---|---|---|---|---|---|",
