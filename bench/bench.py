@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-DNS_ADDR = "127.0.0.77"
+# dnsmasq's address: one per run, so that two runs on one machine (other worktrees) neither
+# collide on port 53 nor measure each other's server.
+DNS_ADDR = f"127.77.{(os.getpid() >> 8) % 254 + 1}.{os.getpid() % 254 + 1}"
 # Length of one burst of a paired comparison (tcp, dns, e2e request/response), in seconds.
 PAIR_BURST_S = 0.5
 
