@@ -9,7 +9,7 @@ RUST_USER=1.99.1
 RUST_BPF=nightly-2026-07-20
 BPF_LINKER=0.13.0
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libllvm22 bpftool iproute2 python3 python3-venv
-  prometheus dnsmasq-base iperf3 sockperf tcpdump bpftrace nftables libcap2-bin)
+  prometheus dnsmasq-base iperf3 tcpdump bpftrace nftables libcap2-bin)
 # kubectl (for `kubectl kustomize` in the deploy tests) is Debian's kubernetes-client, installed
 # by its own step below: some machine images already have /usr/bin/kubectl from another package.
 KUBECTL_DEB=kubernetes-client

@@ -145,16 +145,22 @@ fn bench(
     rounds: u32,
     seconds: u32,
 ) -> anyhow::Result<()> {
-    // Footprint and CPU figures are only meaningful for the release build.
-    let binary = if quick {
-        cargo(&["build", "-p", "agent"])?;
-        root.join("target/debug/credwatch")
+    // Footprint and CPU figures are only meaningful for the release build; the load generator
+    // (loadgen/) is built with the same profile.
+    let profile = if quick {
+        cargo(&["build", "-p", "agent", "-p", "loadgen"])?;
+        root.join("target/debug")
     } else {
-        cargo(&["build", "-p", "agent", "--release"])?;
-        root.join("target/release/credwatch")
+        cargo(&["build", "-p", "agent", "-p", "loadgen", "--release"])?;
+        root.join("target/release")
     };
     let mut cmd = Command::new(root.join(".venv/bin/python"));
-    cmd.arg(root.join("bench/bench.py")).arg("--binary").arg(binary).args(names);
+    cmd.arg(root.join("bench/bench.py"))
+        .arg("--binary")
+        .arg(profile.join("credwatch"))
+        .arg("--loadgen")
+        .arg(profile.join("credwatch-loadgen"))
+        .args(names);
     cmd.args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()]);
     if quick {
         cmd.arg("--quick");
