@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import queue
 import re
 import shutil
 import signal
@@ -25,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -213,6 +215,124 @@ def bpf_stats():
         yield
     finally:
         path.write_text(before)
+
+
+class BpftraceUnavailable(Exception):
+    pass
+
+
+class Bpftrace:
+    """bench/compare.bt under bpftrace: what a user would run instead of credwatch.
+
+    Its tracepoints need tracefs, which this kind of machine does not mount: bpftrace runs in a
+    private mount namespace of its own (unshare execs sh, which mounts tracefs there and execs
+    bpftrace), so the pid is bpftrace's and the mount goes with it. Ready once bpftrace says it
+    has attached every probe; stopped with SIGINT, after which it prints its maps."""
+
+    SCRIPT = ROOT / "bench" / "compare.bt"
+    SHELL = 'mount -t tracefs nodev /sys/kernel/tracing && exec bpftrace "$0" "$1"'
+
+    def __init__(self, md_port: int, deadline: float = 60.0):
+        if not shutil.which("bpftrace") or not shutil.which("unshare"):
+            raise BpftraceUnavailable("bpftrace or unshare not installed (scripts/setup.sh installs bpftrace)")
+        env = {**os.environ, "__BPFTRACE_NOTIFY_PROBES_ATTACHED": "1", "BPFTRACE_MAP_KEYS_MAX": "65536"}
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", self.SHELL,
+                                      str(self.SCRIPT), str(md_port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                     preexec_fn=self._die_with_parent)
+        self.lines: queue.Queue = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        # "Attaching N probes..." is printed before bpftrace loads and attaches them; the notice
+        # below (bpftrace's own test hook, on stderr, merged here) comes after the last one.
+        end = time.monotonic() + deadline
+        seen: list[str] = []
+        while True:
+            try:
+                line = self.lines.get(timeout=max(end - time.monotonic(), 0))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self._abort()
+                raise BpftraceUnavailable(f"bpftrace did not attach: {self._said(seen)}")
+            seen.append(line.strip())
+            if line.strip() == "__BPFTRACE_NOTIFY_PROBES_ATTACHED" and any(s.startswith("Attaching ") for s in seen):
+                log(f"bpftrace (pid {self.proc.pid}): {self._said(seen)}")
+                return
+
+    @staticmethod
+    def _die_with_parent() -> None:
+        """SIGINT to bpftrace if the benchmark dies first (kept across exec), so its probes go too."""
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    @staticmethod
+    def _said(lines: list[str]) -> str:
+        # bpftrace 0.17 always complains that it cannot raise RLIMIT_MEMLOCK: harmless, BPF
+        # memory is charged to the memory cgroup on this kernel
+        return " / ".join(l.strip() for l in lines if l.strip() and "RLIMIT_MEMLOCK" not in l)[-800:]
+
+    def _abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.reader.join(timeout=10)
+
+    def stop(self) -> dict[str, dict[int, int]]:
+        """SIGINT to bpftrace (by pid), then its maps: {map: {cgroup id: count}}."""
+        # A SIGINT that lands just before bpftrace's event loop starts waiting only sets its flag
+        # and the wait then blocks: repeat it until bpftrace exits.
+        end = time.monotonic() + 30
+        while self.proc.poll() is None and time.monotonic() < end:
+            self.proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=1)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        out = []
+        while not self.lines.empty():
+            line = self.lines.get()
+            if line is not None:
+                out.append(line)
+        maps: dict[str, dict[int, int]] = {}
+        for line in out:
+            m = re.match(r"@(\w+)\[(\d+)\]: (\d+)$", line.strip())
+            if m:
+                maps.setdefault(m.group(1), {})[int(m.group(2))] = int(m.group(3))
+        if self.proc.returncode not in (0, -signal.SIGINT):
+            log(f"bpftrace exited with {self.proc.returncode}: {self._said(out)}")
+        return maps
+
+    @staticmethod
+    def counted(maps: dict[str, dict[int, int]], cgroups: list[Path]) -> dict[str, int]:
+        """The script's counts summed over these cgroups (a cgroup v2 id is its directory's inode)."""
+        ids = {os.stat(c).st_ino for c in cgroups}
+        return {name: sum(v for k, v in per.items() if k in ids) for name, per in maps.items()}
+
+
+def tool_cpu(pid) -> tuple[float, float]:
+    """CPU seconds a tool has used so far: (the run time of the BPF programs it holds, which
+    needs kernel.bpf_stats_enabled; its process, user + system). Zeros without a tool."""
+    if pid is None:
+        return 0.0, 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ids = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == "anon_inode:bpf-prog":
+                m = re.search(r"prog_id:\s+(\d+)", Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text())
+                if m:
+                    ids.add(int(m.group(1)))
+    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout or "[]")
+    return sum(p.get("run_time_ns", 0) for p in progs if p["id"] in ids) / 1e9, cpu
 
 
 class Bench:
@@ -406,24 +526,108 @@ class Bench:
         del cg
 
     def bench_e2e(self) -> None:
-        """Loopback throughput without and with the agent, and with what a user would run
-        instead: tcpdump writing a capture; then the request/response rate without and with the
-        agent, in paired bursts."""
+        """Loopback throughput and DNS query rate without and with the agent, and with what a user
+        would run instead: tcpdump writing a capture, and a bpftrace script counting the same
+        metadata and DNS events per cgroup (bench/compare.bt); then the request/response rate
+        without and with the agent, in paired bursts."""
         cg = self.cg.child("e2e")
-        md = free_port()
-        bulk = {m: [] for m in ("none", "credwatch", "tcpdump")}
-        for _, mode in self.alternate(list(bulk)):
-            with self.mode(mode, cg, md):
+        _, md = self.credserver(840)  # the metadata endpoint of the canary requests (loopback)
+        self.dnsmasq()
+        modes = ["none", "credwatch", "tcpdump", "bpftrace"]
+        try:
+            Bpftrace(md).stop()
+        except BpftraceUnavailable as e:
+            log(f"SKIPPED the bpftrace comparison: {e}")
+            modes.remove("bpftrace")
+        bulk = {m: [] for m in modes}
+        dns = {m: [] for m in modes}
+        dns_cpu = {m: [] for m in modes if m in ("credwatch", "bpftrace")}  # µs per query
+        dns_cpu_split = {m: [] for m in dns_cpu}  # (BPF programs, process), µs per query
+        dns_clients, dns_queries = (2, 100) if self.quick else (4, 5000)
+        canary_n = 5 if self.quick else 20
+        missed = []  # |bpftrace's count − generated|, per round
+        for _, mode in self.alternate(modes):
+            with self.mode(mode, cg, md) as tool:
                 bulk[mode].append(self.iperf(cg, self.seconds))
+                with bpf_stats():  # only here: it adds a clock read to every program run
+                    c0 = tool_cpu(tool.get("pid"))
+                    t0 = time.monotonic()
+                    flood = self.dns_flood(dns_clients, dns_queries)
+                    answered = sum(int(p.communicate(timeout=300)[0].strip() or 0) for p in flood)
+                    dns[mode].append(answered / (time.monotonic() - t0))
+                    if mode in dns_cpu:
+                        c1 = tool_cpu(tool["pid"])
+                        per_query = [(b - a) / (dns_clients * dns_queries) * 1e6 for a, b in zip(c0, c1)]
+                        dns_cpu[mode].append(sum(per_query))
+                        dns_cpu_split[mode].append(per_query)
+                if mode == "bpftrace":
+                    self.canary(cg, md, canary_n)
+            if mode == "bpftrace":
+                sent = dns_clients * dns_queries
+                pods = [self.cg.child(f"dns/pod{i}") for i in range(dns_clients)]
+                got_dns, got_cg = Bpftrace.counted(tool["maps"], pods), Bpftrace.counted(tool["maps"], [cg])
+                log(f"bpftrace counted: DNS flood {got_dns} (sent {sent}, answered {answered}); "
+                    f"e2e cgroup {got_cg} (canary: {canary_n} DNS queries, {canary_n} metadata requests)")
+                missed.append(abs(got_dns.get("dns_queries", 0) - sent) + abs(got_dns.get("dns_responses", 0) - answered)
+                              + abs(got_cg.get("dns_queries", 0) - canary_n) + abs(got_cg.get("dns_responses", 0) - canary_n)
+                              + abs(got_cg.get("metadata_requests", 0) - canary_n)
+                              + (0 if got_cg.get("metadata_responses", 0) >= canary_n else 1))
+
+        def ratio(per: dict, a: str, b: str) -> list[float]:
+            return [x / y for x, y in zip(per[a], per[b])]
+
+        def overhead_ratio(per: dict, tool: str) -> list[float]:
+            """(1 − credwatch/none) / (1 − tool/none), per round."""
+            return [(1 - c) / max(1 - t, 1e-9) for c, t in zip(ratio(per, "credwatch", "none"), ratio(per, tool, "none"))]
+
+        def median_overhead_ratio(per: dict, tool: str) -> list[float]:
+            """(1 − median credwatch/none) / (1 − median tool/none): one value, from the medians, so
+            that one round whose tool overhead is lost in the noise cannot make it ±1e8; NaN (not
+            decided) when the tool's median overhead is not above zero."""
+            c = 1 - statistics.median(ratio(per, "credwatch", "none"))
+            t = 1 - statistics.median(ratio(per, tool, "none"))
+            return [c / t if t > 0 else float("nan")]
+
         for mode, vals in bulk.items():
             self.record("e2e", f"bulk throughput, {mode}", vals, "Gbit/s")
-        r_cw = [c / n for c, n in zip(bulk["credwatch"], bulk["none"])]
-        r_td = [t / n for t, n in zip(bulk["tcpdump"], bulk["none"])]
-        self.record("e2e", "bulk credwatch / none", r_cw, "x", "≥ 0.99", lambda v: v >= 0.99)
-        self.record("e2e", "bulk tcpdump / none", r_td, "x")
-        over = [(1 - c) / max(1 - t, 1e-9) for c, t in zip(r_cw, r_td)]
-        self.record("e2e", "credwatch overhead / tcpdump overhead", over, "x", "≤ 0.33", lambda v: v <= 0.33)
+        self.record("e2e", "bulk credwatch / none", ratio(bulk, "credwatch", "none"), "x", "≥ 0.99", lambda v: v >= 0.99)
+        self.record("e2e", "bulk tcpdump / none", ratio(bulk, "tcpdump", "none"), "x")
+        self.record("e2e", "credwatch overhead / tcpdump overhead", overhead_ratio(bulk, "tcpdump"), "x", "≤ 0.33", lambda v: v <= 0.33)
+        if "bpftrace" in modes:
+            self.record("e2e", "bulk bpftrace / none", ratio(bulk, "bpftrace", "none"), "x")
+            self.record("e2e", "bulk: credwatch overhead / bpftrace overhead (from medians)", median_overhead_ratio(bulk, "bpftrace"), "x",
+                        "< 1", lambda v: v < 1)
+            self.record("e2e", "bulk credwatch / bpftrace", ratio(bulk, "credwatch", "bpftrace"), "x")
+        for mode, vals in dns.items():
+            self.record("e2e", f"DNS queries/s, {mode}", vals, "q/s")
+        for mode, vals in dns_cpu.items():
+            self.record("e2e", f"DNS: {mode}'s CPU per query (its BPF programs + its process)", vals, "µs")
+            self.record("e2e", f"DNS: {mode}'s CPU per query, BPF programs only", [b for b, _ in dns_cpu_split[mode]], "µs")
+        if "bpftrace" in dns_cpu:
+            self.record("e2e", "DNS: CPU per query, credwatch / bpftrace", ratio(dns_cpu, "credwatch", "bpftrace"), "x")
+        for mode in modes[1:]:
+            self.record("e2e", f"DNS {mode} / none", ratio(dns, mode, "none"), "x")
+        self.record("e2e", "DNS: credwatch overhead / tcpdump overhead (from medians)", median_overhead_ratio(dns, "tcpdump"), "x",
+                    "≤ 0.33", lambda v: v <= 0.33)
+        if "bpftrace" in modes:
+            self.record("e2e", "DNS: credwatch overhead / bpftrace overhead (from medians)", median_overhead_ratio(dns, "bpftrace"), "x",
+                        "< 1", lambda v: v < 1)
+            self.record("e2e", "DNS credwatch / bpftrace", ratio(dns, "credwatch", "bpftrace"), "x")
+            self.record("e2e", "bpftrace's counts − generated (DNS flood, canary)", missed, "events", "0", lambda v: v == 0)
         self.request_response(md)
+
+    def canary(self, cg: Path, md: int, n: int) -> None:
+        """From the e2e cgroup, after the workload: n DNS queries and n metadata requests (each
+        on a fresh connection), which the bpftrace script must have counted."""
+        code = (
+            "import http.client,socket,struct,sys\n"
+            "n,md=int(sys.argv[1]),int(sys.argv[2]); s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n"
+            "for i in range(n):\n"
+            f"    s.sendto(struct.pack('>HHHHHH',i,0x0100,1,0,0,0)+b'\\x05bench\\x04test\\x00'+struct.pack('>HH',1,1),('{DNS_ADDR}',53)); s.recv(512)\n"
+            "    c=http.client.HTTPConnection('127.0.0.1',md,timeout=5); c.request('GET','/latest/meta-data/iam/security-credentials/')\n"
+            "    c.getresponse().read(); c.close()\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(n), str(md)], check=True, timeout=60, preexec_fn=self._join(cg))
 
     def request_response(self, md: int) -> None:
         """1-byte TCP ping-pong between two threads of one process (credwatch-loadgen tcp-rr),
@@ -448,24 +652,36 @@ class Bench:
 
     @contextlib.contextmanager
     def mode(self, mode: str, cg: Path, md: int):
+        """Runs the tool of this mode around the workload; yields a dict, which gets the
+        bpftrace script's maps when it stops."""
+        result: dict = {}
         if mode == "none":
-            yield
+            yield result
         elif mode == "credwatch":
-            agent = Agent(self.binary, cg, ["--metadata-endpoint", f"127.0.0.1:{md}"])
+            # the benchmark's whole subtree: the e2e cgroup and the DNS flood's pod cgroups
+            agent = Agent(self.binary, self.cg.root, ["--metadata-endpoint", f"127.0.0.1:{md}"])
+            result["pid"] = agent.proc.pid
             try:
-                yield
+                yield result
             finally:
                 agent.stop()
         elif mode == "tcpdump":
             pcap = Path(tempfile.mkdtemp()) / "capture.pcap"
-            p = subprocess.Popen(["tcpdump", "-i", "lo", "-w", str(pcap), "-U", "tcp"], stderr=subprocess.PIPE, text=True)
+            p = subprocess.Popen(["tcpdump", "-i", "lo", "-w", str(pcap), "-U", "tcp or udp port 53"], stderr=subprocess.PIPE, text=True)
             p.stderr.readline()  # "listening on lo ..." once the capture is open
             try:
-                yield
+                yield result
             finally:
                 p.terminate()
                 p.wait()
                 shutil.rmtree(pcap.parent, ignore_errors=True)
+        elif mode == "bpftrace":
+            bt = Bpftrace(md)
+            result["pid"] = bt.proc.pid
+            try:
+                yield result
+            finally:
+                result["maps"] = bt.stop()
 
     def bench_dns(self) -> None:
         """DNS query rate of one loopback generator (credwatch-loadgen dns-udp, one query in
