@@ -19,7 +19,7 @@ use agent_common::{
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
-    maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, count},
+    maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, NO_WAKEUP, count},
     packet::{
         IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie, wipe_scratch,
     },
@@ -323,5 +323,5 @@ fn named_event(
             }
         }
     }
-    entry.submit(0);
+    entry.submit(NO_WAKEUP);
 }

@@ -60,6 +60,10 @@ pub static CW_TCP_LISTENERS: LruHashMap<agent_common::tcp::ListenerKey, u64> =
 #[map]
 pub static CW_TCP_EVENTS: RingBuf = RingBuf::with_byte_size(agent_common::tcp::EVENT_RING_BYTES, 0);
 
+/// Ring submit flag BPF_RB_NO_WAKEUP: userspace reads the rings on a timer (every 25 ms), so
+/// waking it per record would only cost an irq_work and a wakeup on every event's path.
+pub const NO_WAKEUP: u64 = 1;
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(p) = CW_COUNTERS.get_ptr_mut(index) {

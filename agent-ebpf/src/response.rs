@@ -9,7 +9,7 @@ use agent_common::{
 use aya_ebpf::programs::SkBuffContext;
 
 use crate::{
-    maps::{CW_EVENTS, CW_FLOWS, count},
+    maps::{CW_EVENTS, CW_FLOWS, NO_WAKEUP, count},
     packet::{Segment, TCP_FIN, load_payload, run_dfa, wipe_scratch},
 };
 
@@ -153,5 +153,5 @@ fn emit(flow: &Flow, event: u8, status: u16, now_ns: u64) {
             k += 1;
         }
     }
-    entry.submit(0);
+    entry.submit(NO_WAKEUP);
 }

@@ -28,7 +28,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockOpsContext},
 };
 
-use crate::maps::{CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS, count};
+use crate::maps::{CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS, NO_WAKEUP, count};
 
 /// See `agent_common::names::GLOBAL_SOCK_OPS_CGROUP`. Set when the object is loaded; read with
 /// a volatile load so that the compiler does not fold the built value into the code, while the
@@ -197,7 +197,7 @@ fn finish_connect(ctx: &SockOpsContext, result: u8) {
 #[inline(always)]
 fn emit(cgroup_id: u64, latency_ns: u64, addr: [u8; 16], port: u16, event: u8, result: u8) {
     let ev = TcpEvent { cgroup_id, latency_ns, addr, port, event, result, _pad: [0; 4] };
-    if CW_TCP_EVENTS.output(&ev, 0).is_err() {
+    if CW_TCP_EVENTS.output(&ev, NO_WAKEUP).is_err() {
         count(counter::LOST_TCP_RINGBUF_FULL);
     }
 }
