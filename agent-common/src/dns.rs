@@ -27,10 +27,11 @@ pub const RCODE_OTHER_SLOT: usize = 6;
 pub const RCODE_NXDOMAIN: u8 = 3;
 
 /// Upper bounds (inclusive, nanoseconds) of the latency histogram's buckets, as in Prometheus:
-/// a node-local cache answers well under a millisecond, an upstream in tens of milliseconds,
-/// resolver timeouts are seconds. Slot `LATENCY_BOUNDS_NS.len()` holds what is above the last.
-pub const LATENCY_BOUNDS_NS: [u64; 14] = [
-    100_000,
+/// a node-local cache answers well under a millisecond, an upstream in tens of milliseconds.
+/// Answers after more than a second land in +Inf (queries with no answer are counted as
+/// timeouts instead). Slot `LATENCY_BOUNDS_NS.len()` holds what is above the last. Eleven bounds
+/// rather than more: every bucket is a line per pod and query type on every scrape.
+pub const LATENCY_BOUNDS_NS: [u64; 11] = [
     500_000,
     1_000_000,
     2_500_000,
@@ -42,8 +43,6 @@ pub const LATENCY_BOUNDS_NS: [u64; 14] = [
     250_000_000,
     500_000_000,
     1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
 ];
 /// Histogram slots: the bounds, +Inf, and one unused so that indexes can be masked.
 pub const LATENCY_SLOTS: usize = 16;
