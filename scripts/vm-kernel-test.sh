@@ -248,7 +248,7 @@ EOF
 
 # Software emulation by default: on a machine that is itself a VM, nested KVM may hang the guest
 # right after the boot loader (seen here). VM_ACCEL=kvm to try it.
-accel=(-accel "${VM_ACCEL:-tcg}" -cpu max)
+accel=(-accel "${VM_ACCEL:-tcg}" -cpu "${VM_CPU:-max}")
 log "booting (${accel[*]}, timeout ${TIMEOUT}s)"
 console="$WORK/console.log"
 timeout "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -m 1536 -smp 2 \
