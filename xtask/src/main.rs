@@ -181,7 +181,7 @@ fn vm_test(root: &Path, kernels: Vec<String>) -> anyhow::Result<()> {
         std::fs::write(&log_path, [&out.stdout[..], &out.stderr[..]].concat())?;
         let release = console
             .lines()
-            .find_map(|l| l.strip_prefix("vm-check: kernel "))
+            .find_map(|l| l.split_once("vm-check: kernel ").map(|(_, r)| r))
             .unwrap_or("?")
             .trim()
             .to_string();
