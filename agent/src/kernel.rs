@@ -89,11 +89,13 @@ pub fn load_and_attach(
         Err(KernelError::Program { name: names::PROG_SOCK_OPS, source }) => {
             log::debug!("{}: {source}", names::PROG_SOCK_OPS);
             log::warn!(
-                "this kernel's verifier refused {}, most likely because its sock_ops programs \
-                 cannot call bpf_get_current_cgroup_id (Linux 6.1 cannot): loaded without that; \
-                 accepted connections are not counted \
+                "this kernel's verifier refused {} ({}): sock_ops programs on Linux 6.1 and \
+                 older cannot call bpf_get_current_cgroup_id (5.10 not \
+                 bpf_get_netns_cookie either); loaded without listener attribution, so accepted \
+                 connections are not counted \
                  (credwatch_kernel_feature{{feature=\"{FEATURE_ACCEPT_ATTRIBUTION}\"}} 0)",
-                names::PROG_SOCK_OPS
+                names::PROG_SOCK_OPS,
+                refusal(&source.to_string()),
             );
             features[0].1 = false;
             load(endpoints, dns_ports, false)?
@@ -206,6 +208,14 @@ fn load(
     Ok(ebpf)
 }
 
+/// The verifier's complaint about a missing helper ("unknown func bpf_…#N"), if that was it.
+fn refusal(log: &str) -> String {
+    log.split("unknown func ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map_or_else(|| "see the debug log".to_string(), |helper| format!("unknown {helper}"))
+}
+
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, KernelError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
@@ -276,6 +286,15 @@ mod tests {
     use agent_common::names;
 
     use super::EBPF_OBJECT;
+
+    #[test]
+    fn refusal_names_the_missing_helper() {
+        let log = "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier \
+                   output: 0: R1=ctx(id=0,off=0,imm=0) R10=fp0\n; \n42: (85) call \
+                   bpf_get_netns_cookie#122\nunknown func bpf_get_netns_cookie#122\n";
+        assert_eq!(super::refusal(log), "unknown bpf_get_netns_cookie#122");
+        assert_eq!(super::refusal("invalid access"), "see the debug log");
+    }
 
     #[test]
     fn object_has_exactly_the_declared_programs_and_maps() {

@@ -51,6 +51,14 @@ enum Task {
         /// Targets to run (default: all of them).
         targets: Vec<String>,
     },
+    /// Boot distribution kernels under qemu and check that every program loads, attaches and
+    /// sees traffic there (scripts/vm-kernel-test.sh; needs root, downloads each kernel once).
+    /// Opt-in, ~2 minutes per kernel; `CREDWATCH_VM_TEST=1 cargo xtask test` runs it last.
+    VmTest {
+        /// debian11 (5.10), ubuntu22.04 (5.15), debian12 (6.1), ubuntu24.04 (6.8), debian13
+        /// (6.12), SUITE:PACKAGE or a package name (default: the first five).
+        kernels: Vec<String>,
+    },
     /// Build and run `credwatch demo` (needs root).
     Demo {
         #[arg(last = true)]
@@ -67,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             bench(&root, &names, quick, rounds, seconds)
         }
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, targets),
+        Task::VmTest { kernels } => vm_test(&root, kernels),
         Task::Demo { args } => {
             cargo(&["build", "-p", "agent"])?;
             let mut cmd = Command::new(root.join("target/debug/credwatch"));
@@ -134,6 +143,79 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     if pytest_args.is_empty() {
         step("benchmarks, quick mode (checks the harness, asserts nothing about speed)");
         bench(root, &[], true, 1, 1)?;
+    }
+    if std::env::var_os("CREDWATCH_VM_TEST").is_some_and(|v| v == "1") {
+        vm_test(root, Vec::new())?;
+    }
+    Ok(())
+}
+
+/// The kernels fleets run (docs/old-kernels.md).
+const VM_KERNELS: [&str; 5] = ["debian11", "ubuntu22.04", "debian12", "ubuntu24.04", "debian13"];
+
+/// One VM per kernel, one after the other (each uses both cores); a table at the end.
+fn vm_test(root: &Path, kernels: Vec<String>) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("vm-test needs root (it boots kernels with the agent inside, and downloads them)");
+    }
+    let kernels = if kernels.is_empty() {
+        VM_KERNELS.iter().map(|k| k.to_string()).collect()
+    } else {
+        kernels
+    };
+    step("building the agent and the BPF_PROG_TEST_RUN suite for the VMs");
+    cargo(&["build", "-p", "agent"])?;
+    cargo(&["test", "-p", "agent", "--test", "prog_test_run", "--no-run"])?;
+    let mut report = Vec::new();
+    let mut failed = Vec::new();
+    for kernel in &kernels {
+        step(&format!("VM: {kernel}"));
+        let start = std::time::Instant::now();
+        let out = Command::new(root.join("scripts/vm-kernel-test.sh"))
+            .arg(kernel)
+            .output()
+            .with_context(|| format!("running scripts/vm-kernel-test.sh {kernel}"))?;
+        let secs = start.elapsed().as_secs();
+        let console = String::from_utf8_lossy(&out.stdout);
+        let log_path = root.join("target/vm").join(format!("{kernel}.log").replace(':', "_"));
+        std::fs::write(&log_path, [&out.stdout[..], &out.stderr[..]].concat())?;
+        let release = console
+            .lines()
+            .find_map(|l| l.split_once("vm-check: kernel ").map(|(_, r)| r))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        // What the console says degraded, and the verifier's counts where the kernel tells them.
+        let degraded: Vec<&str> = console
+            .lines()
+            .filter_map(|l| l.strip_prefix("credwatch_kernel_feature{feature=\""))
+            .filter_map(|l| l.strip_suffix("\"} 0"))
+            .collect();
+        let insns: Vec<&str> = console
+            .lines()
+            .filter_map(|l| l.split_once(": verifier processed "))
+            .map(|(_, n)| n.split(' ').next().unwrap_or("?"))
+            .collect();
+        let result = if out.status.success() { "PASS" } else { "FAIL" };
+        println!("{kernel}: {result} in {secs} s (console: {})", log_path.display());
+        if !out.status.success() {
+            for line in console.lines().filter(|l| l.contains("FAIL")) {
+                eprintln!("    {line}");
+            }
+            failed.push(kernel.clone());
+        }
+        report.push(format!(
+            "| {kernel} | {release} | {result} | {} | {} | {secs} s |",
+            if insns.is_empty() { "?".to_string() } else { insns.join(" / ") },
+            if degraded.is_empty() { "-".to_string() } else { degraded.join(", ") },
+        ));
+    }
+    println!(
+        "\n| kernel | release | result | verified insns (egress / ingress) | degraded | time |"
+    );
+    println!("|---|---|---|---|---|---|\n{}", report.join("\n"));
+    if !failed.is_empty() {
+        bail!("kernels failed: {} (consoles in target/vm/)", failed.join(", "));
     }
     Ok(())
 }

@@ -11,11 +11,15 @@ mod packets;
 /// the headroom fails here, with numbers, before it fails to load on a node.
 #[test]
 fn verifier_budget() {
-    let Some(k) = harness::kernel() else { return };
+    let Some(k) = harness::loaded() else { return };
     for &(name, insns) in &k.verified {
-        println!("{name}: verifier processed {insns} instructions");
+        match insns {
+            Some(insns) => println!("{name}: verifier processed {insns} instructions"),
+            None => println!("{name}: verifier processed ? instructions (reported from 5.16)"),
+        }
     }
     for &(name, insns) in &k.verified {
+        let insns = insns.unwrap_or(0);
         assert!(insns < 500_000, "{name}: {insns} instructions verified, half the limit is 500000");
     }
 }
