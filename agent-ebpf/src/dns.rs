@@ -21,7 +21,7 @@ use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffCont
 use crate::{
     maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, NO_WAKEUP, count},
     packet::{
-        IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie, wipe_scratch,
+        IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie, wipe_scratch_first,
     },
 };
 
@@ -122,19 +122,24 @@ fn query(ctx: &SkBuffContext, off: u32, len: u32) -> Result<(), i64> {
         }
         Err(reason) => count(reason),
     }
-    wipe_scratch(buf);
+    // load_scratch copied at most QUESTION_MAX bytes.
+    wipe_scratch_first::<{ (QUESTION_MAX as usize).next_multiple_of(8) }>(buf);
     Ok(())
 }
 
-/// Validates the wire-format name at the start of `buf[..n]`; returns its length without the
-/// root label, or the malformed-reason counter.
+/// Labels walked before checking whether the name goes on.
+const FIRST_LABELS: usize = 16;
+
+/// `LABELS` steps of the label walk from `pos`: a constant iteration count and no
+/// data-dependent branch, so the verifier walks it once.
 #[inline(always)]
-fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
-    let mut pos = 0u64;
-    // 1 while walking, 0 once stopped.
-    let mut walking = 1u64;
+fn walk_labels<const LABELS: usize>(
+    buf: &[u8; SCRATCH_LEN],
+    mut pos: u64,
+    mut walking: u64,
+) -> (u64, u64) {
     let mut labels = 0;
-    while labels < LABELS_MAX {
+    while labels < LABELS {
         let len = buf[pos as usize & MASK] as u64;
         // stop = 1 when len == 0 or len > 63, computed without a compare (a compare is a
         // branch on BPF). `opaque` keeps LLVM from turning the arithmetic back into compares.
@@ -144,6 +149,25 @@ fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
         pos += (len + 1) * walking;
         labels += 1;
     }
+    (pos, walking)
+}
+
+/// Validates the wire-format name at the start of `buf[..n]`; returns its length without the
+/// root label, or the malformed-reason counter.
+#[inline(always)]
+fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
+    let mut pos = 0u64;
+    // 1 while walking, 0 once stopped.
+    let mut walking = 1u64;
+    // Names have a handful of labels: walk the first few, and the rest (up to the 127 a valid
+    // name can have) only when the name is still going. The walk is branch-free, so its cost is
+    // its iteration count: all 128 on every query cost ~1.2 µs of the sender's CPU per query.
+    (pos, walking) = walk_labels::<FIRST_LABELS>(buf, pos, walking);
+    if walking != 0 {
+        (pos, walking) = walk_labels::<{ LABELS_MAX - FIRST_LABELS }>(buf, pos, walking);
+    }
+    // Both ways here look alike to the verifier, so it walks what follows once.
+    let (pos, walking) = (opaque(pos), opaque(walking));
     let pos = pos as usize;
     if walking != 0 || pos >= NAME_MAX || pos >= n {
         return Err(counter::DNS_MALFORMED_NAME);

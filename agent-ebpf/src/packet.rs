@@ -265,8 +265,16 @@ pub fn load_payload(
 /// Zeroes the scratch buffer, so payload bytes do not linger in kernel memory after parsing.
 #[inline(always)]
 pub fn wipe_scratch(buf: &mut [u8; SCRATCH_LEN]) {
+    wipe_scratch_first::<SCRATCH_LEN>(buf);
+}
+
+/// Zeroes the first `BYTES` bytes of the scratch buffer: enough after a copy known to be
+/// shorter (a DNS question), and half the stores of a full wipe.
+#[inline(always)]
+pub fn wipe_scratch_first<const BYTES: usize>(buf: &mut [u8; SCRATCH_LEN]) {
+    const { assert!(BYTES <= SCRATCH_LEN && BYTES.is_multiple_of(8)) };
     let words = buf.as_mut_ptr() as *mut u64;
-    for i in 0..SCRATCH_LEN / 8 {
+    for i in 0..BYTES / 8 {
         unsafe { words.add(i).write_volatile(0) };
     }
 }
