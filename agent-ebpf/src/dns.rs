@@ -21,7 +21,8 @@ use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffCont
 use crate::{
     maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, NO_WAKEUP, count},
     packet::{
-        IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie, wipe_scratch_first,
+        IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie,
+        wipe_scratch_first,
     },
 };
 
