@@ -19,7 +19,7 @@ use agent_common::{
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
-    maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, NO_WAKEUP, count},
+    maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, count},
     packet::{
         IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie,
         wipe_scratch_first,
@@ -348,5 +348,6 @@ fn named_event(
             }
         }
     }
-    entry.submit(NO_WAKEUP);
+    // Woken: userspace reads these as they come (see the pipeline), and they are few.
+    entry.submit(0);
 }

@@ -461,7 +461,7 @@ impl Collector for LossAndRejects {
         counter_family(
             &mut enc,
             "credwatch_dns_unmatched_responses",
-            "DNS responses whose query the kernel did not see (sent before start, or evicted)",
+            "DNS responses with no pending query: sent before start, refused by a full table, already timed out, or duplicates",
             [("unmatched", k[counter::DNS_UNMATCHED_RESPONSE as usize])],
         )?;
         counter_family(

@@ -7,7 +7,10 @@ use std::{
 
 use agent_common::RequestKind;
 use aya::maps::{MapData, RingBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
 
 use crate::{
     dns::{
@@ -29,7 +32,7 @@ use crate::{
     workload::{Resolver, Workload},
 };
 
-/// How often the rings are read. Polling on a timer instead of waiting for each ring's wakeup
+/// How often the metadata and TCP rings are read. Polling on a timer instead of waiting for each ring's wakeup
 /// costs at most this much delay and saves a thread wakeup (and context switch) per event burst:
 /// at ~1k metadata requests/s that was about a third of the agent's CPU. The rings hold far more
 /// than arrives in this time (docs/benchmarks.md).
@@ -101,9 +104,13 @@ impl Pipeline {
     /// Reads the metadata, DNS and TCP rings until `shutdown` changes.
     pub async fn run(
         mut self,
-        [mut ring, mut dns_ring, mut tcp_ring]: [RingBuf<MapData>; 3],
+        [mut ring, dns_ring, mut tcp_ring]: [RingBuf<MapData>; 3],
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
+        // DNS events (NXDOMAIN answers) are read as they come: the search-list analysis reads
+        // the pod's resolv.conf through one of its processes, and a short-lived resolver may be
+        // gone 25 ms later. They are few (the kernel counts everything else).
+        let mut dns_ring = register(dns_ring)?;
         let mut poll = tokio::time::interval(RING_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(TICK);
@@ -116,17 +123,21 @@ impl Pipeline {
                         Ok(o) => self.observe(o),
                         Err(e) => self.undecodable(&e),
                     });
-                    drain(&mut dns_ring, dns::event::decode, |r| match r {
+                    drain(&mut tcp_ring, tcp::event::decode, |r| match r {
+                        Ok(o) => self.observe_tcp(o),
+                        Err(e) => self.undecodable(&e),
+                    });
+                }
+                guard = dns_ring.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), dns::event::decode, |r| match r {
                         Ok(a) => {
                             let now = self.clock.unix_seconds(a.ktime_ns);
                             self.dns.observe(a, &mut self.resolver, &self.metrics, &mut self.series, now);
                         }
                         Err(e) => self.undecodable(&e),
                     });
-                    drain(&mut tcp_ring, tcp::event::decode, |r| match r {
-                        Ok(o) => self.observe_tcp(o),
-                        Err(e) => self.undecodable(&e),
-                    });
+                    guard.clear_ready();
                 }
                 _ = tick.tick() => self.tick(),
                 _ = sweep.tick() => self.sweep(),
@@ -267,6 +278,12 @@ fn drain<T, E>(
     while let Some(item) = ring.next() {
         each(decode(&item));
     }
+}
+
+fn register(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the ring buffer owns its fd, which stays open and unchanged until the AsyncFd (and
+    // the RingBuf inside it) is dropped.
+    unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)
 }
 
 impl Pipeline {
