@@ -209,7 +209,8 @@ fn rcodes_and_query_types_are_bounded() {
 }
 
 /// Latency lands in the histogram slot Prometheus' `le` semantics say: the query is aged by
-/// just over a bucket's lower bound, so only the real delay between the runs is added.
+/// just over a bucket's lower bound, so only the real delay between the runs is added (if that
+/// delay pushes it into the next slot, the case is run again).
 #[test]
 fn latency_buckets() {
     let Some(mut k) = kernel() else { return };
@@ -221,10 +222,18 @@ fn latency_buckets() {
             answer(k, Transport::Udp, &response(6, 0, 0, &[]))?;
             let stats = k.dns_stats();
             let s = &stats[0].1;
+            // Whatever the real delay between the runs added, the kernel's slot must be the
+            // reference's for the latency it measured.
+            let measured = latency_slot(s.latency_sum_ns);
             let mut want = [0; LATENCY_SLOTS];
-            want[slot] = 1;
-            assert_eq!(s.latency, want, "latency sum {} ns", s.latency_sum_ns);
-            assert_eq!(latency_slot(s.latency_sum_ns), slot, "the reference agrees");
+            want[measured] = 1;
+            assert_eq!(s.latency, want, "latency {} ns", s.latency_sum_ns);
+            assert!(s.latency_sum_ns > LATENCY_BOUNDS_NS[slot - 1], "aged");
+            // A delay that pushed it past the slot under test (a loaded machine): run it again,
+            // so that every slot is covered.
+            if measured != slot {
+                return Err(Miss);
+            }
             Ok(())
         });
     }
