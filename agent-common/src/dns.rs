@@ -22,7 +22,6 @@ pub const QTYPE_OTHER: u16 = 0;
 
 /// Response codes counted under their own number (NOERROR..REFUSED); the rest share a slot.
 pub const RCODE_SLOTS: usize = 8;
-pub const RCODE_NAMED: u8 = 6;
 pub const RCODE_OTHER_SLOT: usize = 6;
 pub const RCODE_NXDOMAIN: u8 = 3;
 

@@ -103,20 +103,13 @@ pub fn load_and_attach(
         result => result?,
     };
 
-    let events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?)
-        .map_err(|source| KernelError::Map { name: names::MAP_EVENTS, source })?;
-    let dns_events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_DNS_EVENTS)?)
-        .map_err(|source| KernelError::Map { name: names::MAP_DNS_EVENTS, source })?;
-    let tcp_events = RingBuf::try_from(take_map(&mut ebpf, names::MAP_TCP_EVENTS)?)
-        .map_err(|source| KernelError::Map { name: names::MAP_TCP_EVENTS, source })?;
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?)
-        .map_err(|source| KernelError::Map { name: names::MAP_COUNTERS, source })?;
-    let dns_stats = HashMap::try_from(take_map(&mut ebpf, names::MAP_DNS_STATS)?)
-        .map_err(|source| KernelError::Map { name: names::MAP_DNS_STATS, source })?;
-    let dns_pending = HashMap::try_from(take_map(&mut ebpf, names::MAP_DNS_PENDING)?)
-        .map_err(|source| KernelError::Map { name: names::MAP_DNS_PENDING, source })?;
-    let mut config: Array<_, u32> = Array::try_from(take_map(&mut ebpf, names::MAP_CONFIG)?)
-        .map_err(|source| KernelError::Map { name: names::MAP_CONFIG, source })?;
+    let events = typed_map(&mut ebpf, names::MAP_EVENTS)?;
+    let dns_events = typed_map(&mut ebpf, names::MAP_DNS_EVENTS)?;
+    let tcp_events = typed_map(&mut ebpf, names::MAP_TCP_EVENTS)?;
+    let counters = typed_map(&mut ebpf, names::MAP_COUNTERS)?;
+    let dns_stats = typed_map(&mut ebpf, names::MAP_DNS_STATS)?;
+    let dns_pending = typed_map(&mut ebpf, names::MAP_DNS_PENDING)?;
+    let mut config: Array<_, u32> = typed_map(&mut ebpf, names::MAP_CONFIG)?;
     config
         .set(names::config::DNS_ALL_NAMES, &u32::from(dns_all_names), 0)
         .map_err(|source| KernelError::Map { name: names::MAP_CONFIG, source })?;
@@ -226,8 +219,13 @@ where
         .map_err(|source| KernelError::Program { name, source })
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, KernelError> {
-    ebpf.take_map(name).ok_or(KernelError::MissingMap(name))
+/// Takes map `name` out of the object as the typed map userspace reads it through.
+fn typed_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| KernelError::Map { name, source })
 }
 
 /// Fills the endpoint table and flags each watched port (a port can be both a metadata and a DNS

@@ -78,25 +78,20 @@ impl DnsTables {
 /// `now - prev`, or None when nothing changed. Counters only grow; if any went down the entry was
 /// removed and created again since `prev`, and all of `now` is new.
 pub fn increment(prev: &DnsStats, now: &DnsStats) -> Option<DnsStats> {
-    if prev == now {
-        return None;
-    }
-    let fields = |s: &DnsStats| {
-        let mut v: Vec<u64> = s.responses.to_vec();
-        v.extend([s.truncated, s.latency_sum_ns]);
-        v.extend(s.latency);
-        v
-    };
-    let (p, n) = (fields(prev), fields(now));
-    let base = if p.iter().zip(&n).any(|(p, n)| n < p) { &DnsStats::ZERO } else { prev };
     let mut inc = *now;
-    for (i, b) in inc.responses.iter_mut().zip(base.responses) {
-        *i -= b;
+    let mut recreated = false;
+    let pairs = inc.responses.iter_mut().zip(prev.responses).chain([
+        (&mut inc.truncated, prev.truncated),
+        (&mut inc.latency_sum_ns, prev.latency_sum_ns),
+    ]);
+    for (n, p) in pairs.chain(inc.latency.iter_mut().zip(prev.latency)) {
+        match n.checked_sub(p) {
+            Some(d) => *n = d,
+            None => recreated = true,
+        }
     }
-    inc.truncated -= base.truncated;
-    inc.latency_sum_ns -= base.latency_sum_ns;
-    for (i, b) in inc.latency.iter_mut().zip(base.latency) {
-        *i -= b;
+    if recreated {
+        inc = *now;
     }
     (inc != DnsStats::ZERO).then_some(inc)
 }
