@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Kernel time the agent's programs spend per loopback connection (tcp) or DNS query (dns): BPF
+# stats (run_time_ns / run_cnt per program) around one credwatch-loadgen run in a test cgroup.
+#
+#   sudo bench/bpf-cost.sh tcp|dns [COUNT]
+#
+# Builds the release agent and load generator, attaches only to <cgroup2>/credwatch-test-<pid>,
+# sends only to loopback, and removes everything it created on exit. The numbers include BPF
+# stats' own clock reads (tens of ns per run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:?usage: bench/bpf-cost.sh tcp|dns [COUNT]}
+N=${2:-20000}
+[ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 1; }
+cargo build -q --release -p agent -p loadgen
+BIN=target/release/credwatch LOADGEN=target/release/credwatch-loadgen
+CG2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+CG=$CG2/credwatch-test-$$
+DNS_ADDR=127.0.0.95 PORT=19998
+STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled)
+AG="" DM="" ADDED=""
+cleanup() {
+  sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
+  for p in $AG $DM; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  [ -n "$ADDED" ] && ip addr del "$DNS_ADDR/32" dev lo
+  rmdir "$CG/pod" "$CG" 2>/dev/null || true
+}
+trap cleanup EXIT
+mkdir -p "$CG/pod"
+if [ "$MODE" = dns ]; then
+  ip addr show lo | grep -q " $DNS_ADDR/" || { ip addr add "$DNS_ADDR/32" dev lo; ADDED=1; }
+  dnsmasq --keep-in-foreground --no-resolv --no-hosts --listen-address=$DNS_ADDR --bind-interfaces \
+    --port=53 --address=/bench.test/192.0.2.1 --cache-size=0 & DM=$!
+  GEN=(dns-udp --server $DNS_ADDR:53 --count "$N" --name bench.test)
+else
+  GEN=(tcp-connect --count "$N")
+fi
+$BIN --log-level warn run --cgroup-path "$CG" --listen 127.0.0.1:$PORT --no-default-endpoints \
+  --metadata-endpoint 127.0.0.1:1 & AG=$!
+until curl -sf 127.0.0.1:$PORT/readyz >/dev/null; do sleep 0.1; done
+snapshot() {
+  bpftool -j prog show | python3 -c '
+import json, sys
+for p in json.load(sys.stdin):
+    if p.get("name", "").startswith("cw_"):
+        print(p["id"], p["name"], p.get("run_time_ns", 0), p.get("run_cnt", 0))'
+}
+sysctl -qw kernel.bpf_stats_enabled=1
+before=$(snapshot)
+( echo $BASHPID > "$CG/pod/cgroup.procs"; exec taskset -c 1 $LOADGEN "${GEN[@]}" )
+after=$(snapshot)
+python3 - "$N" "$MODE" "$before" "$after" <<'PY'
+import sys
+n, mode, before, after = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+b = {l.split()[0]: l.split() for l in before.splitlines()}
+unit = "connection" if mode == "tcp" else "query"
+total = 0.0
+for line in after.splitlines():
+    pid, name, ns, cnt = line.split()
+    if pid not in b:
+        continue
+    dns, dc = int(ns) - int(b[pid][2]), int(cnt) - int(b[pid][3])
+    if dc:
+        print(f"{name}: {dc / n:.2f} runs/{unit}, {dns / dc:.0f} ns/run, {dns / n:.0f} ns/{unit}")
+        total += dns / n
+print(f"total BPF per {unit}: {total:.0f} ns")
+PY
