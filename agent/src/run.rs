@@ -105,7 +105,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     let dns = DnsObserver::new(
         Duration::from_secs(args.dns.dns_timeout.max(1)),
         args.dns.dns_top_names,
-        Some(DnsTables::new(dns_stats, dns_pending)),
+        DnsTables::new(dns_stats, dns_pending),
     );
     let classifier = Classifier {
         metadata: endpoints.clone(),

@@ -44,15 +44,14 @@ struct PodDns {
 
 #[derive(Debug)]
 pub struct DnsObserver {
-    /// None where there is no kernel (unit tests).
-    tables: Option<DnsTables>,
+    tables: DnsTables,
     timeout_ns: u64,
     pods: HashMap<u64, PodDns>,
     top_names: usize,
 }
 
 impl DnsObserver {
-    pub fn new(timeout: Duration, top_names: usize, tables: Option<DnsTables>) -> Self {
+    pub fn new(timeout: Duration, top_names: usize, tables: DnsTables) -> Self {
         Self { tables, timeout_ns: timeout.as_nanos() as u64, pods: HashMap::new(), top_names }
     }
 
@@ -116,11 +115,10 @@ impl DnsObserver {
         m: &Metrics,
         series: &mut SeriesRegistry,
     ) {
-        let Some(tables) = &mut self.tables else { return };
-        for (key, inc) in tables.read_increments() {
+        for (key, inc) in self.tables.read_increments() {
             record_answers(&key, &inc, resolver, m, series);
         }
-        for q in tables.take_timed_out(now_ktime_ns, self.timeout_ns) {
+        for q in self.tables.take_timed_out(now_ktime_ns, self.timeout_ns) {
             let workload: Workload = resolver.workload_or_fallback(q.cgroup_id);
             let labels =
                 DnsLabels { workload, qtype: event::qtype_label(q.qtype), rcode: "timeout" };
