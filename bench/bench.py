@@ -39,7 +39,9 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 # collide on port 53 nor measure each other's server.
 DNS_ADDR = f"127.77.{(os.getpid() >> 8) % 254 + 1}.{os.getpid() % 254 + 1}"
 # Length of one burst of a paired comparison (tcp, dns, e2e request/response), in seconds.
-PAIR_BURST_S = 0.5
+# Interleaved turns (tcp, dns, request/response): one generator process moving between the modes'
+# cgroups every TURN_MS, so that each comparison is between turns a few tens of ms apart.
+TURN_MS = 20
 
 
 def log(msg: str) -> None:
@@ -148,11 +150,11 @@ class Agent:
 
     live: list["Agent"] = []
 
-    def __init__(self, binary: Path, cgroup: Path, extra: list[str], baseline: bool = False):
+    def __init__(self, binary: Path, cgroup: Path, extra: list[str], baseline: bool = False, all_hooks: bool = False):
         self.port = free_port()
         Agent.live.append(self)
         if baseline:
-            argv = [str(binary), "bench-baseline", "--cgroup-path", str(cgroup)]
+            argv = [str(binary), "bench-baseline", "--cgroup-path", str(cgroup), *(["--all-hooks"] if all_hooks else [])]
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
             line = self.proc.stdout.readline()
             if line.strip() != "ready":
@@ -387,31 +389,39 @@ class Bench:
             raise RuntimeError(f"credwatch-loadgen {' '.join(args)} failed ({p.returncode})")
         return json.loads(out.strip().splitlines()[-1])
 
-    def pairs(self) -> int:
-        """Paired bursts per comparison: the same total time per mode as rounds × seconds, in
-        bursts of PAIR_BURST_S (short bursts side by side follow the machine's load; see
-        docs/benchmarks.md)."""
-        return 2 if self.quick else max(2, round(self.rounds * self.seconds / PAIR_BURST_S))
+    def interleaved(self, cgs: dict[str, Path], args: list[str]) -> tuple[dict[str, list[float]], dict[str, dict]]:
+        """credwatch-loadgen in turns of TURN_MS from each mode's cgroup (it moves itself; see
+        loadgen/src/interleave.rs): per mode, the rate of each turn (operations per second) and
+        the generator's totals. Turn i of every mode ran within a few tens of ms of each other."""
+        modes = list(cgs)
+        rounds = 3 if self.quick else self.turn_rounds()
+        r = self.loadgen(cgs[modes[0]], [*args, "--cgroups", ",".join(str(cgs[m]) for m in modes),
+                                         "--rounds", str(rounds), "--turn-ms", str(TURN_MS)])
+        rates = {m: [ok / s for ok, s in zip(r["ok"][i], r["seconds"][i])] for i, m in enumerate(modes)}
+        return rates, {m: r["totals"][i] for i, m in enumerate(modes)}
 
-    def paired(self, bench: str, run, after_credwatch=None) -> dict[str, list]:
-        """`run(mode)` for mode none and credwatch, alternately, `pairs()` times (the order flips
-        every pair); `after_credwatch()` after each credwatch burst (waits until the agent has
-        exported it, so none of its work spills into the next burst)."""
-        out = {"none": [], "credwatch": []}
-        n = self.pairs()
-        load0 = os.getloadavg()[0]
-        for i in range(n):
-            for mode in (("none", "credwatch") if i % 2 == 0 else ("credwatch", "none")):
-                out[mode].append(run(mode))
-                if mode == "credwatch" and after_credwatch:
-                    after_credwatch()
-        log(f"{bench}: {n} pairs, generator on CPU {self.cpu}, load average {load0:.2f} → {os.getloadavg()[0]:.2f}")
-        return out
+    def turn_rounds(self) -> int:
+        """Rounds of interleaved turns: the same time per mode as rounds × seconds."""
+        return max(3, round(self.rounds * self.seconds * 1000 / TURN_MS))
 
-    def paired_cgroups(self, name: str) -> dict[str, Path]:
+    def record_interleaved(self, bench: str, rates: dict[str, list[float]], what: str, unit: str, target: float) -> None:
+        """Rates per mode, and each mode's ratio to `none` turn by turn (the target on credwatch's)."""
+        for mode, vals in rates.items():
+            self.record(bench, f"{what}, {mode}", vals, unit)
+        for mode in rates:
+            if mode == "none":
+                continue
+            ratios = [c / n for c, n in zip(rates[mode], rates["none"])]
+            if mode == "credwatch":
+                self.record(bench, "credwatch / none", ratios, "x", f"≥ {target}", lambda v: v >= target)
+            else:
+                self.record(bench, f"{mode} / none", ratios, "x")
+
+    def paired_cgroups(self, name: str, modes=("none", "credwatch")) -> dict[str, Path]:
         """Sibling cgroups for a paired comparison: the agent is attached to `credwatch` only;
-        `none` has no program at all (credwatch attaches nothing outside its cgroup)."""
-        return {mode: self.cg.child(f"{name}/{mode}/pod0") for mode in ("none", "credwatch")}
+        `none` has no program at all (credwatch attaches nothing outside its cgroup); `empty`,
+        when asked for, gets empty programs at every hook credwatch uses."""
+        return {mode: self.cg.child(f"{name}/{mode}/pod0") for mode in modes}
 
     @contextlib.contextmanager
     def pinned(self, proc: subprocess.Popen):
@@ -630,25 +640,20 @@ class Bench:
         subprocess.run([sys.executable, "-c", code, str(n), str(md)], check=True, timeout=60, preexec_fn=self._join(cg))
 
     def request_response(self, md: int) -> None:
-        """1-byte TCP ping-pong between two threads of one process (credwatch-loadgen tcp-rr),
-        in paired bursts: the agent stays attached to one cgroup, bursts alternate between it and
-        a sibling with nothing attached."""
+        """1-byte TCP ping-pong between two threads of one process (credwatch-loadgen tcp-rr), in
+        interleaved turns from a cgroup with the agent attached and a sibling with nothing."""
         cgs = self.paired_cgroups("e2e-rr")
-        seconds = 0.2 if self.quick else PAIR_BURST_S
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
         try:
-            self.loadgen(cgs["none"], ["tcp-rr", "--seconds", str(seconds)])  # warm-up
-            res = self.paired("e2e", lambda mode: self.loadgen(cgs[mode], ["tcp-rr", "--seconds", str(seconds)]))
+            self.loadgen(cgs["none"], ["tcp-rr", "--seconds", "0.2"])  # warm-up
+            rates, _ = self.interleaved(cgs, ["tcp-rr"])
         finally:
             agent.stop()
-        rate = {m: [r["round_trips"] / r["seconds"] / 1000 for r in rs] for m, rs in res.items()}
-        per_cpu = {m: [r["round_trips"] / r["cpu_seconds"] for r in rs] for m, rs in res.items()}
-        for mode, vals in rate.items():
+        rates = {m: [r / 1000 for r in vals] for m, vals in rates.items()}
+        for mode, vals in rates.items():
             self.record("e2e", f"request/response, {mode}", vals, "k/s")
-        self.record("e2e", "request/response credwatch / none", [c / n for c, n in zip(rate["credwatch"], rate["none"])],
+        self.record("e2e", "request/response credwatch / none", [c / n for c, n in zip(rates["credwatch"], rates["none"])],
                     "x", "≥ 0.98", lambda v: v >= 0.98)
-        self.record("e2e", "request/response credwatch / none, per generator CPU-second",
-                    [c / n for c, n in zip(per_cpu["credwatch"], per_cpu["none"])], "x")
 
     @contextlib.contextmanager
     def mode(self, mode: str, cg: Path, md: int):
@@ -685,93 +690,63 @@ class Bench:
 
     def bench_dns(self) -> None:
         """DNS query rate of one loopback generator (credwatch-loadgen dns-udp, one query in
-        flight) against dnsmasq, in paired bursts without and with the agent; exported counts
+        flight) against dnsmasq, in interleaved turns without and with the agent; exported counts
         equal answered."""
         dnsmasq = self.dnsmasq()
         md = free_port()
         cgs = self.paired_cgroups("dns")
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
-        answered = {"none": 0, "credwatch": 0}
-        exact = []
-        lost = {"dns": 0.0}
-
-        def query(mode: str, count: int) -> dict:
-            r = self.loadgen(cgs[mode], ["dns-udp", "--server", f"{DNS_ADDR}:53", "--count", str(count), "--name", "bench.test"])
-            answered[mode] += r["answered"]
-            return r
-
-        def exported() -> None:
-            want = answered["credwatch"]
-            m = self.settled(agent, counted_or_lost(want, self.dns_answered))
-            lost["dns"] = total(m, "credwatch_events_lost_total")
-            exact.append(self.dns_answered(m) - want)
-
+        query = ["dns-udp", "--server", f"{DNS_ADDR}:53", "--name", "bench.test"]
         try:
             with self.pinned(dnsmasq):
-                warm = query("none", 100 if self.quick else 5000)
-                count = 300 if self.quick else burst_count(warm["answered"] / warm["seconds"])
-                res = self.paired("dns", lambda mode: query(mode, count), exported)
+                self.loadgen(cgs["none"], [*query, "--count", str(100 if self.quick else 5000)])  # warm-up
+                rates, totals = self.interleaved(cgs, query)
+            want = totals["credwatch"]["answered"]
+            m = self.settled(agent, counted_or_lost(want, self.dns_answered))
         finally:
             agent.stop()
-        rates = {m: [r["answered"] / r["seconds"] for r in rs] for m, rs in res.items()}
-        per_cpu = {m: [r["answered"] / r["cpu_seconds"] for r in rs] for m, rs in res.items()}
-        timeouts = sum(r["timeouts"] for rs in res.values() for r in rs)
+        lost = total(m, "credwatch_events_lost_total")
+        timeouts = sum(t["timeouts"] for t in totals.values())
         if timeouts:
             log(f"dns: {timeouts} queries unanswered")
-        for mode, vals in rates.items():
-            self.record("dns", f"queries/s, {mode}", vals, "q/s")
-        self.record("dns", "credwatch / none", [c / n for c, n in zip(rates["credwatch"], rates["none"])], "x", "≥ 0.97", lambda v: v >= 0.97)
-        self.record("dns", "credwatch / none, per generator CPU-second", [c / n for c, n in zip(per_cpu["credwatch"], per_cpu["none"])], "x")
-        self.record("dns", "exported − answered", exact[-1:], "queries", "0 or ≥ −lost", lambda v: v == 0 or 0 <= -v <= lost["dns"])
-        self.record("dns", "events lost", [lost["dns"]], "events")
+        self.record_interleaved("dns", rates, "queries/s", "q/s", 0.97)
+        exact = self.dns_answered(m) - want
+        self.record("dns", "exported − answered", [exact], "queries", "0 or ≥ −lost", lambda v: v == 0 or 0 <= -v <= lost)
+        self.record("dns", "events lost", [lost], "events")
 
     @staticmethod
     def dns_answered(m: dict) -> float:
         return sum(v for (n, l), v in m.items() if n == "credwatch_dns_requests_total" and ("rcode", "timeout") not in l)
 
     def bench_tcp(self) -> None:
-        """Connection rate (connect, accept, close; credwatch-loadgen tcp-connect) on loopback,
-        in paired bursts without and with the agent; exported connects and accepts equal the
-        generator's."""
+        """Connection rate (connect, accept, close; credwatch-loadgen tcp-connect) on loopback, in
+        interleaved turns without the agent, with empty programs at credwatch's hooks (the floor
+        any agent observing there pays) and with the agent; exported connects and accepts equal
+        the generator's."""
         md = free_port()
-        cgs = self.paired_cgroups("tcp")
+        modes = ("none", "empty", "credwatch")
+        cgs = self.paired_cgroups("tcp", modes)
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
-        made = {"none": 0, "credwatch": 0}
-        exact = []
-        lost_at_end = {"tcp": 0.0}
-
-        def connect(mode: str, count: int) -> dict:
-            r = self.loadgen(cgs[mode], ["tcp-connect", "--count", str(count)])
-            if r["failed"]:
-                log(f"tcp: {r['failed']} of {count} connects failed")
-            made[mode] += r["made"]
-            return r
-
-        def exported() -> None:
-            want = made["credwatch"]
-            m = self.settled(agent, counted_or_lost(2 * want, lambda m: total(m, "credwatch_tcp_accepts_total")
-                                                    + total(m, "credwatch_tcp_connects_total", result="established")))
-            connects = total(m, "credwatch_tcp_connects_total", result="established")
-            accepts = total(m, "credwatch_tcp_accepts_total")
-            lost_at_end["tcp"] = total(m, "credwatch_events_lost_total")
-            exact.append(abs(connects - want) + abs(accepts - want) - lost_at_end["tcp"])
-
+        floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
         try:
             # The warm-up also fills the TIME_WAIT table (net.ipv4.tcp_max_tw_buckets), so that
-            # every burst closes its connections the same way.
-            warm = connect("none", 100 if self.quick else 20000)
-            count = 200 if self.quick else burst_count(warm["made"] / warm["seconds"])
-            res = self.paired("tcp", lambda mode: connect(mode, count), exported)
+            # every turn closes its connections the same way.
+            self.loadgen(cgs["none"], ["tcp-connect", "--count", str(100 if self.quick else 20000)])
+            rates, totals = self.interleaved(cgs, ["tcp-connect"])
+            want = totals["credwatch"]["made"]
+            m = self.settled(agent, counted_or_lost(2 * want, lambda m: total(m, "credwatch_tcp_accepts_total")
+                                                    + total(m, "credwatch_tcp_connects_total", result="established")))
         finally:
             agent.stop()
-        rates = {m: [r["made"] / r["seconds"] for r in rs] for m, rs in res.items()}
-        per_cpu = {m: [r["made"] / r["cpu_seconds"] for r in rs] for m, rs in res.items()}
-        for mode, vals in rates.items():
-            self.record("tcp", f"connections/s, {mode}", vals, "conn/s")
-        self.record("tcp", "credwatch / none", [c / n for c, n in zip(rates["credwatch"], rates["none"])], "x", "≥ 0.97", lambda v: v >= 0.97)
-        self.record("tcp", "credwatch / none, per generator CPU-second", [c / n for c, n in zip(per_cpu["credwatch"], per_cpu["none"])], "x")
-        self.record("tcp", "|exported − made| (connects + accepts) − lost", exact[-1:], "events", "0", lambda v: v <= 0)
-        self.record("tcp", "events lost", [lost_at_end["tcp"]], "events")
+            floor.stop()
+        connects = total(m, "credwatch_tcp_connects_total", result="established")
+        accepts = total(m, "credwatch_tcp_accepts_total")
+        lost = total(m, "credwatch_events_lost_total")
+        self.record_interleaved("tcp", rates, "connections/s", "conn/s", 0.97)
+        self.record("tcp", "credwatch / empty programs", [c / e for c, e in zip(rates["credwatch"], rates["empty"])], "x")
+        self.record("tcp", "|exported − made| (connects + accepts) − lost", [abs(connects - want) + abs(accepts - want) - lost],
+                    "events", "0", lambda v: v <= 0)
+        self.record("tcp", "events lost", [lost], "events")
 
     @staticmethod
     def settled(agent: "Agent", done, deadline: float = 10.0) -> dict:
@@ -901,7 +876,7 @@ class Bench:
             BEGIN,
             f"Machine: {os.cpu_count()} × {cpu}, {mem} GiB, Linux {platform.release()}. Each row: "
             f"`cargo xtask bench NAME` ({self.rounds} rounds of {self.seconds} s, modes alternated; "
-            f"tcp, dns and e2e request/response: {self.pairs()} pairs of ~{PAIR_BURST_S} s bursts, generator "
+            f"tcp, dns and e2e request/response: {self.turn_rounds()} rounds of interleaved {TURN_MS}-ms turns, generator "
             f"on CPU {self.cpu}; median, min–max), measured at the UTC time in its last column.",
             "",
             "| benchmark | figure | median | min – max | unit | target | | measured |",
@@ -926,11 +901,6 @@ def counted_or_lost(want: float, counted):
         return c >= want or (stalled and c + total(m, "credwatch_events_lost_total") >= want)
 
     return done
-
-
-def burst_count(rate: float) -> int:
-    """Operations for one paired burst of about PAIR_BURST_S at the warm-up's rate."""
-    return max(1000, min(200_000, int(rate * PAIR_BURST_S)))
 
 
 def previous_rows() -> list[str]:

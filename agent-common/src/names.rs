@@ -8,6 +8,10 @@ pub const PROG_CONNECT6: &str = "cw_connect6";
 pub const PROG_SOCK_OPS: &str = "cw_sock_ops";
 /// An empty `cgroup_skb` program: the benchmark's baseline, never attached by the agent.
 pub const PROG_BENCH_EMPTY: &str = "cw_bench_empty";
+/// Empty programs at the other hooks credwatch uses: the floor of `cargo xtask bench tcp`.
+pub const PROG_BENCH_EMPTY_CONNECT4: &str = "cw_bench_empty_connect4";
+pub const PROG_BENCH_EMPTY_CONNECT6: &str = "cw_bench_empty_connect6";
+pub const PROG_BENCH_EMPTY_SOCK_OPS: &str = "cw_bench_empty_sock_ops";
 pub const PROGRAMS: &[&str] = &[
     PROG_SKB_EGRESS,
     PROG_SKB_INGRESS,
@@ -15,6 +19,9 @@ pub const PROGRAMS: &[&str] = &[
     PROG_CONNECT6,
     PROG_SOCK_OPS,
     PROG_BENCH_EMPTY,
+    PROG_BENCH_EMPTY_CONNECT4,
+    PROG_BENCH_EMPTY_CONNECT6,
+    PROG_BENCH_EMPTY_SOCK_OPS,
 ];
 
 /// `Array<u8>` indexed by TCP port: [`crate::PORT_FLAG_METADATA`] etc. The fast-path filter.

@@ -41,6 +41,9 @@ pub enum Command {
     BenchBaseline {
         #[arg(long)]
         cgroup_path: PathBuf,
+        /// Also empty programs at connect4, connect6 and sock_ops: every hook `run` uses.
+        #[arg(long)]
+        all_hooks: bool,
     },
 }
 

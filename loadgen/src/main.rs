@@ -17,23 +17,26 @@
 //! system time over the whole run (getrusage), softirq work done in its context included.
 //! Sockets belong to the cgroup they are created in: the caller puts the process in its cgroup
 //! before exec.
+mod interleave;
+mod workload;
+
 use std::{
-    io::{self, Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
+    io,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
     process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    thread,
     time::{Duration, Instant},
 };
+
+use interleave::Plan;
+use workload::{DnsUdp, TcpConnect, TcpRr, Workload, encode_name};
 
 const USAGE: &str = "usage:
   credwatch-loadgen tcp-connect --count N [--addr 127.0.0.1:PORT]
   credwatch-loadgen tcp-rr --seconds S [--size BYTES] [--addr 127.0.0.1:PORT]
   credwatch-loadgen dns-udp --server ADDR:PORT --count N [--name NAME] [--timeout-ms MS]
+  credwatch-loadgen OP --cgroups DIR,DIR[,...] --rounds R [--turn-ms 20] [OP's options]
+    (interleaved: turns of OP from each cgroup; instead of --count/--seconds)
 Loopback addresses only. Prints one JSON line with the result.";
 
 fn main() -> ExitCode {
@@ -55,6 +58,29 @@ fn run(args: &[String]) -> Result<String, String> {
         return Err(USAGE.into());
     };
     let opts = Opts::parse(rest)?;
+    if let Some(cgroups) = opts.value("cgroups") {
+        opts.only(&[
+            "cgroups",
+            "rounds",
+            "turn-ms",
+            "addr",
+            "size",
+            "server",
+            "name",
+            "timeout-ms",
+        ])?;
+        let plan = Plan {
+            cgroups: cgroups.split(',').map(PathBuf::from).collect(),
+            rounds: opts.get("rounds")?,
+            turn: Duration::from_millis(opts.get_or("turn-ms", 20)?),
+        };
+        if plan.cgroups.len() < 2 || plan.rounds == 0 {
+            return Err(
+                "--cgroups needs two or more cgroup directories, --rounds at least 1".into()
+            );
+        }
+        return interleaved(cmd, &plan, &opts);
+    }
     let line = match cmd.as_str() {
         "tcp-connect" => {
             opts.only(&["count", "addr"])?;
@@ -157,101 +183,47 @@ fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// Wakes a thread blocked in accept() on this listener (Linux: accept then fails with EINVAL).
-fn shutdown_listener(listener: &TcpListener) {
-    // SAFETY: plain syscall on a descriptor the listener owns and keeps open.
-    unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
-}
-
-/// N sequential connections to our own listener: connect, the accept thread accepts and closes,
-/// the client reads the end of stream and closes. Timed from the first connect until the last
-/// connection made has been accepted.
+/// N sequential connections (see `workload::TcpConnect`), timed from the first connect until the
+/// last connection made has been accepted.
 fn tcp_connect(count: u64, addr: SocketAddr) -> io::Result<String> {
-    let listener = Arc::new(TcpListener::bind(addr)?);
-    let target = listener.local_addr()?;
-    let accepted = Arc::new(AtomicU64::new(0));
-    let acceptor = {
-        let (listener, accepted) = (Arc::clone(&listener), Arc::clone(&accepted));
-        thread::spawn(move || {
-            while let Ok((conn, _)) = listener.accept() {
-                drop(conn);
-                accepted.fetch_add(1, Ordering::Release);
-            }
-        })
-    };
-    let (mut made, mut failed, mut first_error) = (0u64, 0u64, None);
+    let mut load = TcpConnect::new(addr)?;
+    let mut failed = 0u64;
     let t0 = Instant::now();
     for _ in 0..count {
-        match TcpStream::connect(target) {
-            Ok(mut conn) => {
-                made += 1;
-                // Wait for the acceptor's close (EOF) before closing: one connection at a time,
-                // so the accept queue never fills (a full queue drops the SYN, and the client
-                // retransmits it a second later), and the TIME_WAIT is the listener's, so
-                // the client's ephemeral ports are never exhausted.
-                let _ = conn.read(&mut [0u8; 1]);
-                drop(conn);
-            }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-            }
+        if !load.once()? {
+            failed += 1;
         }
     }
     // Every connection made is in the accept queue or already accepted.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while accepted.load(Ordering::Acquire) < made && Instant::now() < deadline {
-        thread::yield_now();
-    }
+    load.wait_accepted();
     let seconds = t0.elapsed().as_secs_f64();
-    shutdown_listener(&listener);
-    acceptor.join().map_err(|_| io::Error::other("accept thread panicked"))?;
-    if let Some(e) = first_error {
+    load.finish()?;
+    if let Some(e) = &load.first_error {
         eprintln!("credwatch-loadgen: tcp-connect: {failed} connects failed, first: {e}");
     }
     Ok(format!(
-        r#"{{"op":"tcp-connect","count":{count},"made":{made},"accepted":{},"failed":{failed},"seconds":{seconds:.6},"cpu_seconds":{:.6}}}"#,
-        accepted.load(Ordering::Acquire),
+        r#"{{"op":"tcp-connect","count":{count},"made":{},"accepted":{},"failed":{failed},"seconds":{seconds:.6},"cpu_seconds":{:.6}}}"#,
+        load.made,
+        load.accepted(),
         cpu_seconds()
     ))
 }
 
 /// Ping-pong of `size`-byte messages over one loopback connection for `seconds`.
 fn tcp_rr(seconds: f64, size: usize, addr: SocketAddr) -> io::Result<String> {
-    let listener = TcpListener::bind(addr)?;
-    let target = listener.local_addr()?;
-    let server = thread::spawn(move || -> io::Result<()> {
-        let (mut conn, _) = listener.accept()?;
-        conn.set_nodelay(true)?;
-        let mut buf = vec![0u8; size];
-        loop {
-            match read_message(&mut conn, &mut buf) {
-                Ok(true) => conn.write_all(&buf)?,
-                Ok(false) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-    });
-    let mut conn = TcpStream::connect(target)?;
-    conn.set_nodelay(true)?;
-    let msg = vec![b'x'; size];
-    let mut buf = vec![0u8; size];
+    let mut load = TcpRr::new(size, addr)?;
     let run_for = Duration::from_secs_f64(seconds);
     let mut round_trips = 0u64;
     let t0 = Instant::now();
     let elapsed = loop {
-        conn.write_all(&msg)?;
-        if !read_message(&mut conn, &mut buf)? {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed"));
-        }
+        load.once()?;
         round_trips += 1;
         let elapsed = t0.elapsed();
         if elapsed >= run_for {
             break elapsed;
         }
     };
-    conn.shutdown(std::net::Shutdown::Write)?;
-    server.join().map_err(|_| io::Error::other("server thread panicked"))??;
+    load.finish()?;
     Ok(format!(
         r#"{{"op":"tcp-rr","size":{size},"round_trips":{round_trips},"seconds":{:.6},"cpu_seconds":{:.6}}}"#,
         elapsed.as_secs_f64(),
@@ -259,100 +231,77 @@ fn tcp_rr(seconds: f64, size: usize, addr: SocketAddr) -> io::Result<String> {
     ))
 }
 
-/// Fills `buf` with one message; false on a clean end of stream before its first byte.
-fn read_message(conn: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        match conn.read(&mut buf[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short message")),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// A DNS name in wire format (labels, then the root).
-fn encode_name(name: &str) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    for label in name.trim_end_matches('.').split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err(format!("--name: bad DNS name {name:?}"));
-        }
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    Ok(out)
-}
-
-/// `count` A queries, one in flight; a query unanswered within `timeout` counts as a timeout
-/// and the next one is sent. Replies are matched by id (a late reply is not a new answer).
+/// `count` A queries, one in flight (see `workload::DnsUdp`).
 fn dns_udp(server: SocketAddr, count: u64, name: &[u8], timeout: Duration) -> io::Result<String> {
-    let local: SocketAddr =
-        if server.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal");
-    // Unconnected: after an ICMP port unreachable a connected socket's next send fails.
-    let sock = UdpSocket::bind(local)?;
-    sock.set_read_timeout(Some(timeout))?;
-    let mut query = vec![0u8; 12];
-    query[2..4].copy_from_slice(&0x0100u16.to_be_bytes()); // recursion desired
-    query[4..6].copy_from_slice(&1u16.to_be_bytes()); // one question
-    query.extend_from_slice(name);
-    query.extend_from_slice(&[0, 1, 0, 1]); // A, IN
-    let mut buf = [0u8; 1500];
-    let (mut answered, mut timeouts) = (0u64, 0u64);
+    let mut load = DnsUdp::new(server, name, timeout)?;
     let t0 = Instant::now();
-    for i in 0..count {
-        let id = (i & 0xffff) as u16;
-        query[0..2].copy_from_slice(&id.to_be_bytes());
-        sock.send_to(&query, server)?;
-        let sent = Instant::now();
-        let mut shortened = false;
-        loop {
-            match sock.recv_from(&mut buf) {
-                Ok((n, from)) if from == server && n >= 12 && buf[0..2] == id.to_be_bytes() => {
-                    answered += 1;
-                    break;
-                }
-                Ok(_) => {
-                    // a stray or late reply: keep waiting for ours, within the same deadline
-                    let left = timeout.saturating_sub(sent.elapsed());
-                    if left.is_zero() {
-                        timeouts += 1;
-                        break;
-                    }
-                    sock.set_read_timeout(Some(left))?;
-                    shortened = true;
-                }
-                Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-                {
-                    timeouts += 1;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // e.g. ECONNREFUSED from an ICMP port unreachable: no answer for this one
-                Err(_) => {
-                    timeouts += 1;
-                    break;
-                }
-            }
-        }
-        if shortened {
-            sock.set_read_timeout(Some(timeout))?;
-        }
+    for _ in 0..count {
+        load.once()?;
     }
     let seconds = t0.elapsed().as_secs_f64();
     Ok(format!(
-        r#"{{"op":"dns-udp","count":{count},"answered":{answered},"timeouts":{timeouts},"seconds":{seconds:.6},"cpu_seconds":{:.6}}}"#,
+        r#"{{"op":"dns-udp","count":{count},"answered":{},"timeouts":{},"seconds":{seconds:.6},"cpu_seconds":{:.6}}}"#,
+        load.answered,
+        load.timeouts,
         cpu_seconds()
+    ))
+}
+
+/// The interleaved form of each subcommand (see `interleave`): one JSON line with per-cgroup,
+/// per-turn counts, and per-cgroup totals the benchmark checks the agent's exported counts with.
+fn interleaved(cmd: &str, plan: &Plan, opts: &Opts) -> Result<String, String> {
+    let err = |e: io::Error| e.to_string();
+    let (turns, totals) = match cmd {
+        "tcp-connect" => {
+            let addr = opts.addr("addr", "127.0.0.1:0")?;
+            let (mut loads, turns) =
+                interleave::run(plan, || TcpConnect::new(addr)).map_err(err)?;
+            let mut totals = Vec::new();
+            for load in &mut loads {
+                load.wait_accepted();
+                load.finish().map_err(err)?;
+                totals.push(format!(r#"{{"made":{},"accepted":{}}}"#, load.made, load.accepted()));
+            }
+            (turns, totals)
+        }
+        "tcp-rr" => {
+            let size: usize = opts.get_or("size", 1)?;
+            let addr = opts.addr("addr", "127.0.0.1:0")?;
+            let (mut loads, turns) =
+                interleave::run(plan, || TcpRr::new(size, addr)).map_err(err)?;
+            let mut totals = Vec::new();
+            for (load, ok) in loads.iter_mut().zip(&turns.ok) {
+                load.finish().map_err(err)?;
+                totals.push(format!(r#"{{"round_trips":{}}}"#, ok.iter().sum::<u64>()));
+            }
+            (turns, totals)
+        }
+        "dns-udp" => {
+            let server = opts.addr("server", "")?;
+            let name = encode_name(opts.value("name").unwrap_or("bench.test"))?;
+            let timeout = Duration::from_millis(opts.get_or("timeout-ms", 1000)?);
+            let (loads, turns) =
+                interleave::run(plan, || DnsUdp::new(server, &name, timeout)).map_err(err)?;
+            let totals = loads
+                .iter()
+                .map(|l| format!(r#"{{"answered":{},"timeouts":{}}}"#, l.answered, l.timeouts))
+                .collect();
+            (turns, totals)
+        }
+        other => return Err(format!("unknown subcommand {other:?}\n{USAGE}")),
+    };
+    Ok(format!(
+        r#"{{"op":"{cmd}","interleaved":true,"rounds":{},{},"totals":[{}]}}"#,
+        plan.rounds,
+        turns.json_fields(),
+        totals.join(",")
     ))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::{net::UdpSocket, thread};
+
     use super::*;
 
     fn parse(line: &str, key: &str) -> f64 {
