@@ -10,7 +10,7 @@
 //! round and reverses every other round.
 use std::{
     io,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -33,7 +33,7 @@ pub struct Turns {
 const WARM_OPS: usize = 3;
 
 /// Moves this process (all its threads) into `cgroup`.
-pub fn enter(cgroup: &PathBuf) -> io::Result<()> {
+pub fn enter(cgroup: &Path) -> io::Result<()> {
     std::fs::write(cgroup.join("cgroup.procs"), "0")
         .map_err(|e| io::Error::new(e.kind(), format!("entering {}: {e}", cgroup.display())))
 }
