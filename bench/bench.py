@@ -358,6 +358,10 @@ class Bench:
 
     def record(self, bench: str, figure: str, values: list[float], unit: str, target: str = "", ok=None):
         med = statistics.median(values)
+        ci = median_ci(values) if unit == "x" else None
+        if ci:
+            # A ratio whose interval straddles its target is not decided by this run.
+            figure = f"{figure} (95% CI of the median {ci[0]:.3f}–{ci[1]:.3f})"
         row = {"bench": bench, "figure": figure, "median": med, "min": min(values), "max": max(values),
                "unit": unit, "n": len(values), "target": target,
                "verdict": "" if ok is None else ("met" if ok(med) else "MISSED")}
@@ -888,6 +892,18 @@ class Bench:
         ran = {r["bench"] for r in self.rows}
         kept = [line for line in previous_rows() if line.split("|")[1].strip() not in ran]
         return "\n".join([*head, *kept, *body, END])
+
+
+def median_ci(values: list[float]) -> tuple[float, float] | None:
+    """Distribution-free 95% confidence interval of the median (order statistics n/2 ± 0.98·√n),
+    for 20 or more values; None for fewer."""
+    n = len(values)
+    if n < 20:
+        return None
+    v = sorted(values)
+    half = 0.98 * n ** 0.5
+    lo, hi = max(0, int(n / 2 - half) - 1), min(n - 1, int(n / 2 + half + 0.999) - 1)
+    return v[lo], v[hi]
 
 
 def counted_or_lost(want: float, counted):
