@@ -388,8 +388,15 @@ mod boundary {
         // TCP: addresses and ports from connect(), no payload at all.
         let TcpEvent { cgroup_id: _, latency_ns: _, addr: _, port: _, event: _, result: _, _pad } =
             zeroed();
-        let PendingConnect { start_ns: _, cgroup_id: _, addr: _, port: _, expired: _, _pad } =
-            zeroed();
+        let PendingConnect {
+            cookie: _,
+            start_ns: _,
+            cgroup_id: _,
+            addr: _,
+            port: _,
+            expired: _,
+            _pad,
+        } = zeroed();
         let ListenerKey { netns: _, addr: _, port: _, _pad } = zeroed();
         // Endpoint table: configured by userspace.
         let EndpointKey { addr: _, port: _, _pad } = zeroed();

@@ -43,7 +43,7 @@ pub const MAP_DNS_STATS: &str = "CW_DNS_STATS";
 pub const MAP_CONFIG: &str = "CW_CONFIG";
 /// `RingBuf` of `DnsEvent`.
 pub const MAP_DNS_EVENTS: &str = "CW_DNS_EVENTS";
-/// `LruHashMap<u64 socket cookie, PendingConnect>`.
+/// `Array<PendingConnect>`, direct-mapped by socket cookie (see `tcp::PendingConnect`).
 pub const MAP_TCP_CONNECTS: &str = "CW_TCP_CONNECTS";
 /// `LruHashMap<ListenerKey, u64 cgroup id>`.
 pub const MAP_TCP_LISTENERS: &str = "CW_TCP_LISTENERS";

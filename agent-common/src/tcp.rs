@@ -1,15 +1,23 @@
 //! TCP connect/accept types shared by the kernel programs and userspace.
 use core::mem::size_of;
 
-pub const CONNECT_TABLE_SIZE: u32 = 65_536;
+/// Slots of the connect table, a power of two: a connect in progress takes slot
+/// `cookie % CONNECT_TABLE_SIZE` (see `PendingConnect`).
+pub const CONNECT_TABLE_SIZE: u32 = 8_192;
 pub const LISTENER_TABLE_SIZE: u32 = 16_384;
 pub const EVENT_RING_BYTES: u32 = 512 * 1024;
 
-/// A connect in progress, keyed by socket cookie: what the application asked for (before any
-/// DNAT), who asked, and when.
+/// A connect in progress, in slot `cookie % CONNECT_TABLE_SIZE` of an array: what the
+/// application asked for (before any DNAT), who asked, and when. `start_ns == 0` marks a free
+/// slot. A direct-mapped array, not a hash table: connect4 pays one warm store instead of a hash
+/// insert (a cold bucket and a lock, ~400 ns of its ~500, `bench/bpf-cost.sh tcp`; socket-local
+/// storage measured the same). Two connects in progress whose cookies share a slot: the second
+/// is not recorded and is counted lost (`tcp_table_full`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PendingConnect {
+    /// The socket's cookie: which socket holds the slot.
+    pub cookie: u64,
     pub start_ns: u64,
     pub cgroup_id: u64,
     /// IPv6, or IPv4-mapped IPv6.
@@ -20,7 +28,7 @@ pub struct PendingConnect {
     pub expired: u8,
     pub _pad: [u8; 5],
 }
-const _: () = assert!(size_of::<PendingConnect>() == 40);
+const _: () = assert!(size_of::<PendingConnect>() == 48);
 
 /// A listening socket: network namespace, local address (all zeros for a wildcard listener;
 /// IPv4 as IPv4-mapped) and port → the cgroup that called listen(). The address matters: two

@@ -50,8 +50,8 @@ pub static CW_CONFIG: Array<u32> = Array::with_max_entries(agent_common::names::
 pub static CW_DNS_EVENTS: RingBuf = RingBuf::with_byte_size(agent_common::dns::EVENT_RING_BYTES, 0);
 
 #[map]
-pub static CW_TCP_CONNECTS: LruHashMap<u64, agent_common::tcp::PendingConnect> =
-    LruHashMap::with_max_entries(agent_common::tcp::CONNECT_TABLE_SIZE, 0);
+pub static CW_TCP_CONNECTS: Array<agent_common::tcp::PendingConnect> =
+    Array::with_max_entries(agent_common::tcp::CONNECT_TABLE_SIZE, 0);
 
 #[map]
 pub static CW_TCP_LISTENERS: LruHashMap<agent_common::tcp::ListenerKey, u64> =

@@ -1,6 +1,7 @@
 //! TCP connects and accepts. `cgroup/connect4|6` runs in the connect() call, before any DNAT:
-//! it records the address the application asked for, its cgroup and the time, keyed by socket
-//! cookie. `sock_ops` on the same cgroup then reports the outcome, in whatever context the
+//! it records the address the application asked for, its cgroup and the time in the socket's slot
+//! of a direct-mapped table (see `agent_common::tcp::PendingConnect`). `sock_ops` on the same
+//! cgroup then reports the outcome, in whatever context the
 //! kernel is in (often softirq), which is why nothing there depends on the current task:
 //! - ACTIVE_ESTABLISHED: the handshake completed;
 //! - RTO with its third argument set: the SYN retransmission timer gave up (timeout);
@@ -11,8 +12,8 @@
 use agent_common::{
     counter,
     tcp::{
-        EVENT_ACCEPT, EVENT_CONNECT, ListenerKey, PendingConnect, RESULT_ERROR, RESULT_ESTABLISHED,
-        RESULT_REFUSED, RESULT_TIMEOUT, TcpEvent,
+        CONNECT_TABLE_SIZE, EVENT_ACCEPT, EVENT_CONNECT, ListenerKey, PendingConnect, RESULT_ERROR,
+        RESULT_ESTABLISHED, RESULT_REFUSED, RESULT_TIMEOUT, TcpEvent,
     },
 };
 use aya_ebpf::{
@@ -39,6 +40,9 @@ static CW_SOCK_OPS_CGROUP: u8 = 1;
 const SOCK_STREAM: u32 = 1;
 const TCP_SYN_SENT: u32 = 2;
 const TCP_CLOSE: u32 = 7;
+/// A slot older than this is free whatever it says: its socket never reported an outcome (a
+/// connect() that failed before sending its SYN). Longer than the default SYN retries (~127 s).
+const STALE_NS: u64 = 300_000_000_000;
 
 /// connect() on an IPv4 TCP socket.
 pub fn connect4(ctx: &SockAddrContext) {
@@ -73,18 +77,42 @@ pub fn connect6(ctx: &SockAddrContext) {
 #[inline(always)]
 fn record_connect(ctx: &SockAddrContext, addr: [u8; 16], user_port: u32) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let pending = PendingConnect {
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        addr,
-        // user_port holds the port in network order in its low 16 bits.
-        port: u16::from_be(user_port as u16),
-        expired: 0,
-        _pad: [0; 5],
+    let Some(slot) = CW_TCP_CONNECTS.get_ptr_mut(slot_of(cookie)) else {
+        return;
     };
-    if CW_TCP_CONNECTS.insert(&cookie, &pending, 0).is_err() {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let held = unsafe { (*slot).start_ns };
+    if held != 0 && unsafe { (*slot).cookie } != cookie && now.wrapping_sub(held) < STALE_NS {
+        // Another connect in progress holds the slot: this one is not recorded.
         count(counter::LOST_TCP_TABLE);
+        return;
     }
+    unsafe {
+        *slot = PendingConnect {
+            cookie,
+            start_ns: now,
+            cgroup_id: bpf_get_current_cgroup_id(),
+            addr,
+            // user_port holds the port in network order in its low 16 bits.
+            port: u16::from_be(user_port as u16),
+            expired: 0,
+            _pad: [0; 5],
+        };
+    }
+}
+
+#[inline(always)]
+fn slot_of(cookie: u64) -> u32 {
+    (cookie & u64::from(CONNECT_TABLE_SIZE - 1)) as u32
+}
+
+/// The slot of this callback's socket, if its connect is being watched.
+#[inline(always)]
+fn pending(ctx: &SockOpsContext) -> Option<*mut PendingConnect> {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let slot = CW_TCP_CONNECTS.get_ptr_mut(slot_of(cookie))?;
+    let mine = unsafe { (*slot).cookie == cookie && (*slot).start_ns != 0 };
+    mine.then_some(slot)
 }
 
 pub fn sock_ops(ctx: &SockOpsContext) {
@@ -99,17 +127,14 @@ pub fn sock_ops(ctx: &SockOpsContext) {
         let _ = ctx.set_cb_flags(0);
     } else if op == BPF_SOCK_OPS_RTO_CB {
         // args: retransmits, rto, expired (the timer is giving up).
-        if ctx.arg(2) != 0 {
-            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-            if let Some(p) = CW_TCP_CONNECTS.get_ptr_mut(&cookie) {
-                unsafe { (*p).expired = 1 };
-            }
+        if ctx.arg(2) != 0
+            && let Some(p) = pending(ctx)
+        {
+            unsafe { (*p).expired = 1 };
         }
     } else if op == BPF_SOCK_OPS_STATE_CB {
         if ctx.arg(0) == TCP_SYN_SENT && ctx.arg(1) == TCP_CLOSE {
-            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-            let expired =
-                CW_TCP_CONNECTS.get_ptr(&cookie).is_some_and(|p| unsafe { (*p).expired } != 0);
+            let expired = pending(ctx).is_some_and(|p| unsafe { (*p).expired } != 0);
             // segs_in is bumped before the socket processes a segment: a RST leaves it > 0, an
             // application close or an ICMP error does not.
             let segs_in = unsafe { (*ctx.ops).segs_in };
@@ -185,11 +210,11 @@ fn local_addr(ctx: &SockOpsContext) -> [u8; 16] {
 
 #[inline(always)]
 fn finish_connect(ctx: &SockOpsContext, result: u8) {
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let Some(p) = (unsafe { CW_TCP_CONNECTS.get(&cookie) }).copied() else {
-        return; // connect() happened before the agent attached
+    let Some(slot) = pending(ctx) else {
+        return; // connect() happened before the agent attached, or was not recorded
     };
-    let _ = CW_TCP_CONNECTS.remove(&cookie);
+    let p = unsafe { *slot };
+    unsafe { (*slot).start_ns = 0 }; // frees the slot
     let now = unsafe { bpf_ktime_get_ns() };
     emit(p.cgroup_id, now.wrapping_sub(p.start_ns), p.addr, p.port, EVENT_CONNECT, result);
 }

@@ -28,10 +28,10 @@ KILL_TIMEOUT = 10
 
 def program_names() -> set[str]:
     """The program names agent-common declares (names.rs is the single source) that `credwatch
-    run` attaches: all but the benchmark's empty baseline (PROG_BENCH_EMPTY)."""
+    run` attaches: all but the benchmark's empty baselines (PROG_BENCH_EMPTY*)."""
     text = (REPO / "agent-common/src/names.rs").read_text()
     declared = dict(re.findall(r'pub const (PROG_\w+): &str = "(\w+)";', text))
-    return {name for const, name in declared.items() if const != "PROG_BENCH_EMPTY"}
+    return {name for const, name in declared.items() if not const.startswith("PROG_BENCH_EMPTY")}
 
 
 def bpf_objects(pid: int) -> dict[str, set[int]]:
