@@ -292,6 +292,8 @@ impl Pipeline {
     fn sweep(&mut self) {
         let now = Instant::now();
         self.resolver.sweep(now);
+        let resolver = &self.resolver;
+        self.dns.forget(|cgroup_id| !resolver.holds(cgroup_id));
         let held = self.resolver.held();
         self.series.retire_unheld(|w| held.contains(w), now);
         let removed: HashSet<Workload> = self.series.expire(now).into_iter().collect();

@@ -274,6 +274,12 @@ impl Resolver {
     pub fn known_cgroups(&self) -> usize {
         self.index.len()
     }
+
+    /// Whether the cgroup is one the resolver still holds (it produced events and has not
+    /// vanished since; see [`Self::sweep`]).
+    pub fn holds(&self, cgroup_id: u64) -> bool {
+        self.entries.contains_key(&cgroup_id)
+    }
 }
 
 #[cfg(test)]

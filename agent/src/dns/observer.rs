@@ -55,6 +55,15 @@ impl DnsObserver {
         Self { tables, timeout_ns: timeout.as_nanos() as u64, pods: HashMap::new(), top_names }
     }
 
+    /// Drops what is kept per cgroup (resolv.conf, recent expansions, names seen) for the cgroups
+    /// `gone` says have gone; a cgroup that speaks again starts afresh.
+    pub fn forget(&mut self, gone: impl Fn(u64) -> bool) {
+        self.pods.retain(|&cgroup_id, _| !gone(cgroup_id));
+        if self.pods.capacity() > 4 * self.pods.len().max(64) {
+            self.pods.shrink_to_fit();
+        }
+    }
+
     /// An answer the kernel sent by name: NXDOMAIN (search-list analysis), or any answer when
     /// names are counted. Counts, latency and truncation come from [`Self::tick`].
     pub fn observe(
