@@ -418,13 +418,17 @@ class Bench:
             ratios = [c / n for c, n in zip(rates[mode], rates["none"])]
             if mode == "credwatch":
                 self.record(bench, "credwatch / none", ratios, "x", f"≥ {target}", lambda v: v >= target)
+            elif mode == "none-again":
+                # An A/A check: a second cgroup with nothing attached; 1 when the method is fair.
+                self.record(bench, "none-again / none (A/A check)", ratios, "x")
             else:
                 self.record(bench, f"{mode} / none", ratios, "x")
 
     def paired_cgroups(self, name: str, modes=("none", "credwatch")) -> dict[str, Path]:
         """Sibling cgroups for a paired comparison: the agent is attached to `credwatch` only;
-        `none` has no program at all (credwatch attaches nothing outside its cgroup); `empty`,
-        when asked for, gets empty programs at every hook credwatch uses."""
+        `none` (and `none-again`, the A/A check) has no program at all (credwatch attaches nothing
+        outside its cgroup); `empty`, when asked for, gets empty programs at every hook credwatch
+        uses."""
         return {mode: self.cg.child(f"{name}/{mode}/pod0") for mode in modes}
 
     @contextlib.contextmanager
@@ -629,6 +633,7 @@ class Bench:
             self.record("e2e", "DNS credwatch / bpftrace", ratio(dns, "credwatch", "bpftrace"), "x")
             self.record("e2e", "bpftrace's counts − generated (DNS flood, canary)", missed, "events", "0", lambda v: v == 0)
         self.request_response(md)
+        self.bulk_interleaved(md)
 
     def canary(self, cg: Path, md: int, n: int) -> None:
         """From the e2e cgroup, after the workload: n DNS queries and n metadata requests (each
@@ -646,7 +651,7 @@ class Bench:
     def request_response(self, md: int) -> None:
         """1-byte TCP ping-pong between two threads of one process (credwatch-loadgen tcp-rr), in
         interleaved turns from a cgroup with the agent attached and a sibling with nothing."""
-        cgs = self.paired_cgroups("e2e-rr")
+        cgs = self.paired_cgroups("e2e-rr", ("none", "credwatch", "none-again"))
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
         try:
             self.loadgen(cgs["none"], ["tcp-rr", "--seconds", "0.2"])  # warm-up
@@ -658,6 +663,28 @@ class Bench:
             self.record("e2e", f"request/response, {mode}", vals, "k/s")
         self.record("e2e", "request/response credwatch / none", [c / n for c, n in zip(rates["credwatch"], rates["none"])],
                     "x", "≥ 0.98", lambda v: v >= 0.98)
+        self.record("e2e", "request/response none-again / none (A/A check)",
+                    [c / n for c, n in zip(rates["none-again"], rates["none"])], "x")
+
+    def bulk_interleaved(self, md: int) -> None:
+        """Bulk throughput as iperf3 measures it (one loopback connection, 64 KiB writes), from
+        credwatch-loadgen tcp-bulk in interleaved turns: the agent attached vs nothing."""
+        cgs = self.paired_cgroups("e2e-bulk", ("none", "credwatch", "none-again"))
+        agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
+        try:
+            rates, totals = self.interleaved(cgs, ["tcp-bulk"])
+        finally:
+            agent.stop()
+        for mode, t in totals.items():
+            # Every byte written (timed turns and warm-up) reached the reader.
+            assert t["received"] >= t["timed_bytes"], (mode, t)
+        gbit = {m: [r * 65536 * 8 / 1e9 for r in vals] for m, vals in rates.items()}
+        for mode, vals in gbit.items():
+            self.record("e2e", f"bulk (tcp-bulk, interleaved), {mode}", vals, "Gbit/s")
+        self.record("e2e", "bulk (tcp-bulk, interleaved) credwatch / none", [c / n for c, n in zip(gbit["credwatch"], gbit["none"])],
+                    "x", "≥ 0.99", lambda v: v >= 0.99)
+        self.record("e2e", "bulk (tcp-bulk, interleaved) none-again / none (A/A check)",
+                    [c / n for c, n in zip(gbit["none-again"], gbit["none"])], "x")
 
     @contextlib.contextmanager
     def mode(self, mode: str, cg: Path, md: int):
@@ -698,7 +725,7 @@ class Bench:
         equal answered."""
         dnsmasq = self.dnsmasq()
         md = free_port()
-        cgs = self.paired_cgroups("dns")
+        cgs = self.paired_cgroups("dns", ("none", "credwatch", "none-again"))
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
         query = ["dns-udp", "--server", f"{DNS_ADDR}:53", "--name", "bench.test"]
         try:
@@ -728,7 +755,7 @@ class Bench:
         any agent observing there pays) and with the agent; exported connects and accepts equal
         the generator's."""
         md = free_port()
-        modes = ("none", "empty", "credwatch")
+        modes = ("none", "empty", "credwatch", "none-again")
         cgs = self.paired_cgroups("tcp", modes)
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
         floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)

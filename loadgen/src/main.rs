@@ -10,6 +10,8 @@
 //! credwatch-loadgen tcp-rr --seconds S [--size BYTES]
 //!     {"op":"tcp-rr","round_trips":R,"seconds":S,"cpu_seconds":C}
 //! credwatch-loadgen dns-udp --server ADDR:PORT --count N [--name bench.test] [--timeout-ms 1000]
+//! credwatch-loadgen OP --cgroups A,B[,…] --rounds R [--turn-ms 20] [OP's options]
+//!     {"op":OP,"interleaved":true,"rounds":R,"ok":[[per turn]…],"failed":[…],"seconds":[…],"totals":[…]}
 //!     {"op":"dns-udp","count":N,"answered":A,"timeouts":T,"seconds":S,"cpu_seconds":C}
 //! ```
 //!
@@ -29,14 +31,15 @@ use std::{
 };
 
 use interleave::Plan;
-use workload::{DnsUdp, TcpConnect, TcpRr, Workload, encode_name};
+use workload::{DnsUdp, TcpBulk, TcpConnect, TcpRr, Workload, encode_name};
 
 const USAGE: &str = "usage:
   credwatch-loadgen tcp-connect --count N [--addr 127.0.0.1:PORT]
   credwatch-loadgen tcp-rr --seconds S [--size BYTES] [--addr 127.0.0.1:PORT]
   credwatch-loadgen dns-udp --server ADDR:PORT --count N [--name NAME] [--timeout-ms MS]
   credwatch-loadgen OP --cgroups DIR,DIR[,...] --rounds R [--turn-ms 20] [OP's options]
-    (interleaved: turns of OP from each cgroup; instead of --count/--seconds)
+    (interleaved: turns of OP from each cgroup; instead of --count/--seconds; OP may also be
+    tcp-bulk [--size CHUNK, default 65536]: one connection per cgroup, CHUNK-byte writes)
 Loopback addresses only. Prints one JSON line with the result.";
 
 fn main() -> ExitCode {
@@ -261,6 +264,24 @@ fn interleaved(cmd: &str, plan: &Plan, opts: &Opts) -> Result<String, String> {
                 load.wait_accepted();
                 load.finish().map_err(err)?;
                 totals.push(format!(r#"{{"made":{},"accepted":{}}}"#, load.made, load.accepted()));
+            }
+            (turns, totals)
+        }
+        "tcp-bulk" => {
+            let chunk: usize = opts.get_or("size", 65536)?;
+            if chunk == 0 || chunk > 1 << 20 {
+                return Err("--size must be 1..=1048576".into());
+            }
+            let addr = opts.addr("addr", "127.0.0.1:0")?;
+            let (mut loads, turns) =
+                interleave::run(plan, || TcpBulk::new(chunk, addr)).map_err(err)?;
+            let mut totals = Vec::new();
+            for (load, ok) in loads.iter_mut().zip(&turns.ok) {
+                let received = load.finish().map_err(err)?;
+                let timed = ok.iter().sum::<u64>() * chunk as u64;
+                totals.push(format!(
+                    r#"{{"chunk":{chunk},"timed_bytes":{timed},"received":{received}}}"#
+                ));
             }
             (turns, totals)
         }

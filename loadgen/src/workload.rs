@@ -158,6 +158,59 @@ impl Drop for TcpRr {
     }
 }
 
+/// Bulk transfer over one loopback connection (both ends made in the cgroup the process is in
+/// when this is created): each operation writes one `chunk`-byte buffer; a thread reads and
+/// discards everything.
+pub struct TcpBulk {
+    conn: TcpStream,
+    chunk: Vec<u8>,
+    reader: Option<thread::JoinHandle<io::Result<u64>>>,
+}
+
+impl TcpBulk {
+    pub fn new(chunk: usize, addr: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        let target = listener.local_addr()?;
+        let reader = thread::spawn(move || -> io::Result<u64> {
+            let (mut conn, _) = listener.accept()?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) => return Ok(total),
+                    Ok(n) => total += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        let conn = TcpStream::connect(target)?;
+        Ok(Self { conn, chunk: vec![b'x'; chunk], reader: Some(reader) })
+    }
+
+    /// Closes the connection; the bytes the reader received.
+    pub fn finish(&mut self) -> io::Result<u64> {
+        let _ = self.conn.shutdown(std::net::Shutdown::Write);
+        match self.reader.take() {
+            Some(t) => t.join().map_err(|_| io::Error::other("reader thread panicked"))?,
+            None => Ok(0),
+        }
+    }
+}
+
+impl Workload for TcpBulk {
+    fn once(&mut self) -> io::Result<bool> {
+        self.conn.write_all(&self.chunk)?;
+        Ok(true)
+    }
+}
+
+impl Drop for TcpBulk {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
 /// Fills `buf` with one message; false on a clean end of stream before its first byte.
 fn read_message(conn: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
     let mut got = 0;

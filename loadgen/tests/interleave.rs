@@ -86,3 +86,39 @@ fn refuses_a_single_cgroup() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("two or more"));
 }
+
+#[test]
+fn bulk_turns_deliver_every_byte() {
+    let Some(cg2) = cgroup2_mount() else {
+        eprintln!("SKIPPED: no cgroup v2 mount");
+        return;
+    };
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root (cgroup moves)");
+        return;
+    }
+    let base = cg2.join(format!("credwatch-test-{}-lgbulk", std::process::id()));
+    let cgs: Vec<PathBuf> = ["a", "b"].iter().map(|n| base.join(n)).collect();
+    for cg in &cgs {
+        fs::create_dir_all(cg).unwrap();
+    }
+    let list = cgs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
+    let out = Command::new(env!("CARGO_BIN_EXE_credwatch-loadgen"))
+        .args(["tcp-bulk", "--cgroups", &list, "--rounds", "3", "--turn-ms", "5", "--size", "4096"])
+        .output()
+        .unwrap();
+    for cg in cgs.iter().rev() {
+        fs::remove_dir(cg).unwrap();
+    }
+    fs::remove_dir(&base).unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{line} {}", String::from_utf8_lossy(&out.stderr));
+    let ok = numbers(&line, "ok");
+    let totals = numbers(&line, "totals"); // per cgroup: chunk, timed_bytes, received
+    for (i, t) in totals.chunks(3).enumerate() {
+        let writes: f64 = ok[i * 3..i * 3 + 3].iter().sum();
+        assert_eq!(t[1], writes * 4096.0, "{line}");
+        // the reader got every byte written, the 3 untimed warm-up writes a turn included
+        assert_eq!(t[2], (writes + 3.0 * 3.0) * 4096.0, "{line}");
+    }
+}
