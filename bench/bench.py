@@ -408,8 +408,10 @@ class Bench:
         """Rounds of interleaved turns: the same time per mode as rounds × seconds."""
         return max(3, round(self.rounds * self.seconds * 1000 / TURN_MS))
 
-    def record_interleaved(self, bench: str, rates: dict[str, list[float]], what: str, unit: str, target: float) -> None:
-        """Rates per mode, and each mode's ratio to `none` turn by turn (the target on credwatch's)."""
+    def record_interleaved(self, bench: str, rates: dict[str, list[float]], what: str, unit: str, target: float,
+                           ratio_prefix: str = "") -> None:
+        """Rates per mode, and each mode's ratio to `none` turn by turn (the target on credwatch's);
+        `ratio_prefix` names the ratios where the benchmark measures more than one thing."""
         for mode, vals in rates.items():
             self.record(bench, f"{what}, {mode}", vals, unit)
         for mode in rates:
@@ -417,12 +419,12 @@ class Bench:
                 continue
             ratios = [c / n for c, n in zip(rates[mode], rates["none"])]
             if mode == "credwatch":
-                self.record(bench, "credwatch / none", ratios, "x", f"≥ {target}", lambda v: v >= target)
+                self.record(bench, f"{ratio_prefix}credwatch / none", ratios, "x", f"≥ {target}", lambda v: v >= target)
             elif mode == "none-again":
                 # An A/A check: a second cgroup with nothing attached; 1 when the method is fair.
-                self.record(bench, "none-again / none (A/A check)", ratios, "x")
+                self.record(bench, f"{ratio_prefix}none-again / none (A/A check)", ratios, "x")
             else:
-                self.record(bench, f"{mode} / none", ratios, "x")
+                self.record(bench, f"{ratio_prefix}{mode} / none", ratios, "x")
 
     def paired_cgroups(self, name: str, modes=("none", "credwatch")) -> dict[str, Path]:
         """Sibling cgroups for a paired comparison: the agent is attached to `credwatch` only;
@@ -659,12 +661,7 @@ class Bench:
         finally:
             agent.stop()
         rates = {m: [r / 1000 for r in vals] for m, vals in rates.items()}
-        for mode, vals in rates.items():
-            self.record("e2e", f"request/response, {mode}", vals, "k/s")
-        self.record("e2e", "request/response credwatch / none", [c / n for c, n in zip(rates["credwatch"], rates["none"])],
-                    "x", "≥ 0.98", lambda v: v >= 0.98)
-        self.record("e2e", "request/response none-again / none (A/A check)",
-                    [c / n for c, n in zip(rates["none-again"], rates["none"])], "x")
+        self.record_interleaved("e2e", rates, "request/response", "k/s", 0.98, "request/response ")
 
     def bulk_interleaved(self, md: int) -> None:
         """Bulk throughput as iperf3 measures it (one loopback connection, 64 KiB writes), from
@@ -679,12 +676,7 @@ class Bench:
             # Every byte written (timed turns and warm-up) reached the reader.
             assert t["received"] >= t["timed_bytes"], (mode, t)
         gbit = {m: [r * 65536 * 8 / 1e9 for r in vals] for m, vals in rates.items()}
-        for mode, vals in gbit.items():
-            self.record("e2e", f"bulk (tcp-bulk, interleaved), {mode}", vals, "Gbit/s")
-        self.record("e2e", "bulk (tcp-bulk, interleaved) credwatch / none", [c / n for c, n in zip(gbit["credwatch"], gbit["none"])],
-                    "x", "≥ 0.99", lambda v: v >= 0.99)
-        self.record("e2e", "bulk (tcp-bulk, interleaved) none-again / none (A/A check)",
-                    [c / n for c, n in zip(gbit["none-again"], gbit["none"])], "x")
+        self.record_interleaved("e2e", gbit, "bulk (tcp-bulk, interleaved)", "Gbit/s", 0.99, "bulk (tcp-bulk, interleaved) ")
 
     @contextlib.contextmanager
     def mode(self, mode: str, cg: Path, md: int):

@@ -35,24 +35,27 @@ fn numbers(line: &str, key: &str) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn turns_from_each_cgroup_add_up() {
+/// Runs the generator with `args` plus `--cgroups` naming fresh cgroups `names` under
+/// `<cgroup2>/credwatch-test-<pid>-<tag>`, removed afterwards; its JSON line, or None (skipped,
+/// with the reason printed) without cgroup v2 or root.
+fn run_in_cgroups(tag: &str, names: &[&str], args: &[&str]) -> Option<String> {
     let Some(cg2) = cgroup2_mount() else {
         eprintln!("SKIPPED: no cgroup v2 mount");
-        return;
+        return None;
     };
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: needs root (cgroup moves)");
-        return;
+        return None;
     }
-    let base = cg2.join(format!("credwatch-test-{}-lg", std::process::id()));
-    let cgs: Vec<PathBuf> = ["a", "b", "c"].iter().map(|n| base.join(n)).collect();
+    let base = cg2.join(format!("credwatch-test-{}-{tag}", std::process::id()));
+    let cgs: Vec<PathBuf> = names.iter().map(|n| base.join(n)).collect();
     for cg in &cgs {
         fs::create_dir_all(cg).unwrap();
     }
     let list = cgs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
     let out = Command::new(env!("CARGO_BIN_EXE_credwatch-loadgen"))
-        .args(["tcp-connect", "--cgroups", &list, "--rounds", "4", "--turn-ms", "5"])
+        .args(args)
+        .args(["--cgroups", &list])
         .output()
         .unwrap();
     // the child has exited: the cgroups are empty again
@@ -62,6 +65,13 @@ fn turns_from_each_cgroup_add_up() {
     fs::remove_dir(&base).unwrap();
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{line} {}", String::from_utf8_lossy(&out.stderr));
+    Some(line)
+}
+
+#[test]
+fn turns_from_each_cgroup_add_up() {
+    let args = ["tcp-connect", "--rounds", "4", "--turn-ms", "5"];
+    let Some(line) = run_in_cgroups("lg", &["a", "b", "c"], &args) else { return };
     let ok = numbers(&line, "ok");
     let seconds = numbers(&line, "seconds");
     assert_eq!(ok.len(), 12, "3 cgroups × 4 rounds: {line}");
@@ -89,30 +99,8 @@ fn refuses_a_single_cgroup() {
 
 #[test]
 fn bulk_turns_deliver_every_byte() {
-    let Some(cg2) = cgroup2_mount() else {
-        eprintln!("SKIPPED: no cgroup v2 mount");
-        return;
-    };
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root (cgroup moves)");
-        return;
-    }
-    let base = cg2.join(format!("credwatch-test-{}-lgbulk", std::process::id()));
-    let cgs: Vec<PathBuf> = ["a", "b"].iter().map(|n| base.join(n)).collect();
-    for cg in &cgs {
-        fs::create_dir_all(cg).unwrap();
-    }
-    let list = cgs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
-    let out = Command::new(env!("CARGO_BIN_EXE_credwatch-loadgen"))
-        .args(["tcp-bulk", "--cgroups", &list, "--rounds", "3", "--turn-ms", "5", "--size", "4096"])
-        .output()
-        .unwrap();
-    for cg in cgs.iter().rev() {
-        fs::remove_dir(cg).unwrap();
-    }
-    fs::remove_dir(&base).unwrap();
-    let line = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "{line} {}", String::from_utf8_lossy(&out.stderr));
+    let args = ["tcp-bulk", "--rounds", "3", "--turn-ms", "5", "--size", "4096"];
+    let Some(line) = run_in_cgroups("lgbulk", &["a", "b"], &args) else { return };
     let ok = numbers(&line, "ok");
     let totals = numbers(&line, "totals"); // per cgroup: chunk, timed_bytes, received
     for (i, t) in totals.chunks(3).enumerate() {
