@@ -3,6 +3,8 @@
 # stats (run_time_ns / run_cnt per program) around one credwatch-loadgen run in a test cgroup.
 #
 #   sudo bench/bpf-cost.sh tcp|dns [COUNT]
+#   sudo EMPTY=1 bench/bpf-cost.sh tcp|dns [COUNT]   (the floor: empty programs at the same hooks,
+#                                                     `credwatch bench-baseline --all-hooks`)
 #
 # Builds the release agent and load generator, attaches only to <cgroup2>/credwatch-test-<pid>,
 # sends only to loopback, and removes everything it created on exit. The numbers include BPF
@@ -35,9 +37,14 @@ if [ "$MODE" = dns ]; then
 else
   GEN=(tcp-connect --count "$N")
 fi
-$BIN --log-level warn run --cgroup-path "$CG" --listen 127.0.0.1:$PORT --no-default-endpoints \
-  --metadata-endpoint 127.0.0.1:1 & AG=$!
-until curl -sf 127.0.0.1:$PORT/readyz >/dev/null; do sleep 0.1; done
+if [ -n "${EMPTY:-}" ]; then
+  exec 3< <(exec $BIN bench-baseline --all-hooks --cgroup-path "$CG"); AG=$!
+  read -r -u 3 line && [ "$line" = ready ] || { echo "bench-baseline did not attach" >&2; exit 1; }
+else
+  $BIN --log-level warn run --cgroup-path "$CG" --listen 127.0.0.1:$PORT --no-default-endpoints \
+    --metadata-endpoint 127.0.0.1:1 & AG=$!
+  until curl -sf 127.0.0.1:$PORT/readyz >/dev/null; do sleep 0.1; done
+fi
 snapshot() {
   bpftool -j prog show | python3 -c '
 import json, sys

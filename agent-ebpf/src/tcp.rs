@@ -122,7 +122,9 @@ pub fn sock_ops(ctx: &SockOpsContext) {
         let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG;
         let _ = ctx.set_cb_flags(flags as i32);
     } else if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-        finish_connect(ctx, RESULT_ESTABLISHED);
+        if let Some(slot) = pending(ctx) {
+            finish_connect(slot, RESULT_ESTABLISHED);
+        }
         // Nothing more to learn from this socket.
         let _ = ctx.set_cb_flags(0);
     } else if op == BPF_SOCK_OPS_RTO_CB {
@@ -133,8 +135,11 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             unsafe { (*p).expired = 1 };
         }
     } else if op == BPF_SOCK_OPS_STATE_CB {
-        if ctx.arg(0) == TCP_SYN_SENT && ctx.arg(1) == TCP_CLOSE {
-            let expired = pending(ctx).is_some_and(|p| unsafe { (*p).expired } != 0);
+        if ctx.arg(0) == TCP_SYN_SENT
+            && ctx.arg(1) == TCP_CLOSE
+            && let Some(slot) = pending(ctx)
+        {
+            let expired = unsafe { (*slot).expired } != 0;
             // segs_in is bumped before the socket processes a segment: a RST leaves it > 0, an
             // application close or an ICMP error does not.
             let segs_in = unsafe { (*ctx.ops).segs_in };
@@ -145,7 +150,7 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             } else {
                 RESULT_ERROR
             };
-            finish_connect(ctx, result);
+            finish_connect(slot, result);
         }
     } else if op == BPF_SOCK_OPS_TCP_LISTEN_CB {
         if unsafe { core::ptr::read_volatile(&CW_SOCK_OPS_CGROUP) } == 0 {
@@ -208,11 +213,10 @@ fn local_addr(ctx: &SockOpsContext) -> [u8; 16] {
     addr
 }
 
+/// Reports the connect held in `slot` (from [`pending`]: a socket whose connect() happened before
+/// the agent attached, or was not recorded, has none) and frees the slot.
 #[inline(always)]
-fn finish_connect(ctx: &SockOpsContext, result: u8) {
-    let Some(slot) = pending(ctx) else {
-        return; // connect() happened before the agent attached, or was not recorded
-    };
+fn finish_connect(slot: *mut PendingConnect, result: u8) {
     let p = unsafe { *slot };
     unsafe { (*slot).start_ns = 0 }; // frees the slot
     let now = unsafe { bpf_ktime_get_ns() };

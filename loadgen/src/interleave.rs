@@ -22,8 +22,10 @@ pub struct Plan {
     pub turn: Duration,
 }
 
-/// Per cgroup, per round: operations that succeeded, that failed, and the seconds timed.
+/// Per cgroup, per round: operations that succeeded, that failed, and the seconds timed; and per
+/// cgroup the path the kernel said this process was in when its workload was made.
 pub struct Turns {
+    pub joined: Vec<String>,
     pub ok: Vec<Vec<u64>>,
     pub failed: Vec<Vec<u64>>,
     pub seconds: Vec<Vec<f64>>,
@@ -38,18 +40,30 @@ pub fn enter(cgroup: &Path) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("entering {}: {e}", cgroup.display())))
 }
 
+/// This process's cgroup v2 path (relative to the mount), as /proc/self/cgroup gives it.
+fn current_cgroup() -> io::Result<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+        .ok_or_else(|| io::Error::other("no cgroup v2 line in /proc/self/cgroup"))
+}
+
 /// Makes one workload per cgroup (inside it), then runs the turns.
 pub fn run<W: Workload>(
     plan: &Plan,
     mut make: impl FnMut() -> io::Result<W>,
 ) -> io::Result<(Vec<W>, Turns)> {
     let mut loads = Vec::with_capacity(plan.cgroups.len());
+    let mut joined = Vec::with_capacity(plan.cgroups.len());
     for cg in &plan.cgroups {
         enter(cg)?;
+        joined.push(current_cgroup()?);
         loads.push(make()?);
     }
     let n = plan.cgroups.len();
     let mut turns = Turns {
+        joined,
         ok: vec![Vec::with_capacity(plan.rounds); n],
         failed: vec![Vec::with_capacity(plan.rounds); n],
         seconds: vec![Vec::with_capacity(plan.rounds); n],
@@ -87,7 +101,7 @@ pub fn run<W: Workload>(
 }
 
 impl Turns {
-    /// `"ok":[[…],[…]],"failed":[…],"seconds":[…]` (one inner array per cgroup).
+    /// `"joined":[…],"ok":[[…],[…]],"failed":[…],"seconds":[…]` (one entry per cgroup).
     pub fn json_fields(&self) -> String {
         fn arr<T: std::fmt::Display>(rows: &[Vec<T>]) -> String {
             let rows: Vec<String> = rows
@@ -100,6 +114,14 @@ impl Turns {
         }
         let secs: Vec<Vec<String>> =
             self.seconds.iter().map(|r| r.iter().map(|s| format!("{s:.6}")).collect()).collect();
-        format!(r#""ok":{},"failed":{},"seconds":{}"#, arr(&self.ok), arr(&self.failed), arr(&secs))
+        // cgroup paths are plain directory names here (the benchmark's and tests' own)
+        let joined: Vec<String> = self.joined.iter().map(|p| format!("{p:?}")).collect();
+        format!(
+            r#""joined":[{}],"ok":{},"failed":{},"seconds":{}"#,
+            joined.join(","),
+            arr(&self.ok),
+            arr(&self.failed),
+            arr(&secs)
+        )
     }
 }

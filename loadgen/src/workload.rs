@@ -105,74 +105,94 @@ impl Drop for TcpConnect {
     }
 }
 
-/// Ping-pong of `size`-byte messages over one loopback connection (both ends made in the cgroup
-/// the process is in when this is created).
-pub struct TcpRr {
+/// One loopback connection to a server thread of our own, both ends made in the cgroup the
+/// process is in when it starts; closing our end ends the server, whose result `finish` returns.
+struct Peer<T> {
     conn: TcpStream,
+    server: Option<thread::JoinHandle<io::Result<T>>>,
+}
+
+impl<T: Send + 'static> Peer<T> {
+    fn start(
+        addr: SocketAddr,
+        nodelay: bool,
+        serve: impl FnOnce(TcpStream) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        let target = listener.local_addr()?;
+        let server = thread::spawn(move || -> io::Result<T> {
+            let (conn, _) = listener.accept()?;
+            conn.set_nodelay(nodelay)?;
+            serve(conn)
+        });
+        let conn = TcpStream::connect(target)?;
+        conn.set_nodelay(nodelay)?;
+        Ok(Self { conn, server: Some(server) })
+    }
+}
+
+impl<T> Peer<T> {
+    /// Closes our end and waits for the server; None when it was waited for already.
+    fn finish(&mut self) -> io::Result<Option<T>> {
+        let _ = self.conn.shutdown(std::net::Shutdown::Write);
+        match self.server.take() {
+            Some(t) => t.join().map_err(|_| io::Error::other("server thread panicked"))?.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<T> Drop for Peer<T> {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// Ping-pong of `size`-byte messages over one loopback connection (see [`Peer`]).
+pub struct TcpRr {
+    peer: Peer<()>,
     msg: Vec<u8>,
     buf: Vec<u8>,
-    server: Option<thread::JoinHandle<io::Result<()>>>,
 }
 
 impl TcpRr {
     pub fn new(size: usize, addr: SocketAddr) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr)?;
-        let target = listener.local_addr()?;
-        let server = thread::spawn(move || -> io::Result<()> {
-            let (mut conn, _) = listener.accept()?;
-            conn.set_nodelay(true)?;
+        let peer = Peer::start(addr, true, move |mut conn| {
             let mut buf = vec![0u8; size];
             while read_message(&mut conn, &mut buf)? {
                 conn.write_all(&buf)?;
             }
             Ok(())
-        });
-        let conn = TcpStream::connect(target)?;
-        conn.set_nodelay(true)?;
-        Ok(Self { conn, msg: vec![b'x'; size], buf: vec![0u8; size], server: Some(server) })
+        })?;
+        Ok(Self { peer, msg: vec![b'x'; size], buf: vec![0u8; size] })
     }
 
     /// Closes the connection and waits for the server thread.
     pub fn finish(&mut self) -> io::Result<()> {
-        let _ = self.conn.shutdown(std::net::Shutdown::Write);
-        match self.server.take() {
-            Some(t) => t.join().map_err(|_| io::Error::other("server thread panicked"))?,
-            None => Ok(()),
-        }
+        self.peer.finish().map(|_| ())
     }
 }
 
 impl Workload for TcpRr {
     fn once(&mut self) -> io::Result<bool> {
-        self.conn.write_all(&self.msg)?;
-        if !read_message(&mut self.conn, &mut self.buf)? {
+        self.peer.conn.write_all(&self.msg)?;
+        if !read_message(&mut self.peer.conn, &mut self.buf)? {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed"));
         }
         Ok(true)
     }
 }
 
-impl Drop for TcpRr {
-    fn drop(&mut self) {
-        let _ = self.finish();
-    }
-}
-
-/// Bulk transfer over one loopback connection (both ends made in the cgroup the process is in
-/// when this is created): each operation writes one `chunk`-byte buffer; a thread reads and
-/// discards everything.
+/// Bulk transfer over one loopback connection (see [`Peer`]): each operation writes one
+/// `chunk`-byte buffer; the server reads and discards everything.
 pub struct TcpBulk {
-    conn: TcpStream,
+    peer: Peer<u64>,
     chunk: Vec<u8>,
-    reader: Option<thread::JoinHandle<io::Result<u64>>>,
 }
 
 impl TcpBulk {
     pub fn new(chunk: usize, addr: SocketAddr) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr)?;
-        let target = listener.local_addr()?;
-        let reader = thread::spawn(move || -> io::Result<u64> {
-            let (mut conn, _) = listener.accept()?;
+        let peer = Peer::start(addr, false, |mut conn| {
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0u64;
             loop {
@@ -183,31 +203,20 @@ impl TcpBulk {
                     Err(e) => return Err(e),
                 }
             }
-        });
-        let conn = TcpStream::connect(target)?;
-        Ok(Self { conn, chunk: vec![b'x'; chunk], reader: Some(reader) })
+        })?;
+        Ok(Self { peer, chunk: vec![b'x'; chunk] })
     }
 
-    /// Closes the connection; the bytes the reader received.
+    /// Closes the connection; the bytes the server received.
     pub fn finish(&mut self) -> io::Result<u64> {
-        let _ = self.conn.shutdown(std::net::Shutdown::Write);
-        match self.reader.take() {
-            Some(t) => t.join().map_err(|_| io::Error::other("reader thread panicked"))?,
-            None => Ok(0),
-        }
+        Ok(self.peer.finish()?.unwrap_or(0))
     }
 }
 
 impl Workload for TcpBulk {
     fn once(&mut self) -> io::Result<bool> {
-        self.conn.write_all(&self.chunk)?;
+        self.peer.conn.write_all(&self.chunk)?;
         Ok(true)
-    }
-}
-
-impl Drop for TcpBulk {
-    fn drop(&mut self) {
-        let _ = self.finish();
     }
 }
 

@@ -65,6 +65,14 @@ fn run_in_cgroups(tag: &str, names: &[&str], args: &[&str]) -> Option<String> {
     fs::remove_dir(&base).unwrap();
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{line} {}", String::from_utf8_lossy(&out.stderr));
+    // The kernel put the generator in each cgroup in turn (its workloads were made there).
+    let joined = &line[line.find(r#""joined":["#).expect("joined") + 10..];
+    let joined: Vec<&str> = joined[..joined.find(']').unwrap()].split(',').collect();
+    let want: Vec<String> = cgs
+        .iter()
+        .map(|p| format!("{:?}", format!("/{}", p.strip_prefix(&cg2).unwrap().display())))
+        .collect();
+    assert_eq!(joined, want, "{line}");
     Some(line)
 }
 
