@@ -5,6 +5,8 @@
 #   sudo bench/bpf-cost.sh tcp|dns [COUNT]
 #   sudo EMPTY=1 bench/bpf-cost.sh tcp|dns [COUNT]   (the floor: empty programs at the same hooks,
 #                                                     `credwatch bench-baseline --all-hooks`)
+#   sudo PERF=1 bench/bpf-cost.sh tcp|dns [COUNT]    (also `perf record` of the generator's CPU:
+#                                                     the top symbols, kernel helpers included)
 #
 # Builds the release agent and load generator, attaches only to <cgroup2>/credwatch-test-<pid>,
 # sends only to loopback, and removes everything it created on exit. The numbers include BPF
@@ -54,7 +56,14 @@ for p in json.load(sys.stdin):
 }
 sysctl -qw kernel.bpf_stats_enabled=1
 before=$(snapshot)
-( echo $BASHPID > "$CG/pod/cgroup.procs"; exec taskset -c 1 $LOADGEN "${GEN[@]}" )
+[ -n "$DM" ] && taskset -pc 1 "$DM" >/dev/null  # dnsmasq on the generator's CPU, as in bench dns
+PERF_OUT=$(mktemp -d)
+if [ -n "${PERF:-}" ]; then
+  ( echo $BASHPID > "$CG/pod/cgroup.procs"
+    exec taskset -c 1 perf record -q -o "$PERF_OUT/perf.data" -C 1 -g -- $LOADGEN "${GEN[@]}" )
+else
+  ( echo $BASHPID > "$CG/pod/cgroup.procs"; exec taskset -c 1 $LOADGEN "${GEN[@]}" )
+fi
 after=$(snapshot)
 python3 - "$N" "$MODE" "$before" "$after" <<'PY'
 import sys
@@ -72,3 +81,8 @@ for line in after.splitlines():
         total += dns / n
 print(f"total BPF per {unit}: {total:.0f} ns")
 PY
+if [ -n "${PERF:-}" ]; then
+  echo "perf, CPU 1 (generator and, for dns, dnsmasq), top symbols:"
+  perf report -i "$PERF_OUT/perf.data" --no-children --sort sym -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+fi
+rm -rf "$PERF_OUT"
