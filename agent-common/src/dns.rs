@@ -10,7 +10,6 @@ pub const LABELS_MAX: usize = 128;
 /// DNS header length.
 pub const HEADER_LEN: usize = 12;
 
-pub const PENDING_TABLE_SIZE: u32 = 16_384;
 /// (cgroup, query type) pairs counted at once; a cgroup has one per query type it uses.
 pub const STATS_TABLE_SIZE: u32 = 16_384;
 pub const EVENT_RING_BYTES: u32 = 1024 * 1024;
@@ -86,25 +85,44 @@ pub fn latency_slot(ns: u64) -> usize {
     LATENCY_BOUNDS_NS.iter().filter(|&&b| ns > b).count()
 }
 
-/// A query waiting for its response: the socket and the transaction id.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DnsPendingKey {
-    pub cookie: u64,
-    pub id: u16,
-    pub _pad: [u8; 6],
-}
-const _: () = assert!(size_of::<DnsPendingKey>() == 16);
+/// Buckets of the pending-query table; a query's bucket comes from its socket cookie and
+/// transaction id ([`pending_bucket`]).
+pub const PENDING_BUCKETS: u32 = 4096;
+/// Slots per bucket: a query takes a free slot of its bucket, so only a bucket with all of them
+/// waiting refuses a query (counted as `dns_pending_table_full`).
+pub const PENDING_WAYS: u32 = 4;
+pub const PENDING_TABLE_SIZE: u32 = PENDING_BUCKETS * PENDING_WAYS;
+const _: () = assert!(PENDING_BUCKETS.is_power_of_two());
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct DnsPending {
-    pub query_ns: u64,
-    pub cgroup_id: u64,
-    pub qtype: u16,
-    pub _pad: [u8; 6],
+/// The first slot of the bucket of the query (socket cookie, transaction id): a multiplicative
+/// hash (one socket's ids spread over every bucket, and so do consecutive cookies).
+#[inline(always)]
+pub const fn pending_bucket(cookie: u64, id: u16) -> u32 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let h = (cookie.wrapping_mul(K) ^ id as u64).wrapping_mul(K);
+    ((h >> (64 - PENDING_BUCKETS.trailing_zeros())) as u32) * PENDING_WAYS
 }
-const _: () = assert!(size_of::<DnsPending>() == 24);
+
+/// A slot of the pending-query table (an array the agent maps into its memory): a query waiting
+/// for its response. Free while `query_ns` is 0.
+///
+/// Who frees a slot, so that each query is counted exactly once: the kernel, when the answer
+/// comes within the DNS timeout (`config::DNS_TIMEOUT_MS`); an answer after that is not counted
+/// and the slot is left to userspace, which frees slots older than the timeout plus a margin with
+/// a compare-and-exchange of `query_ns` (which fails if the query was sent again meanwhile) and
+/// counts them as timeouts. The kernel writes `query_ns` last, after the other fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsPendingSlot {
+    /// When the query was sent (CLOCK_MONOTONIC, ns); 0: free.
+    pub query_ns: u64,
+    pub cookie: u64,
+    pub cgroup_id: u64,
+    pub id: u16,
+    pub qtype: u16,
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(size_of::<DnsPendingSlot>() == 32);
 
 /// [`DnsEvent::event`] value: an answered query (the only kind there is).
 pub const EVENT_RESPONSE: u8 = 2;

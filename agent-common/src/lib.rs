@@ -292,8 +292,7 @@ mod pod {
     unsafe impl aya::Pod for EndpointValue {}
     unsafe impl aya::Pod for MetadataEvent {}
     unsafe impl aya::Pod for Flow {}
-    unsafe impl aya::Pod for crate::dns::DnsPendingKey {}
-    unsafe impl aya::Pod for crate::dns::DnsPending {}
+    unsafe impl aya::Pod for crate::dns::DnsPendingSlot {}
     unsafe impl aya::Pod for crate::dns::DnsEvent {}
     unsafe impl aya::Pod for crate::dns::DnsStatsKey {}
     unsafe impl aya::Pod for crate::dns::DnsStats {}
@@ -310,7 +309,7 @@ mod pod {
 mod boundary {
     use super::*;
     use crate::{
-        dns::{DnsEvent, DnsPending, DnsPendingKey, DnsStats, DnsStatsKey},
+        dns::{DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey},
         tcp::{ListenerKey, PendingConnect, TcpEvent},
     };
 
@@ -380,8 +379,8 @@ mod boundary {
             name,
         } = zeroed();
         assert_eq!((name.len(), _pad.len()), (dns::NAME_BUF, 6));
-        let DnsPendingKey { cookie: _, id: _, _pad } = zeroed();
-        let DnsPending { query_ns: _, cgroup_id: _, qtype: _, _pad } = zeroed();
+        let DnsPendingSlot { query_ns: _, cookie: _, cgroup_id: _, id: _, qtype: _, _pad } =
+            zeroed();
         // DNS statistics: counts and latency sums per cgroup and query type.
         let DnsStatsKey { cgroup_id: _, qtype: _, _pad } = zeroed();
         let DnsStats { responses: _, truncated: _, latency_sum_ns: _, latency: _ } = zeroed();

@@ -32,9 +32,10 @@ pub const MAP_ENDPOINTS: &str = "CW_ENDPOINTS";
 pub const MAP_FLOWS: &str = "CW_FLOWS";
 /// `RingBuf` of `MetadataEvent`.
 pub const MAP_EVENTS: &str = "CW_EVENTS";
-/// `HashMap<DnsPendingKey, DnsPending>`: queries waiting for their response. Not LRU: a full
-/// table refuses (counted) rather than silently forgetting a query; userspace removes the queries
-/// that time out (and counts them).
+/// `Array<DnsPendingSlot>` (mmapable, `BPF_F_MMAPABLE`): queries waiting for their response, in
+/// buckets of `dns::PENDING_WAYS` slots. A full bucket refuses a query (counted) rather than
+/// silently forgetting one; userspace frees the slots of queries that time out (and counts them)
+/// through its mapping. See `dns::DnsPendingSlot`.
 pub const MAP_DNS_PENDING: &str = "CW_DNS_PENDING";
 /// `HashMap<DnsStatsKey, DnsStats>`: answered queries counted in the kernel (atomic adds), read by
 /// userspace once a second.
@@ -82,5 +83,8 @@ pub mod config {
     /// `--dns-top-names`; 0 (default): only for NXDOMAIN answers, which the search-list analysis
     /// needs.
     pub const DNS_ALL_NAMES: u32 = 0;
-    pub const COUNT: u32 = 1;
+    /// The DNS timeout in milliseconds: an answer later than this is not counted as answered
+    /// (userspace counts its query as a timeout). 0: no limit.
+    pub const DNS_TIMEOUT_MS: u32 = 1;
+    pub const COUNT: u32 = 2;
 }

@@ -10,9 +10,9 @@
 use agent_common::{
     SCRATCH_LEN, counter,
     dns::{
-        DnsEvent, DnsPending, DnsPendingKey, DnsStats, DnsStatsKey, EVENT_RESPONSE, FLAG_TCP,
-        FLAG_TRUNCATED, HEADER_LEN, KNOWN_QTYPES, LABELS_MAX, LATENCY_BOUNDS_NS, LATENCY_SLOTS,
-        NAME_BUF, NAME_MAX, RCODE_NXDOMAIN, RCODE_OTHER_SLOT, RCODE_SLOTS,
+        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED,
+        HEADER_LEN, KNOWN_QTYPES, LABELS_MAX, LATENCY_BOUNDS_NS, LATENCY_SLOTS, NAME_BUF, NAME_MAX,
+        PENDING_WAYS, RCODE_NXDOMAIN, RCODE_OTHER_SLOT, RCODE_SLOTS, pending_bucket,
     },
     names::config,
 };
@@ -164,7 +164,14 @@ fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
     // name can have) only when the name is still going. The walk is branch-free, so its cost is
     // its iteration count: all 128 on every query made egress 1.4 µs instead of 0.5–0.7 µs a query
     // (bench/bpf-cost.sh dns).
-    (pos, walking) = walk_labels::<FIRST_LABELS>(buf, pos, walking);
+    let mut chunk = 0;
+    while chunk < FIRST_LABELS / 2 {
+        if walking == 0 {
+            break;
+        }
+        (pos, walking) = walk_labels::<2>(buf, pos, walking);
+        chunk += 1;
+    }
     if walking != 0 {
         (pos, walking) = walk_labels::<{ LABELS_MAX - FIRST_LABELS }>(buf, pos, walking);
     }
@@ -188,17 +195,56 @@ fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
 
 #[inline(always)]
 fn record_query(ctx: &SkBuffContext, id: u16, qtype: u16) {
-    let key = DnsPendingKey { cookie: socket_cookie(ctx), id, _pad: [0; 6] };
-    let pending = DnsPending {
-        query_ns: unsafe { bpf_ktime_get_ns() },
-        cgroup_id: cgroup_id(ctx),
-        qtype,
-        _pad: [0; 6],
-    };
-    // A plain hash table: when full the query is refused and counted, never silently evicted.
-    if CW_DNS_PENDING.insert(&key, &pending, 0).is_err() {
-        count(counter::LOST_DNS_PENDING_TABLE);
+    let cookie = socket_cookie(ctx);
+    let bucket = pending_bucket(cookie, id);
+    // The slot this query already has (sent again with the same id: it is timed from the last
+    // send, and counted once), else the first free one.
+    let mut target: Option<*mut DnsPendingSlot> = None;
+    let mut way = 0;
+    while way < PENDING_WAYS {
+        if let Some(slot) = CW_DNS_PENDING.get_ptr_mut(bucket + way) {
+            let query_ns = unsafe { (&raw const (*slot).query_ns).read_volatile() };
+            if query_ns == 0 {
+                if target.is_none() {
+                    target = Some(slot);
+                }
+            } else if unsafe { (*slot).cookie == cookie && (*slot).id == id } {
+                target = Some(slot);
+                break;
+            }
+        }
+        way += 1;
     }
+    // Every slot of the bucket held by another query: refused and counted, never evicted.
+    let Some(slot) = target else {
+        count(counter::LOST_DNS_PENDING_TABLE);
+        return;
+    };
+    // query_ns last: it is what marks the slot taken (see DnsPendingSlot).
+    unsafe {
+        (&raw mut (*slot).cookie).write_volatile(cookie);
+        (&raw mut (*slot).cgroup_id).write_volatile(cgroup_id(ctx));
+        (&raw mut (*slot).id).write_volatile(id);
+        (&raw mut (*slot).qtype).write_volatile(qtype);
+        (&raw mut (*slot).query_ns).write_volatile(bpf_ktime_get_ns());
+    }
+}
+
+/// The slot holding the query (cookie, id), if one does.
+#[inline(always)]
+fn pending_slot(cookie: u64, id: u16) -> Option<*mut DnsPendingSlot> {
+    let bucket = pending_bucket(cookie, id);
+    let mut way = 0;
+    while way < PENDING_WAYS {
+        if let Some(slot) = CW_DNS_PENDING.get_ptr_mut(bucket + way) {
+            let query_ns = unsafe { (&raw const (*slot).query_ns).read_volatile() };
+            if query_ns != 0 && unsafe { (*slot).cookie == cookie && (*slot).id == id } {
+                return Some(slot);
+            }
+        }
+        way += 1;
+    }
+    None
 }
 
 #[inline(never)]
@@ -209,25 +255,28 @@ fn response(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i6
         return Ok(());
     }
     let id = u16::from_be_bytes([header[0], header[1]]);
-    let key = DnsPendingKey { cookie: socket_cookie(ctx), id, _pad: [0; 6] };
-    let Some(pending) = (unsafe { CW_DNS_PENDING.get(&key) }).copied() else {
+    let cookie = socket_cookie(ctx);
+    let Some(slot) = pending_slot(cookie, id) else {
         count(counter::DNS_UNMATCHED_RESPONSE);
         return Ok(());
     };
-    // Userspace removes queries that time out; whoever removes the entry first counts it, so a
-    // late answer racing its timeout is counted once.
-    if CW_DNS_PENDING.remove(&key).is_err() {
+    let pending = unsafe { *slot };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let latency_ns = now.wrapping_sub(pending.query_ns);
+    // Past the timeout the query is userspace's to count (as a timeout), and to free: counting
+    // the answer too would count the query twice.
+    let timeout_ns = dns_timeout_ns();
+    if timeout_ns != 0 && latency_ns > timeout_ns {
         count(counter::DNS_UNMATCHED_RESPONSE);
         return Ok(());
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    let latency_ns = now.wrapping_sub(pending.query_ns);
+    unsafe { (&raw mut (*slot).query_ns).write_volatile(0) };
     let rcode = header[3] & 0x0f;
     let truncated = (header[2] >> 1) & 1;
     record_stats(pending.cgroup_id, pending.qtype, rcode, truncated, latency_ns);
     if rcode == RCODE_NXDOMAIN || all_names() {
         let flags = flags | (truncated * FLAG_TRUNCATED);
-        named_event(ctx, off, len, &key, &pending, &header, latency_ns, now, flags);
+        named_event(ctx, off, len, &pending, &header, latency_ns, now, flags);
     }
     Ok(())
 }
@@ -297,6 +346,11 @@ fn all_names() -> bool {
     CW_CONFIG.get(config::DNS_ALL_NAMES).is_some_and(|v| *v != 0)
 }
 
+#[inline(always)]
+fn dns_timeout_ns() -> u64 {
+    CW_CONFIG.get(config::DNS_TIMEOUT_MS).map_or(0, |ms| u64::from(*ms) * 1_000_000)
+}
+
 /// An event carrying the response's question section raw (its name is the query's name), for
 /// the search-list analysis and --dns-top-names; userspace validates the name.
 #[allow(clippy::too_many_arguments)]
@@ -305,8 +359,7 @@ fn named_event(
     ctx: &SkBuffContext,
     off: u32,
     len: u32,
-    key: &DnsPendingKey,
-    pending: &DnsPending,
+    pending: &DnsPendingSlot,
     header: &[u8; HEADER_LEN],
     latency_ns: u64,
     now: u64,
@@ -320,11 +373,11 @@ fn named_event(
     let avail = if question > NAME_MAX as u32 { NAME_MAX as u32 } else { question };
     let ev = entry.as_mut_ptr();
     unsafe {
-        (*ev).cookie = key.cookie;
+        (*ev).cookie = pending.cookie;
         (*ev).cgroup_id = pending.cgroup_id;
         (*ev).latency_ns = latency_ns;
         (*ev).ktime_ns = now;
-        (*ev).id = key.id;
+        (*ev).id = pending.id;
         (*ev).qtype = pending.qtype;
         (*ev).ancount = u16::from_be_bytes([header[6], header[7]]);
         (*ev).event = EVENT_RESPONSE;

@@ -5,7 +5,7 @@ use std::{fs::File, path::Path};
 
 use agent_common::{
     EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA,
-    dns::{DnsPending, DnsPendingKey, DnsStats, DnsStatsKey},
+    dns::{DnsStats, DnsStatsKey},
     names,
 };
 use aya::{
@@ -14,7 +14,7 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps},
 };
 
-use crate::endpoints::EndpointSpec;
+use crate::{dns::pending::PendingTable, endpoints::EndpointSpec};
 
 /// The kernel object built by agent/build.rs.
 pub static EBPF_OBJECT: &[u8] =
@@ -31,6 +31,14 @@ pub enum KernelError {
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
+    },
+    #[error("map {0} in the eBPF object is not an array")]
+    NotAnArray(&'static str),
+    #[error("mapping map {name} into memory (BPF_F_MMAPABLE arrays need Linux 5.5+)")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error("program {0} missing from the eBPF object")]
     MissingProgram(&'static str),
@@ -59,8 +67,8 @@ pub struct Kernel {
     pub counters: PerCpuArray<MapData, u64>,
     /// Answered DNS queries, counted in the kernel.
     pub dns_stats: HashMap<MapData, DnsStatsKey, DnsStats>,
-    /// DNS queries waiting for an answer (userspace removes those that time out).
-    pub dns_pending: HashMap<MapData, DnsPendingKey, DnsPending>,
+    /// DNS queries waiting for an answer, mapped (userspace frees those that time out).
+    pub dns_pending: PendingTable,
     /// Optional kernel features and whether this kernel has them.
     pub features: Vec<(&'static str, bool)>,
 }
@@ -81,6 +89,7 @@ pub fn load_and_attach(
     endpoints: &[EndpointSpec],
     dns_ports: &[u16],
     dns_all_names: bool,
+    dns_timeout: std::time::Duration,
 ) -> Result<Kernel, KernelError> {
     raise_memlock_limit();
     // Every program is loaded before any is attached, so that a fallback load starts clean.
@@ -108,11 +117,17 @@ pub fn load_and_attach(
     let tcp_events = typed_map(&mut ebpf, names::MAP_TCP_EVENTS)?;
     let counters = typed_map(&mut ebpf, names::MAP_COUNTERS)?;
     let dns_stats = typed_map(&mut ebpf, names::MAP_DNS_STATS)?;
-    let dns_pending = typed_map(&mut ebpf, names::MAP_DNS_PENDING)?;
+    let dns_pending = pending_table(&mut ebpf)?;
     let mut config: Array<_, u32> = typed_map(&mut ebpf, names::MAP_CONFIG)?;
-    config
-        .set(names::config::DNS_ALL_NAMES, &u32::from(dns_all_names), 0)
-        .map_err(|source| KernelError::Map { name: names::MAP_CONFIG, source })?;
+    let timeout_ms = u32::try_from(dns_timeout.as_millis()).unwrap_or(u32::MAX);
+    for (index, value) in [
+        (names::config::DNS_ALL_NAMES, u32::from(dns_all_names)),
+        (names::config::DNS_TIMEOUT_MS, timeout_ms),
+    ] {
+        config
+            .set(index, &value, 0)
+            .map_err(|source| KernelError::Map { name: names::MAP_CONFIG, source })?;
+    }
 
     let cgroup_fd = File::open(cgroup)
         .map_err(|source| KernelError::Cgroup { path: cgroup.display().to_string(), source })?;
@@ -234,6 +249,16 @@ where
 }
 
 /// Takes map `name` out of the object as the typed map userspace reads it through.
+/// The pending-query table, mapped into this process.
+fn pending_table(ebpf: &mut Ebpf) -> Result<PendingTable, KernelError> {
+    let name = names::MAP_DNS_PENDING;
+    let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
+    let aya::maps::Map::Array(data) = map else {
+        return Err(KernelError::NotAnArray(name));
+    };
+    PendingTable::new(data).map_err(|source| KernelError::Mmap { name, source })
+}
+
 fn typed_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,

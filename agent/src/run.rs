@@ -59,6 +59,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     if args.dns.dns_ports.contains(&0) {
         anyhow::bail!("--dns-port 0 is not a port");
     }
+    let dns_timeout = Duration::from_secs(args.dns.dns_timeout.max(1));
     let kernel::Kernel {
         attachment,
         events,
@@ -73,6 +74,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         &endpoints,
         &args.dns.dns_ports,
         args.dns.dns_top_names > 0,
+        dns_timeout,
     )
     .context(
         "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
@@ -103,7 +105,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     let (pod_events, pod_task) = pod_watch.map(|s| (s.events, s.task)).unzip();
     let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace);
     let dns = DnsObserver::new(
-        Duration::from_secs(args.dns.dns_timeout.max(1)),
+        dns_timeout,
         args.dns.dns_top_names,
         DnsTables::new(dns_stats, dns_pending),
     );

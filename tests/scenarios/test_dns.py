@@ -283,13 +283,14 @@ def test_unanswered_query_counts_one_timeout_each(pod, servers, dns_agent, proce
 
 
 def test_full_pending_table_counts_refusals_and_recovers(pod, servers, dns_agent, processes):
-    """More unanswered queries in flight than the kernel's pending table holds: the excess is
-    refused and counted exactly (events lost, dns_pending_table_full), the rest time out, and once
-    the timeouts have emptied the table new queries are recorded again."""
+    """More unanswered queries in flight than the kernel's pending table holds: every query is
+    accounted for exactly once, either refused and counted (events lost, dns_pending_table_full:
+    its bucket of four slots was full) or timed out; and once the timeouts have emptied the table
+    new queries are recorded again."""
     capacity = 16_384  # agent_common::dns::PENDING_TABLE_SIZE
-    excess = 300
+    sent = capacity + 300
     sink = servers(UdpDnsServer, BURST_SINK, 53, drop=True)
-    # Long enough that no query of the burst times out (and frees its entry) while it is sent.
+    # Long enough that no query of the burst times out (and frees its slot) while it is sent.
     watcher = dns_agent("--dns-timeout", "4")
 
     def burst(count, first_id):
@@ -302,14 +303,24 @@ def test_full_pending_table_counts_refusals_and_recovers(pod, servers, dns_agent
     def lost(m):
         return m.value(LOST, reason="dns_pending_table_full")
 
-    burst(capacity + excess, 0)
-    metrics = wait_for_value(watcher, capacity, REQUESTS, qtype="A", rcode="timeout", **pod.labels)
-    assert lost(metrics) == excess, metrics.describe("credwatch_events_lost")
+    def timeouts(m):
+        return m.value(REQUESTS, qtype="A", rcode="timeout", **pod.labels)
+
+    def settled(total):
+        m = watcher.scrape()
+        return m if timeouts(m) + lost(m) >= total else None
+
+    burst(sent, 0)
+    metrics = wait_for(lambda: settled(sent), what=f"{sent} queries timed out or refused")
+    refused = lost(metrics)
+    assert timeouts(metrics) + refused == sent, metrics.describe("credwatch_dns_requests")
+    # At least the excess over the table's size is refused, and no more than fits is timed.
+    assert refused >= sent - capacity and timeouts(metrics) <= capacity, metrics.describe()
     # Reclaimed: the same pod's next queries are recorded, and time out, with nothing lost.
-    burst(10, capacity + excess)
-    metrics = wait_for_value(watcher, capacity + 10, REQUESTS, qtype="A", rcode="timeout",
+    burst(10, sent)
+    metrics = wait_for_value(watcher, sent - refused + 10, REQUESTS, qtype="A", rcode="timeout",
                              **pod.labels)
-    assert lost(metrics) == excess
+    assert lost(metrics) == refused
     assert sink.datagrams(), "the sink received the burst"
     assert watcher.proc.poll() is None and http_get(watcher.port, "/readyz")[0] == 200
 

@@ -6,5 +6,6 @@
 pub mod event;
 pub mod expansion;
 pub mod observer;
+pub mod pending;
 pub mod resolvconf;
 pub mod tables;

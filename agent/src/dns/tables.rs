@@ -2,8 +2,10 @@
 //! increments since the previous read) and the pending queries that timed out.
 use std::collections::HashMap;
 
-use agent_common::dns::{DnsPending, DnsPendingKey, DnsStats, DnsStatsKey};
+use agent_common::dns::{DnsStats, DnsStatsKey};
 use aya::maps::{self, MapData};
+
+use super::pending::{PendingTable, TimedOut};
 
 /// Reads without a change this many times in a row (one a second) and a statistics entry is
 /// removed from the kernel table, to make room for new cgroups. Its counts were already
@@ -12,7 +14,7 @@ const IDLE_READS_BEFORE_REMOVAL: u32 = 600;
 
 pub struct DnsTables {
     stats: maps::HashMap<MapData, DnsStatsKey, DnsStats>,
-    pending: maps::HashMap<MapData, DnsPendingKey, DnsPending>,
+    pending: PendingTable,
     /// What each entry held at the previous read, and for how many reads it has not changed.
     last: HashMap<DnsStatsKey, (DnsStats, u32)>,
 }
@@ -26,7 +28,7 @@ impl std::fmt::Debug for DnsTables {
 impl DnsTables {
     pub fn new(
         stats: maps::HashMap<MapData, DnsStatsKey, DnsStats>,
-        pending: maps::HashMap<MapData, DnsPendingKey, DnsPending>,
+        pending: PendingTable,
     ) -> Self {
         Self { stats, pending, last: HashMap::new() }
     }
@@ -57,21 +59,10 @@ impl DnsTables {
         out
     }
 
-    /// Removes the queries waiting longer than `timeout_ns` at monotonic time `now_ns` and returns
-    /// them. A query whose answer arrives while this runs is counted by whoever removes it first
-    /// (the kernel counts an answer only if its own removal succeeds).
-    pub fn take_timed_out(&mut self, now_ns: u64, timeout_ns: u64) -> Vec<DnsPending> {
-        let expired: Vec<(DnsPendingKey, DnsPending)> = self
-            .pending
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, p)| now_ns.saturating_sub(p.query_ns) >= timeout_ns)
-            .collect();
-        expired
-            .into_iter()
-            .filter(|(k, _)| self.pending.remove(k).is_ok())
-            .map(|(_, p)| p)
-            .collect()
+    /// Frees the slots of queries that waited longer than `timeout_ns` at monotonic time `now_ns`
+    /// and returns them (see [`super::pending`]).
+    pub fn take_timed_out(&mut self, now_ns: u64, timeout_ns: u64) -> Vec<TimedOut> {
+        self.pending.take_timed_out(now_ns, timeout_ns)
     }
 }
 

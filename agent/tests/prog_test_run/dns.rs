@@ -405,6 +405,18 @@ fn responses() {
             Ok(())
         });
     }
+    k.case("answered after the timeout", |k| {
+        k.set_dns_timeout_ms(1000);
+        query(k, Transport::Udp, &dns_query(3, &wire, A))?;
+        k.age_pending(3, 2_000_000_000);
+        answer(k, Transport::Udp, &response(3, 0, 1, &[]))?.assert_only_counter(
+            counter::DNS_UNMATCHED_RESPONSE,
+            "late: userspace counts a timeout",
+        );
+        assert_eq!(k.pending_queries().len(), 1, "the slot is left for userspace to free");
+        assert!(k.dns_stats().is_empty(), "not counted as answered");
+        Ok(())
+    });
     k.case("unmatched id", |k| {
         query(k, Transport::Udp, &dns_query(3, &wire, A))?;
         answer(k, Transport::Udp, &response(4, 0, 1, &[]))?

@@ -24,7 +24,10 @@ use std::{
 use agent_common::{
     EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
     PORT_FLAG_METADATA, SCRATCH_LEN, counter,
-    dns::{DnsEvent, DnsPending, DnsPendingKey, DnsStats, DnsStatsKey},
+    dns::{
+        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, PENDING_TABLE_SIZE, PENDING_WAYS,
+        pending_bucket,
+    },
     names,
 };
 use aya::{
@@ -120,6 +123,9 @@ pub struct Kernel {
     /// CW_SCRATCH through a second descriptor: the loader's own is write-only (BPF_F_WRONLY),
     /// one obtained by map id is not, which lets the tests prove the buffer is wiped.
     scratch: PerCpuArray<MapData, [u8; SCRATCH_LEN]>,
+    /// CW_DNS_PENDING mapped into this process, as the agent maps it (16,384 lookups through
+    /// the bpf syscall for every probe would make each case slower than its latency buckets).
+    pending: PendingMap,
     cpus: usize,
     /// The cgroup v2 id of this process: what `bpf_skb_cgroup_id` gives in a test run.
     pub cgroup_id: u64,
@@ -196,6 +202,10 @@ impl Kernel {
         let events = RingBuf::try_from(take(&mut ebpf, names::MAP_EVENTS)).unwrap();
         let dns_events = RingBuf::try_from(take(&mut ebpf, names::MAP_DNS_EVENTS)).unwrap();
         let counters = PerCpuArray::try_from(take(&mut ebpf, names::MAP_COUNTERS)).unwrap();
+        let pending = match take(&mut ebpf, names::MAP_DNS_PENDING) {
+            Map::Array(data) => PendingMap::new(data)?,
+            _ => return Err("CW_DNS_PENDING is not an array".into()),
+        };
         let scratch = match ebpf.map(names::MAP_SCRATCH) {
             Some(Map::PerCpuArray(data)) => data.info().map_err(|e| e.to_string())?.id(),
             _ => return Err("CW_SCRATCH is not a per-CPU array".into()),
@@ -216,6 +226,7 @@ impl Kernel {
             dns_events,
             counters,
             scratch,
+            pending,
             cpus: cpus.get() as usize,
             cgroup_id: own_cgroup_id(),
             verified,
@@ -257,9 +268,29 @@ impl Kernel {
         self.run_repeated(program, packet, 1)
     }
 
+    /// Egress, after `prepare` was given the socket cookie the run will get.
+    pub fn egress_after(
+        &mut self,
+        packet: &[u8],
+        prepare: impl FnOnce(&mut Self, u64),
+    ) -> Result<Outcome, Miss> {
+        self.run_prepared(names::PROG_SKB_EGRESS, packet, 1, prepare)
+    }
+
     fn run_repeated(&mut self, program: &str, packet: &[u8], repeat: u32) -> Result<Outcome, Miss> {
+        self.run_prepared(program, packet, repeat, |_, _| {})
+    }
+
+    fn run_prepared(
+        &mut self,
+        program: &str,
+        packet: &[u8],
+        repeat: u32,
+        prepare: impl FnOnce(&mut Self, u64),
+    ) -> Result<Outcome, Miss> {
         let cookie = self.probe().1 + 1;
         self.move_state_to(cookie);
+        prepare(self, cookie);
         self.zero_counters();
         let verdict = self.test_run(program, packet, repeat);
         assert_eq!(verdict, 1, "{program} must allow every packet");
@@ -292,41 +323,49 @@ impl Kernel {
         let query = packets::dns_query(PROBE_ID, &packets::wire_name("probe.test"), 1);
         let packet = packets::udp_egress(DNS_PORT, &query);
         assert_eq!(self.test_run(names::PROG_SKB_EGRESS, &packet, 1), 1);
-        self.pending().keys().map(Result::unwrap).any(|k| k.id == PROBE_ID)
+        self.taken_pending().iter().any(|(_, slot)| slot.id == PROBE_ID)
     }
 
     /// Runs a valid DNS query and returns the cookie it got, leaving no trace of it. When a test
-    /// filled the pending-query table, the query is refused; then one filler makes room for a
-    /// second probe and is put back. Returns the first and the last cookie the probe took.
+    /// filled the probe's bucket of the pending-query table, the query is refused; then the
+    /// fillers make room for a second probe and are put back. Returns the first and the last
+    /// cookie the probe took.
     fn probe(&mut self) -> (u64, u64) {
         let query = packets::dns_query(PROBE_ID, &packets::wire_name("probe.test"), 1);
         let packet = packets::udp_egress(DNS_PORT, &query);
         let find = |k: &mut Self| {
             assert_eq!(k.test_run(names::PROG_SKB_EGRESS, &packet, 1), 1);
-            k.pending().keys().map(Result::unwrap).find(|k| k.id == PROBE_ID)
+            k.taken_pending().into_iter().find(|(_, slot)| slot.id == PROBE_ID)
         };
-        let key = match find(self) {
-            Some(key) => key,
+        let (first, (index, slot)) = match find(self) {
+            Some(found) => (found.1.cookie, found),
             None => {
-                let mut pending = self.pending();
-                let filler = pending
-                    .iter()
-                    .map(Result::unwrap)
-                    .find(|(k, _)| k.cookie >= FILLER_COOKIE)
-                    .expect("the probe query was recorded, or the table holds fillers");
-                pending.remove(&filler.0).unwrap();
-                let key = find(self).expect("the probe query was recorded");
-                self.pending().remove(&key).unwrap();
-                self.pending().insert(&filler.0, &filler.1, 0).unwrap();
-                let events = drain::<DnsEvent>(&mut self.dns_events);
-                assert!(events.is_empty(), "queries send no event");
-                return (key.cookie - 1, key.cookie);
+                let fillers: Vec<_> = self
+                    .taken_pending()
+                    .into_iter()
+                    .filter(|(_, slot)| slot.cookie >= FILLER_COOKIE)
+                    .collect();
+                assert!(
+                    !fillers.is_empty(),
+                    "the probe query was recorded, or fillers held it off"
+                );
+                for (index, _) in &fillers {
+                    self.clear_pending(*index);
+                }
+                let found = find(self).expect("the probe query was recorded");
+                self.clear_pending(found.0);
+                for (index, filler) in &fillers {
+                    self.pending.set(*index, filler);
+                }
+                (found.1.cookie - 1, found)
             }
         };
-        self.pending().remove(&key).unwrap();
+        if self.pending.get(index).id == PROBE_ID {
+            self.clear_pending(index);
+        }
         let events = drain::<DnsEvent>(&mut self.dns_events);
         assert!(events.is_empty(), "queries send no event");
-        (key.cookie, key.cookie)
+        (first, slot.cookie)
     }
 
     /// Re-keys the connection's state (at most one flow, and pending DNS queries) to `cookie`.
@@ -341,13 +380,10 @@ impl Kernel {
                 flows.insert(&cookie, &flow, 0).unwrap();
             }
         }
-        let mut pending = self.pending();
-        let entries: Vec<(DnsPendingKey, DnsPending)> =
-            pending.iter().map(Result::unwrap).filter(|(k, _)| k.cookie < FILLER_COOKIE).collect();
-        for (key, value) in entries {
-            if key.cookie != cookie {
-                pending.remove(&key).unwrap();
-                pending.insert(&DnsPendingKey { cookie, ..key }, &value, 0).unwrap();
+        for (index, slot) in self.pending_queries_at() {
+            if slot.cookie != cookie {
+                self.clear_pending(index);
+                self.put_pending(&DnsPendingSlot { cookie, ..slot });
             }
         }
     }
@@ -357,9 +393,8 @@ impl Kernel {
         for key in flows.keys().map(Result::unwrap).collect::<Vec<_>>() {
             flows.remove(&key).unwrap();
         }
-        let mut pending = self.pending();
-        for key in pending.keys().map(Result::unwrap).collect::<Vec<_>>() {
-            pending.remove(&key).unwrap();
+        for (index, _) in self.taken_pending() {
+            self.clear_pending(index);
         }
         drain::<MetadataEvent>(&mut self.events);
         drain::<DnsEvent>(&mut self.dns_events);
@@ -369,6 +404,14 @@ impl Kernel {
             stats.remove(&key).unwrap();
         }
         self.set_all_names(false);
+        self.set_dns_timeout_ms(0);
+    }
+
+    /// The DNS timeout the kernel applies to answers (0: none, as before the agent sets it).
+    pub fn set_dns_timeout_ms(&mut self, ms: u32) {
+        let mut config: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut(names::MAP_CONFIG).unwrap()).unwrap();
+        config.set(names::config::DNS_TIMEOUT_MS, &ms, 0).unwrap();
     }
 
     /// Whether every DNS answer sends a named event (`--dns-top-names`), not only NXDOMAIN.
@@ -401,14 +444,13 @@ impl Kernel {
 
     /// Makes the pending query `id` look `ns` older than it is.
     pub fn age_pending(&mut self, id: u16, ns: u64) {
-        let mut pending = self.pending();
-        let (key, mut value) = pending
-            .iter()
-            .map(Result::unwrap)
-            .find(|(k, _)| k.id == id && k.cookie < FILLER_COOKIE)
+        let (index, slot) = self
+            .pending_queries_at()
+            .into_iter()
+            .find(|(_, slot)| slot.id == id)
             .expect("the query is pending");
-        value.query_ns -= ns;
-        pending.insert(&key, &value, 0).unwrap();
+        let aged = DnsPendingSlot { query_ns: slot.query_ns - ns, ..slot };
+        self.pending.set(index, &aged);
     }
 
     pub fn remove_stats_entry(&mut self, key: &DnsStatsKey) {
@@ -424,11 +466,17 @@ impl Kernel {
     ) -> Result<Outcome, Miss> {
         let first = self.probe().1 + 1;
         self.zero_counters();
-        let pending = DnsPending { query_ns: 1, cgroup_id: self.cgroup_id, qtype: 1, _pad: [0; 6] };
         for i in 0..n {
             let id = i as u16;
-            let key = DnsPendingKey { cookie: first + u64::from(i), id, _pad: [0; 6] };
-            self.pending().insert(&key, &pending, 0).unwrap();
+            let cookie = first + u64::from(i);
+            self.put_pending(&DnsPendingSlot {
+                query_ns: 1,
+                cookie,
+                cgroup_id: self.cgroup_id,
+                id,
+                qtype: 1,
+                _pad: [0; 4],
+            });
             assert_eq!(self.test_run(names::PROG_SKB_INGRESS, &answer(id), 1), 1);
         }
         let dns_events = drain::<DnsEvent>(&mut self.dns_events);
@@ -456,13 +504,64 @@ impl Kernel {
         flows[0]
     }
 
-    pub fn pending_queries(&mut self) -> Vec<(u16, DnsPending)> {
-        self.pending()
-            .iter()
-            .map(Result::unwrap)
-            .filter(|(k, _)| k.cookie < FILLER_COOKIE)
-            .map(|(k, v)| (k.id, v))
+    /// The queries waiting in the pending table (fillers left out): id and slot.
+    pub fn pending_queries(&mut self) -> Vec<(u16, DnsPendingSlot)> {
+        self.pending_queries_at().into_iter().map(|(_, slot)| (slot.id, slot)).collect()
+    }
+
+    fn pending_queries_at(&mut self) -> Vec<(u32, DnsPendingSlot)> {
+        let mut taken = self.taken_pending();
+        taken.retain(|(_, slot)| slot.cookie < FILLER_COOKIE);
+        taken
+    }
+
+    /// Every taken slot of the pending table, fillers included, with its index.
+    fn taken_pending(&mut self) -> Vec<(u32, DnsPendingSlot)> {
+        (0..PENDING_TABLE_SIZE)
+            .map(|i| (i, self.pending.get(i)))
+            .filter(|(_, slot)| slot.query_ns != 0)
             .collect()
+    }
+
+    /// Puts `slot` into the first free slot of its bucket, as the kernel would.
+    pub fn put_pending(&mut self, slot: &DnsPendingSlot) {
+        let bucket = pending_bucket(slot.cookie, slot.id);
+        let free = (bucket..bucket + PENDING_WAYS)
+            .find(|&i| self.pending.get(i).query_ns == 0)
+            .expect("a free slot in the bucket");
+        self.pending.set(free, slot);
+    }
+
+    fn clear_pending(&mut self, index: u32) {
+        let free =
+            DnsPendingSlot { query_ns: 0, cookie: 0, cgroup_id: 0, id: 0, qtype: 0, _pad: [0; 4] };
+        self.pending.set(index, &free);
+    }
+
+    /// Takes the first `ways` slots of the bucket of the query (`cookie`, `id`) with fillers
+    /// (queries of another socket).
+    pub fn fill_pending_bucket(&mut self, cookie: u64, id: u16, ways: u32) {
+        let bucket = pending_bucket(cookie, id);
+        for i in bucket..bucket + ways {
+            let filler = DnsPendingSlot {
+                query_ns: 1,
+                cookie: FILLER_COOKIE + u64::from(i),
+                cgroup_id: 1,
+                id: 0,
+                qtype: 1,
+                _pad: [0; 4],
+            };
+            self.pending.set(i, &filler);
+        }
+    }
+
+    /// Removes the fillers [`Self::fill_pending_bucket`] put in.
+    pub fn clear_pending_fillers(&mut self) {
+        for (index, slot) in self.taken_pending() {
+            if slot.cookie >= FILLER_COOKIE {
+                self.clear_pending(index);
+            }
+        }
     }
 
     /// Fills the flow table to capacity with entries under filler cookies.
@@ -470,15 +569,6 @@ impl Kernel {
         let mut flows = self.flows_map();
         for i in 0..u64::from(agent_common::FLOW_TABLE_SIZE) {
             flows.insert(&(FILLER_COOKIE + i), flow, 0).unwrap();
-        }
-    }
-
-    /// Puts `entries` queries under filler cookies into the pending-query table.
-    pub fn fill_pending(&mut self, pending: &DnsPending, entries: u32) {
-        let mut table = self.pending();
-        for i in 0..u64::from(entries) {
-            let key = DnsPendingKey { cookie: FILLER_COOKIE + i, id: 0, _pad: [0; 6] };
-            table.insert(&key, pending, 0).unwrap();
         }
     }
 
@@ -493,10 +583,6 @@ impl Kernel {
 
     fn stats_map(&mut self) -> HashMap<&mut MapData, DnsStatsKey, DnsStats> {
         HashMap::try_from(self.ebpf.map_mut(names::MAP_DNS_STATS).unwrap()).unwrap()
-    }
-
-    fn pending(&mut self) -> HashMap<&mut MapData, DnsPendingKey, DnsPending> {
-        HashMap::try_from(self.ebpf.map_mut(names::MAP_DNS_PENDING).unwrap()).unwrap()
     }
 
     fn zero_counters(&mut self) {
@@ -567,4 +653,49 @@ fn own_cgroup_id() -> u64 {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let path = own.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 line");
     std::fs::metadata(mount.join(path.trim_start_matches('/'))).unwrap().ino()
+}
+
+/// The pending-query table through a shared mapping (it is created BPF_F_MMAPABLE).
+struct PendingMap {
+    slots: *mut DnsPendingSlot,
+    _map: MapData,
+}
+
+// SAFETY: the mapping is used under the harness's mutex only.
+unsafe impl Send for PendingMap {}
+
+impl PendingMap {
+    const BYTES: usize = PENDING_TABLE_SIZE as usize * size_of::<DnsPendingSlot>();
+
+    fn new(map: MapData) -> Result<Self, String> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let fd = map.fd().as_fd().as_raw_fd();
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: a new shared mapping of the map's values, checked below.
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), Self::BYTES, prot, libc::MAP_SHARED, fd, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("mmap CW_DNS_PENDING: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Self { slots: ptr.cast(), _map: map })
+    }
+
+    fn get(&self, index: u32) -> DnsPendingSlot {
+        assert!(index < PENDING_TABLE_SIZE);
+        // SAFETY: in bounds of the mapping.
+        unsafe { self.slots.add(index as usize).read_volatile() }
+    }
+
+    fn set(&mut self, index: u32, slot: &DnsPendingSlot) {
+        assert!(index < PENDING_TABLE_SIZE);
+        // SAFETY: in bounds of the mapping.
+        unsafe { self.slots.add(index as usize).write_volatile(*slot) }
+    }
+}
+
+impl Drop for PendingMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new().
+        unsafe { libc::munmap(self.slots.cast(), Self::BYTES) };
+    }
 }

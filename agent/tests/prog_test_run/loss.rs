@@ -3,11 +3,11 @@
 use agent_common::{
     Flow, PHASE_REQUEST_SENT, ROLE_MAX, counter,
     dfa::expiration,
-    dns::{DnsEvent, DnsPending},
+    dns::{DnsEvent, PENDING_WAYS},
 };
 
 use crate::{
-    harness::{DNS_PORT, IMDS_PORT, kernel},
+    harness::{DNS_PORT, IMDS_PORT, Kernel, kernel},
     packets::{
         Ip, TCP_PSH_ACK, dns_query, tcp_egress, tcp_ingress, udp_egress, udp_ingress, wire_name,
     },
@@ -58,18 +58,23 @@ fn full_dns_tables_refuse_counted_and_recover() {
         m[2] |= 0x80;
         udp_ingress(DNS_PORT, &m)
     };
-    let filler = DnsPending { query_ns: 1, cgroup_id: 1, qtype: 1, _pad: [0; 6] };
     k.case("pending table", |k| {
-        k.fill_pending(&filler, agent_common::dns::PENDING_TABLE_SIZE - 1);
-        k.egress(&query(0x42))?.assert_nothing("the last free entry");
-        k.egress(&query(0x43))?
-            .assert_only_counter(counter::LOST_DNS_PENDING_TABLE, "a query into a full table");
-        assert_eq!(k.pending_queries().len(), 1);
+        k.egress_after(&query(0x43), |k, cookie| {
+            k.fill_pending_bucket(cookie, 0x43, PENDING_WAYS)
+        })?
+        .assert_only_counter(counter::LOST_DNS_PENDING_TABLE, "a query into a full bucket");
+        assert!(k.pending_queries().is_empty(), "refused, and nothing evicted for it");
         k.ingress(&answer(0x43))?
             .assert_only_counter(counter::DNS_UNMATCHED_RESPONSE, "its answer has no query");
-        k.ingress(&answer(0x42))?.assert_nothing("answered: its entry is free again");
-        k.egress(&query(0x43))?.assert_nothing("recorded after the table made room");
+        k.clear_pending_fillers();
+        k.egress(&query(0x43))?.assert_nothing("recorded once its bucket has room");
+        k.ingress(&answer(0x43))?.assert_nothing("and its answer counted");
+        let last_way =
+            |k: &mut Kernel, cookie| k.fill_pending_bucket(cookie, 0x42, PENDING_WAYS - 1);
+        k.egress_after(&query(0x42), last_way)?.assert_nothing("the bucket's last free slot");
         assert_eq!(k.pending_queries().len(), 1);
+        k.ingress(&answer(0x42))?.assert_nothing("answered: its slot is free again");
+        assert!(k.pending_queries().is_empty());
         Ok(())
     });
     k.case("statistics table", |k| {
