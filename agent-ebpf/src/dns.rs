@@ -29,8 +29,8 @@ use crate::{
 const MASK: usize = SCRATCH_LEN - 1;
 /// Map update flag: create only.
 const BPF_NOEXIST: u64 = 1;
-/// Name, then qtype and qclass.
-const QUESTION_MAX: u32 = NAME_MAX as u32 + 4;
+/// Header, name, then qtype and qclass.
+const MESSAGE_MAX: u32 = (HEADER_LEN + NAME_MAX + 4) as u32;
 
 /// Where the DNS message starts and how long it is (TCP: after the 2-byte length prefix).
 #[inline(always)]
@@ -95,36 +95,36 @@ fn second_tcp_message(
 /// One query message; not inlined, so each call site is a BPF-to-BPF call.
 #[inline(never)]
 fn query(ctx: &SkBuffContext, off: u32, len: u32) -> Result<(), i64> {
-    let header: [u8; HEADER_LEN] = ctx.load(off as usize)?;
-    let id = u16::from_be_bytes([header[0], header[1]]);
-    let qdcount = u16::from_be_bytes([header[4], header[5]]);
-    if header[2] & 0x80 != 0 || qdcount != 1 {
-        count(counter::DNS_MALFORMED_QDCOUNT);
-        return Ok(());
-    }
-    let question = len - HEADER_LEN as u32;
-    let avail = if question > QUESTION_MAX { QUESTION_MAX } else { question };
-    let Some((buf, n)) = load_scratch(ctx, off + HEADER_LEN as u32, avail) else {
+    // Header and question in one copy (one helper call, not two).
+    let avail = if len > MESSAGE_MAX { MESSAGE_MAX } else { len };
+    let Some((buf, n)) = load_scratch(ctx, off, avail) else {
         count(counter::DNS_MALFORMED_NAME);
         return Ok(());
     };
-    match walk_name(buf, n) {
-        Ok(name_len) => {
-            // Each exit of the label walk has its own constant length; hiding it from the
-            // verifier lets the paths below merge instead of being walked once per exit.
-            let name_len = opaque(name_len as u64) as usize;
-            let qtype_at = name_len + 1;
-            if name_len >= NAME_MAX || qtype_at + 4 > n {
-                count(counter::DNS_MALFORMED_NAME);
-            } else {
-                let qtype = u16::from_be_bytes([buf[qtype_at & MASK], buf[(qtype_at + 1) & MASK]]);
-                record_query(ctx, id, qtype);
+    let id = u16::from_be_bytes([buf[0], buf[1]]);
+    let qdcount = u16::from_be_bytes([buf[4], buf[5]]);
+    if buf[2] & 0x80 != 0 || qdcount != 1 {
+        count(counter::DNS_MALFORMED_QDCOUNT);
+    } else {
+        match walk_name(buf, n) {
+            Ok(name_end) => {
+                // Each exit of the label walk has its own constant length; hiding it from the
+                // verifier lets the paths below merge instead of being walked once per exit.
+                let name_end = opaque(name_end as u64) as usize;
+                let qtype_at = name_end + 1;
+                if name_end >= HEADER_LEN + NAME_MAX || qtype_at + 4 > n {
+                    count(counter::DNS_MALFORMED_NAME);
+                } else {
+                    let qtype =
+                        u16::from_be_bytes([buf[qtype_at & MASK], buf[(qtype_at + 1) & MASK]]);
+                    record_query(ctx, id, qtype);
+                }
             }
+            Err(reason) => count(reason),
         }
-        Err(reason) => count(reason),
     }
-    // load_scratch copied at most QUESTION_MAX bytes.
-    wipe_scratch_first::<{ (QUESTION_MAX as usize).next_multiple_of(8) }>(buf);
+    // load_scratch copied at most MESSAGE_MAX bytes.
+    wipe_scratch_first::<{ (MESSAGE_MAX as usize).next_multiple_of(8) }>(buf);
     Ok(())
 }
 
@@ -153,11 +153,11 @@ fn walk_labels<const LABELS: usize>(
     (pos, walking)
 }
 
-/// Validates the wire-format name at the start of `buf[..n]`; returns its length without the
-/// root label, or the malformed-reason counter.
+/// Validates the wire-format name after the header in `buf[..n]`; returns where its root label
+/// is, or the malformed-reason counter.
 #[inline(always)]
 fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
-    let mut pos = 0u64;
+    let mut pos = HEADER_LEN as u64;
     // 1 while walking, 0 once stopped.
     let mut walking = 1u64;
     // Names have a handful of labels: walk the first few, and the rest (up to the 127 a valid
@@ -178,7 +178,7 @@ fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
     // Both ways here look alike to the verifier, so it walks what follows once.
     let (pos, walking) = (opaque(pos), opaque(walking));
     let pos = pos as usize;
-    if walking != 0 || pos >= NAME_MAX || pos >= n {
+    if walking != 0 || pos >= HEADER_LEN + NAME_MAX || pos >= n {
         return Err(counter::DNS_MALFORMED_NAME);
     }
     let len = buf[pos & MASK];

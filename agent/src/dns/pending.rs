@@ -96,7 +96,10 @@ unsafe fn take_timed_out(
         }
         // Read before the exchange: once freed the kernel may reuse the slot.
         let (cgroup_id, qtype) = unsafe {
-            ((&raw const (*slot).cgroup_id).read_volatile(), (&raw const (*slot).qtype).read_volatile())
+            (
+                (&raw const (*slot).cgroup_id).read_volatile(),
+                (&raw const (*slot).qtype).read_volatile(),
+            )
         };
         if query_ns.compare_exchange(sent, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             out.push(TimedOut { cgroup_id, qtype });
@@ -132,11 +135,11 @@ mod tests {
         let timeout = 5_000_000_000;
         let now = 100_000_000_000;
         let mut slots = vec![
-            slot(0, 1),                               // free
-            slot(now - timeout, 2),                   // the kernel may still count its answer
-            slot(now - timeout - MARGIN_NS, 3),       // on the edge: still the kernel's
-            slot(now - timeout - MARGIN_NS - 1, 4),   // past it: a timeout
-            slot(1, 5),                               // long past
+            slot(0, 1),                             // free
+            slot(now - timeout, 2),                 // the kernel may still count its answer
+            slot(now - timeout - MARGIN_NS, 3),     // on the edge: still the kernel's
+            slot(now - timeout - MARGIN_NS - 1, 4), // past it: a timeout
+            slot(1, 5),                             // long past
         ];
         let taken = unsafe { take_timed_out(slots.as_mut_ptr(), slots.len(), now, timeout) };
         assert_eq!(
@@ -146,6 +149,8 @@ mod tests {
         let left: Vec<u64> = slots.iter().map(|s| s.query_ns).collect();
         assert_eq!(left, [0, now - timeout, now - timeout - MARGIN_NS, 0, 0]);
         // Counted once: a second sweep finds nothing more.
-        assert!(unsafe { take_timed_out(slots.as_mut_ptr(), slots.len(), now, timeout) }.is_empty());
+        assert!(
+            unsafe { take_timed_out(slots.as_mut_ptr(), slots.len(), now, timeout) }.is_empty()
+        );
     }
 }

@@ -469,7 +469,7 @@ impl Kernel {
         for i in 0..n {
             let id = i as u16;
             let cookie = first + u64::from(i);
-            self.put_pending(&DnsPendingSlot {
+            let index = self.put_pending(&DnsPendingSlot {
                 query_ns: 1,
                 cookie,
                 cgroup_id: self.cgroup_id,
@@ -478,6 +478,10 @@ impl Kernel {
                 _pad: [0; 4],
             });
             assert_eq!(self.test_run(names::PROG_SKB_INGRESS, &answer(id), 1), 1);
+            if self.pending.get(index).query_ns != 0 {
+                // Not answered: the run got another cookie (the entries would pile up).
+                return Err(Miss);
+            }
         }
         let dns_events = drain::<DnsEvent>(&mut self.dns_events);
         let outcome = Outcome { counters: self.read_counters(), events: vec![], dns_events };
@@ -523,13 +527,14 @@ impl Kernel {
             .collect()
     }
 
-    /// Puts `slot` into the first free slot of its bucket, as the kernel would.
-    pub fn put_pending(&mut self, slot: &DnsPendingSlot) {
+    /// Puts `slot` into the first free slot of its bucket, as the kernel would; returns where.
+    pub fn put_pending(&mut self, slot: &DnsPendingSlot) -> u32 {
         let bucket = pending_bucket(slot.cookie, slot.id);
         let free = (bucket..bucket + PENDING_WAYS)
             .find(|&i| self.pending.get(i).query_ns == 0)
             .expect("a free slot in the bucket");
         self.pending.set(free, slot);
+        free
     }
 
     fn clear_pending(&mut self, index: u32) {
