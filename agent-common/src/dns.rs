@@ -80,6 +80,37 @@ impl DnsStats {
     };
 }
 
+/// Slots of each CPU's statistics cache (`CW_DNS_STATS_CPU`).
+pub const STATS_CACHE_SLOTS: u32 = 64;
+const _: () = assert!(STATS_CACHE_SLOTS.is_power_of_two());
+
+/// A slot of a CPU's statistics cache: the counts of one (cgroup, query type) answered on that
+/// CPU. The kernel counts an answer here, with plain adds, when the slot its key hashes to holds
+/// that key or can be taken; otherwise in the shared table `CW_DNS_STATS` (a hash lookup and
+/// atomic adds, whose cache line moves between the CPUs answering one pod's queries).
+///
+/// A slot is taken when empty, or when it has not counted anything since the epoch before last
+/// (`config::DNS_STATS_EPOCH`, which userspace advances after each read): then userspace has read
+/// all of its counts, and it starts again from zero under the new key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsStatsSlot {
+    /// cgroup_id 0: empty.
+    pub key: DnsStatsKey,
+    /// The epoch of the last answer counted here.
+    pub active_epoch: u64,
+    pub stats: DnsStats,
+}
+const _: () = assert!(size_of::<DnsStatsSlot>() == 232);
+
+/// The cache slot of (cgroup, known query type).
+#[inline(always)]
+pub const fn stats_cache_slot(cgroup_id: u64, qtype: u16) -> u32 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    ((cgroup_id ^ ((qtype as u64) << 48)).wrapping_mul(K)
+        >> (64 - STATS_CACHE_SLOTS.trailing_zeros())) as u32
+}
+
 /// The histogram slot of a latency (reference for the kernel's branch-free version).
 pub fn latency_slot(ns: u64) -> usize {
     LATENCY_BOUNDS_NS.iter().filter(|&&b| ns > b).count()

@@ -296,6 +296,7 @@ mod pod {
     unsafe impl aya::Pod for crate::dns::DnsEvent {}
     unsafe impl aya::Pod for crate::dns::DnsStatsKey {}
     unsafe impl aya::Pod for crate::dns::DnsStats {}
+    unsafe impl aya::Pod for crate::dns::DnsStatsSlot {}
     unsafe impl aya::Pod for crate::tcp::PendingConnect {}
     unsafe impl aya::Pod for crate::tcp::ListenerKey {}
     unsafe impl aya::Pod for crate::tcp::TcpEvent {}
@@ -309,7 +310,7 @@ mod pod {
 mod boundary {
     use super::*;
     use crate::{
-        dns::{DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey},
+        dns::{DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot},
         tcp::{ListenerKey, PendingConnect, TcpEvent},
     };
 
@@ -384,6 +385,7 @@ mod boundary {
         // DNS statistics: counts and latency sums per cgroup and query type.
         let DnsStatsKey { cgroup_id: _, qtype: _, _pad } = zeroed();
         let DnsStats { responses: _, truncated: _, latency_sum_ns: _, latency: _ } = zeroed();
+        let DnsStatsSlot { key: _, active_epoch: _, stats: _ } = zeroed();
         // TCP: addresses and ports from connect(), no payload at all.
         let TcpEvent { cgroup_id: _, latency_ns: _, addr: _, port: _, event: _, result: _, _pad } =
             zeroed();

@@ -40,6 +40,9 @@ pub const MAP_DNS_PENDING: &str = "CW_DNS_PENDING";
 /// `HashMap<DnsStatsKey, DnsStats>`: answered queries counted in the kernel (atomic adds), read by
 /// userspace once a second.
 pub const MAP_DNS_STATS: &str = "CW_DNS_STATS";
+/// `PerCpuArray<DnsStatsSlot>`: each CPU's cache of statistics entries (plain adds), read by
+/// userspace with `MAP_DNS_STATS`. See `dns::DnsStatsSlot`.
+pub const MAP_DNS_STATS_CPU: &str = "CW_DNS_STATS_CPU";
 /// `Array<u32>` indexed by `config::*`: runtime switches set by userspace.
 pub const MAP_CONFIG: &str = "CW_CONFIG";
 /// `RingBuf` of `DnsEvent`.
@@ -63,6 +66,7 @@ pub const MAPS: &[&str] = &[
     MAP_SCRATCH,
     MAP_DNS_PENDING,
     MAP_DNS_STATS,
+    MAP_DNS_STATS_CPU,
     MAP_DNS_EVENTS,
     MAP_CONFIG,
     MAP_TCP_CONNECTS,
@@ -86,5 +90,7 @@ pub mod config {
     /// The DNS timeout in milliseconds: an answer later than this is not counted as answered
     /// (userspace counts its query as a timeout). 0: no limit.
     pub const DNS_TIMEOUT_MS: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Advanced by userspace after each read of the statistics (see `dns::DnsStatsSlot`).
+    pub const DNS_STATS_EPOCH: u32 = 2;
+    pub const COUNT: u32 = 3;
 }

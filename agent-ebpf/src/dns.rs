@@ -10,16 +10,17 @@
 use agent_common::{
     SCRATCH_LEN, counter,
     dns::{
-        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED,
-        HEADER_LEN, KNOWN_QTYPES, LABELS_MAX, LATENCY_BOUNDS_NS, LATENCY_SLOTS, NAME_BUF, NAME_MAX,
-        PENDING_WAYS, RCODE_NXDOMAIN, RCODE_OTHER_SLOT, RCODE_SLOTS, pending_bucket,
+        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot, EVENT_RESPONSE, FLAG_TCP,
+        FLAG_TRUNCATED, HEADER_LEN, KNOWN_QTYPES, LABELS_MAX, LATENCY_BOUNDS_NS, LATENCY_SLOTS,
+        NAME_BUF, NAME_MAX, PENDING_WAYS, RCODE_NXDOMAIN, RCODE_OTHER_SLOT, RCODE_SLOTS,
+        pending_bucket, stats_cache_slot,
     },
     names::config,
 };
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
-    maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, count},
+    maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, CW_DNS_STATS_CPU, count},
     packet::{
         IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie,
         wipe_scratch_first,
@@ -281,10 +282,35 @@ fn response(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i6
     Ok(())
 }
 
-/// Counts an answered query in its (cgroup, query type) entry.
+/// Counts an answered query under its (cgroup, query type): in this CPU's cache slot when it
+/// can (see `DnsStatsSlot`), else in the shared table.
 #[inline(always)]
 fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns: u64) {
     let key = DnsStatsKey { cgroup_id, qtype: known_qtype(qtype), _pad: [0; 6] };
+    // Branch-free slot arithmetic (see walk_name): rcodes above REFUSED share the "other" slot.
+    let rcode = u64::from(rcode);
+    let over = opaque((RCODE_OTHER_SLOT as u64 - 1).wrapping_sub(rcode)) >> 63;
+    let rcode_slot = (rcode * (1 - over) + RCODE_OTHER_SLOT as u64 * over) as usize;
+    let mut bucket = 0u64;
+    let mut i = 0;
+    while i < LATENCY_BOUNDS_NS.len() {
+        // 1 when latency_ns > bound (both below 2^63).
+        bucket += opaque(LATENCY_BOUNDS_NS[i].wrapping_sub(latency_ns & (u64::MAX >> 1))) >> 63;
+        i += 1;
+    }
+    let (rcode_slot, bucket) =
+        (rcode_slot & (RCODE_SLOTS - 1), bucket as usize & (LATENCY_SLOTS - 1));
+    if let Some(slot) = cache_slot(&key) {
+        // This CPU's own slot, and programs do not nest on a CPU: plain adds are exact.
+        unsafe {
+            let stats = &raw mut (*slot).stats;
+            (*stats).responses[rcode_slot] += 1;
+            (*stats).truncated += u64::from(truncated);
+            (*stats).latency_sum_ns += latency_ns;
+            (*stats).latency[bucket] += 1;
+        }
+        return;
+    }
     let stats = match CW_DNS_STATS.get_ptr_mut(&key) {
         Some(p) => p,
         None => {
@@ -299,25 +325,34 @@ fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns
             }
         }
     };
-    // Branch-free slot arithmetic (see walk_name): rcodes above REFUSED share the "other" slot.
-    let rcode = u64::from(rcode);
-    let over = opaque((RCODE_OTHER_SLOT as u64 - 1).wrapping_sub(rcode)) >> 63;
-    let rcode_slot = (rcode * (1 - over) + RCODE_OTHER_SLOT as u64 * over) as usize;
-    let mut slot = 0u64;
-    let mut i = 0;
-    while i < LATENCY_BOUNDS_NS.len() {
-        // 1 when latency_ns > bound (both below 2^63).
-        slot += opaque(LATENCY_BOUNDS_NS[i].wrapping_sub(latency_ns & (u64::MAX >> 1))) >> 63;
-        i += 1;
-    }
     // Shared by every CPU: atomic adds (the value's size does not grow with the CPU count, as
     // a per-CPU value's would: 208 bytes an entry, not 208 per CPU).
     unsafe {
-        add(&raw mut (*stats).responses[rcode_slot & (RCODE_SLOTS - 1)], 1);
+        add(&raw mut (*stats).responses[rcode_slot], 1);
         add(&raw mut (*stats).truncated, u64::from(truncated));
         add(&raw mut (*stats).latency_sum_ns, latency_ns);
-        add(&raw mut (*stats).latency[slot as usize & (LATENCY_SLOTS - 1)], 1);
+        add(&raw mut (*stats).latency[bucket], 1);
     }
+}
+
+/// This CPU's cache slot for `key`, taken for it if it is empty or idle since the epoch before
+/// last (userspace has read all of its counts then); None when another key holds it.
+#[inline(always)]
+fn cache_slot(key: &DnsStatsKey) -> Option<*mut DnsStatsSlot> {
+    let slot = CW_DNS_STATS_CPU.get_ptr_mut(stats_cache_slot(key.cgroup_id, key.qtype))?;
+    let epoch = CW_CONFIG.get(config::DNS_STATS_EPOCH).map_or(0, |e| u64::from(*e));
+    unsafe {
+        let held = (*slot).key;
+        if held.cgroup_id != key.cgroup_id || held.qtype != key.qtype {
+            if held.cgroup_id != 0 && (*slot).active_epoch + 2 > epoch {
+                return None;
+            }
+            (*slot).key = *key;
+            (*slot).stats = DnsStats::ZERO;
+        }
+        (*slot).active_epoch = epoch;
+    }
+    Some(slot)
 }
 
 /// An atomic add to a counter in a map value: BPF's XADD, which every kernel has (core's atomics

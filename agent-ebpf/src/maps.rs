@@ -2,7 +2,7 @@
 use agent_common::{
     ENDPOINT_TABLE_SIZE, EVENT_RING_BYTES, EndpointKey, EndpointValue, FLOW_TABLE_SIZE, Flow,
     SCRATCH_LEN, counter,
-    dns::{DnsPendingSlot, DnsStats, DnsStatsKey},
+    dns::{DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot},
 };
 use aya_ebpf::{
     macros::map,
@@ -47,6 +47,10 @@ pub static CW_DNS_PENDING: Array<DnsPendingSlot> =
 #[map]
 pub static CW_DNS_STATS: HashMap<DnsStatsKey, DnsStats> =
     HashMap::with_max_entries(agent_common::dns::STATS_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_DNS_STATS_CPU: PerCpuArray<DnsStatsSlot> =
+    PerCpuArray::with_max_entries(agent_common::dns::STATS_CACHE_SLOTS, 0);
 
 #[map]
 pub static CW_CONFIG: Array<u32> = Array::with_max_entries(agent_common::names::config::COUNT, 0);

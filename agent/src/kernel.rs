@@ -5,7 +5,7 @@ use std::{fs::File, path::Path};
 
 use agent_common::{
     EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA,
-    dns::{DnsStats, DnsStatsKey},
+    dns::{DnsStats, DnsStatsKey, DnsStatsSlot},
     names,
 };
 use aya::{
@@ -14,7 +14,10 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps},
 };
 
-use crate::{dns::pending::PendingTable, endpoints::EndpointSpec};
+use crate::{
+    dns::{pending::PendingTable, tables::DnsTables},
+    endpoints::EndpointSpec,
+};
 
 /// The kernel object built by agent/build.rs.
 pub static EBPF_OBJECT: &[u8] =
@@ -65,10 +68,8 @@ pub struct Kernel {
     pub dns_events: RingBuf<MapData>,
     pub tcp_events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
-    /// Answered DNS queries, counted in the kernel.
-    pub dns_stats: HashMap<MapData, DnsStatsKey, DnsStats>,
-    /// DNS queries waiting for an answer, mapped (userspace frees those that time out).
-    pub dns_pending: PendingTable,
+    /// Answered DNS queries counted in the kernel, and queries waiting for an answer.
+    pub dns_tables: DnsTables,
     /// Optional kernel features and whether this kernel has them.
     pub features: Vec<(&'static str, bool)>,
 }
@@ -116,7 +117,9 @@ pub fn load_and_attach(
     let dns_events = typed_map(&mut ebpf, names::MAP_DNS_EVENTS)?;
     let tcp_events = typed_map(&mut ebpf, names::MAP_TCP_EVENTS)?;
     let counters = typed_map(&mut ebpf, names::MAP_COUNTERS)?;
-    let dns_stats = typed_map(&mut ebpf, names::MAP_DNS_STATS)?;
+    let dns_stats: HashMap<_, DnsStatsKey, DnsStats> = typed_map(&mut ebpf, names::MAP_DNS_STATS)?;
+    let dns_stats_cpu: PerCpuArray<_, DnsStatsSlot> =
+        typed_map(&mut ebpf, names::MAP_DNS_STATS_CPU)?;
     let dns_pending = pending_table(&mut ebpf)?;
     let mut config: Array<_, u32> = typed_map(&mut ebpf, names::MAP_CONFIG)?;
     let timeout_ms = u32::try_from(dns_timeout.as_millis()).unwrap_or(u32::MAX);
@@ -128,6 +131,7 @@ pub fn load_and_attach(
             .set(index, &value, 0)
             .map_err(|source| KernelError::Map { name: names::MAP_CONFIG, source })?;
     }
+    let dns_tables = DnsTables::new(dns_stats, dns_stats_cpu, dns_pending, config);
 
     let cgroup_fd = File::open(cgroup)
         .map_err(|source| KernelError::Cgroup { path: cgroup.display().to_string(), source })?;
@@ -159,8 +163,7 @@ pub fn load_and_attach(
         dns_events,
         tcp_events,
         counters,
-        dns_stats,
-        dns_pending,
+        dns_tables,
         features,
     })
 }

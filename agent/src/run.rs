@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 use crate::{
     cgroup::{self, CgroupIndex},
     cli::RunArgs,
-    dns::{observer::DnsObserver, tables::DnsTables},
+    dns::observer::DnsObserver,
     endpoints, harden, http,
     http::Ready,
     kernel,
@@ -66,8 +66,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         dns_events,
         tcp_events,
         counters,
-        dns_stats,
-        dns_pending,
+        dns_tables,
         features,
     } = kernel::load_and_attach(
         &attach_to,
@@ -104,11 +103,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     attribution.register(&mut registry, pod_watch.is_some());
     let (pod_events, pod_task) = pod_watch.map(|s| (s.events, s.task)).unzip();
     let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace);
-    let dns = DnsObserver::new(
-        dns_timeout,
-        args.dns.dns_top_names,
-        DnsTables::new(dns_stats, dns_pending),
-    );
+    let dns = DnsObserver::new(dns_timeout, args.dns.dns_top_names, dns_tables);
     let classifier = Classifier {
         metadata: endpoints.clone(),
         dns_ports: args.dns.dns_ports.clone(),

@@ -1,8 +1,12 @@
-//! The kernel's DNS tables, read once a second: answered-query statistics (turned into
-//! increments since the previous read) and the pending queries that timed out.
+//! The kernel's DNS tables, read once a second: answered-query statistics (the shared table and
+//! each CPU's cache, turned into increments since the previous read) and the pending queries
+//! that timed out.
 use std::collections::HashMap;
 
-use agent_common::dns::{DnsStats, DnsStatsKey};
+use agent_common::{
+    dns::{DnsStats, DnsStatsKey, DnsStatsSlot, STATS_CACHE_SLOTS},
+    names,
+};
 use aya::maps::{self, MapData};
 
 use super::pending::{PendingTable, TimedOut};
@@ -14,9 +18,15 @@ const IDLE_READS_BEFORE_REMOVAL: u32 = 600;
 
 pub struct DnsTables {
     stats: maps::HashMap<MapData, DnsStatsKey, DnsStats>,
+    stats_cpu: maps::PerCpuArray<MapData, DnsStatsSlot>,
     pending: PendingTable,
+    config: maps::Array<MapData, u32>,
     /// What each entry held at the previous read, and for how many reads it has not changed.
     last: HashMap<DnsStatsKey, (DnsStats, u32)>,
+    /// What each (CPU, slot) of the cache held at the previous read.
+    last_cpu: HashMap<(usize, u32), DnsStatsSlot>,
+    /// The epoch the kernel sees (`config::DNS_STATS_EPOCH`), advanced after each read.
+    epoch: u32,
 }
 
 impl std::fmt::Debug for DnsTables {
@@ -28,9 +38,19 @@ impl std::fmt::Debug for DnsTables {
 impl DnsTables {
     pub fn new(
         stats: maps::HashMap<MapData, DnsStatsKey, DnsStats>,
+        stats_cpu: maps::PerCpuArray<MapData, DnsStatsSlot>,
         pending: PendingTable,
+        config: maps::Array<MapData, u32>,
     ) -> Self {
-        Self { stats, pending, last: HashMap::new() }
+        Self {
+            stats,
+            stats_cpu,
+            pending,
+            config,
+            last: HashMap::new(),
+            last_cpu: HashMap::new(),
+            epoch: 0,
+        }
     }
 
     /// The increments of every entry that changed since the previous call.
@@ -56,6 +76,22 @@ impl DnsTables {
             }
         }
         self.last = next;
+        for index in 0..STATS_CACHE_SLOTS {
+            // Unreadable (not expected): read again next time, nothing lost meanwhile.
+            let Ok(per_cpu) = self.stats_cpu.get(&index, 0) else { continue };
+            for (cpu, now) in per_cpu.iter().enumerate() {
+                let prev = self.last_cpu.insert((cpu, index), *now);
+                if let Some(inc) = slot_increment(prev.as_ref(), now) {
+                    out.push((now.key, inc));
+                }
+            }
+        }
+        // Only after everything above was read: a cache slot idle since the epoch before the
+        // new one may then be taken by another key (see DnsStatsSlot).
+        self.epoch = self.epoch.wrapping_add(1);
+        if let Err(e) = self.config.set(names::config::DNS_STATS_EPOCH, &self.epoch, 0) {
+            log::warn!("advancing the DNS statistics epoch: {e}");
+        }
         out
     }
 
@@ -87,6 +123,20 @@ pub fn increment(prev: &DnsStats, now: &DnsStats) -> Option<DnsStats> {
     (inc != DnsStats::ZERO).then_some(inc)
 }
 
+/// What a cache slot counted since `prev` (its previous read), or None. A slot whose key changed
+/// was taken afresh: the previous key's counts were all read, and all of `now` is new. (The
+/// kernel never resets a slot for the key it holds, and a slot taken by another key stays with it
+/// for at least two epochs, so a change of key is always seen between two reads.)
+pub fn slot_increment(prev: Option<&DnsStatsSlot>, now: &DnsStatsSlot) -> Option<DnsStats> {
+    if now.key.cgroup_id == 0 {
+        return None;
+    }
+    match prev {
+        Some(p) if p.key == now.key => increment(&p.stats, &now.stats),
+        _ => (now.stats != DnsStats::ZERO).then_some(now.stats),
+    }
+}
+
 /// Answers in a statistics entry (every answer has one latency).
 #[cfg(test)]
 pub fn answers(s: &DnsStats) -> u64 {
@@ -113,6 +163,25 @@ mod tests {
         assert_eq!(inc.latency_sum_ns, 3000);
         assert_eq!(answers(&inc), 3);
         assert_eq!(increment(&stats(2, 1, 3), &stats(2, 1, 3)), None);
+    }
+
+    fn slot(cgroup_id: u64, stats: DnsStats) -> DnsStatsSlot {
+        let key = DnsStatsKey { cgroup_id, qtype: 1, _pad: [0; 6] };
+        DnsStatsSlot { key, active_epoch: 0, stats }
+    }
+
+    #[test]
+    fn cache_slots_count_increments_and_start_over_under_a_new_key() {
+        assert_eq!(slot_increment(None, &slot(0, stats(0, 0, 0))), None, "empty");
+        let first = slot(7, stats(2, 1, 3));
+        let inc = slot_increment(None, &first).unwrap();
+        assert_eq!((inc.responses[0], answers(&inc)), (2, 3), "first read: everything");
+        let inc = slot_increment(Some(&first), &slot(7, stats(5, 1, 3))).unwrap();
+        assert_eq!((inc.responses[0], answers(&inc)), (3, 3), "same key: the difference");
+        assert_eq!(slot_increment(Some(&first), &first), None, "unchanged");
+        // Taken by another cgroup: its counts start from zero.
+        let inc = slot_increment(Some(&first), &slot(8, stats(1, 0, 2))).unwrap();
+        assert_eq!((inc.responses[0], answers(&inc)), (1, 1));
     }
 
     #[test]

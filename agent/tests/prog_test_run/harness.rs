@@ -25,8 +25,8 @@ use agent_common::{
     EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
     PORT_FLAG_METADATA, SCRATCH_LEN, counter,
     dns::{
-        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, PENDING_TABLE_SIZE, PENDING_WAYS,
-        pending_bucket,
+        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot, PENDING_TABLE_SIZE,
+        PENDING_WAYS, STATS_CACHE_SLOTS, pending_bucket,
     },
     names,
 };
@@ -422,15 +422,62 @@ impl Kernel {
         for key in stats.keys().map(Result::unwrap).collect::<Vec<_>>() {
             stats.remove(&key).unwrap();
         }
+        self.fill_stats_cache(0, 0);
         self.set_all_names(false);
         self.set_dns_timeout_ms(0);
+        self.set_stats_epoch(0);
+    }
+
+    fn set_config(&mut self, index: u32, value: u32) {
+        let mut config: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut(names::MAP_CONFIG).unwrap()).unwrap();
+        config.set(index, &value, 0).unwrap();
+    }
+
+    /// The statistics epoch the kernel sees (userspace advances it once a second).
+    pub fn set_stats_epoch(&mut self, epoch: u32) {
+        self.set_config(names::config::DNS_STATS_EPOCH, epoch);
+    }
+
+    /// Puts a filler cgroup's key, last active in `active_epoch`, in every slot of every CPU's
+    /// statistics cache (`cgroup_id` 0: empties them).
+    pub fn fill_stats_cache(&mut self, cgroup_id: u64, active_epoch: u64) {
+        let key = DnsStatsKey { cgroup_id, qtype: 1, _pad: [0; 6] };
+        let filler = DnsStatsSlot { key, active_epoch, stats: DnsStats::ZERO };
+        let cpus = self.cpus;
+        let mut cache = self.stats_cache_map();
+        for index in 0..STATS_CACHE_SLOTS {
+            let values = PerCpuValues::try_from(vec![filler; cpus]).unwrap();
+            cache.set(index, values, 0).unwrap();
+        }
+    }
+
+    /// The statistics entries in the shared table only (fillers excluded).
+    pub fn shared_dns_stats(&mut self) -> Vec<(DnsStatsKey, DnsStats)> {
+        self.stats_map()
+            .iter()
+            .map(Result::unwrap)
+            .filter(|(k, _)| k.cgroup_id < FILLER_COOKIE)
+            .collect()
+    }
+
+    /// The statistics in the CPUs' caches only (fillers excluded), one entry per CPU and slot.
+    pub fn cached_dns_stats(&mut self) -> Vec<(DnsStatsKey, DnsStats)> {
+        let cache = self.stats_cache_map();
+        let mut out = Vec::new();
+        for index in 0..STATS_CACHE_SLOTS {
+            for slot in cache.get(&index, 0).unwrap().iter() {
+                if slot.key.cgroup_id != 0 && slot.key.cgroup_id < FILLER_COOKIE {
+                    out.push((slot.key, slot.stats));
+                }
+            }
+        }
+        out
     }
 
     /// The DNS timeout the kernel applies to answers (0: none, as before the agent sets it).
     pub fn set_dns_timeout_ms(&mut self, ms: u32) {
-        let mut config: Array<_, u32> =
-            Array::try_from(self.ebpf.map_mut(names::MAP_CONFIG).unwrap()).unwrap();
-        config.set(names::config::DNS_TIMEOUT_MS, &ms, 0).unwrap();
+        self.set_config(names::config::DNS_TIMEOUT_MS, ms);
     }
 
     /// Whether every DNS answer sends a named event (`--dns-top-names`), not only NXDOMAIN.
@@ -441,16 +488,28 @@ impl Kernel {
     }
 
     /// The DNS statistics entries (fillers excluded).
+    /// One entry per key, the shared table's and the caches' counts added up.
     pub fn dns_stats(&mut self) -> Vec<(DnsStatsKey, DnsStats)> {
-        self.stats_map()
-            .iter()
-            .map(Result::unwrap)
-            .filter(|(k, _)| k.cgroup_id < FILLER_COOKIE)
-            .collect()
+        let mut merged: BTreeMap<(u64, u16), (DnsStatsKey, DnsStats)> = BTreeMap::new();
+        let all = self.shared_dns_stats().into_iter().chain(self.cached_dns_stats());
+        for (key, stats) in all {
+            let (_, sum) =
+                merged.entry((key.cgroup_id, key.qtype)).or_insert((key, DnsStats::ZERO));
+            let pairs = sum.responses.iter_mut().zip(stats.responses).chain([
+                (&mut sum.truncated, stats.truncated),
+                (&mut sum.latency_sum_ns, stats.latency_sum_ns),
+            ]);
+            for (a, b) in pairs.chain(sum.latency.iter_mut().zip(stats.latency)) {
+                *a += b;
+            }
+        }
+        merged.into_values().collect()
     }
 
-    /// Fills the DNS statistics table with entries under filler cgroup ids; returns one of them.
+    /// Fills the DNS statistics table with entries under filler cgroup ids, and every CPU's cache
+    /// with a filler that keeps its slots; returns one of the table's entries.
     pub fn fill_stats_table(&mut self) -> DnsStatsKey {
+        self.fill_stats_cache(FILLER_COOKIE, 0);
         let mut stats = self.stats_map();
         let key = |i: u64| DnsStatsKey { cgroup_id: FILLER_COOKIE + i, qtype: 1, _pad: [0; 6] };
         for i in 0..u64::from(agent_common::dns::STATS_TABLE_SIZE) {
@@ -600,6 +659,10 @@ impl Kernel {
 
     fn flows_map(&mut self) -> HashMap<&mut MapData, u64, Flow> {
         HashMap::try_from(self.ebpf.map_mut(names::MAP_FLOWS).unwrap()).unwrap()
+    }
+
+    fn stats_cache_map(&mut self) -> PerCpuArray<&mut MapData, DnsStatsSlot> {
+        PerCpuArray::try_from(self.ebpf.map_mut(names::MAP_DNS_STATS_CPU).unwrap()).unwrap()
     }
 
     fn stats_map(&mut self) -> HashMap<&mut MapData, DnsStatsKey, DnsStats> {

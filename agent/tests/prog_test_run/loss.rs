@@ -7,7 +7,7 @@ use agent_common::{
 };
 
 use crate::{
-    harness::{DNS_PORT, IMDS_PORT, Kernel, kernel},
+    harness::{DNS_PORT, FILLER_COOKIE, IMDS_PORT, Kernel, kernel},
     packets::{
         Ip, TCP_PSH_ACK, dns_query, tcp_egress, tcp_ingress, udp_egress, udp_ingress, wire_name,
     },
@@ -75,6 +75,28 @@ fn full_dns_tables_refuse_counted_and_recover() {
         assert_eq!(k.pending_queries().len(), 1);
         k.ingress(&answer(0x42))?.assert_nothing("answered: its slot is free again");
         assert!(k.pending_queries().is_empty());
+        Ok(())
+    });
+    k.case("statistics cache", |k| {
+        // Every cache slot held by another cgroup that counted in epoch 5: in epoch 6 it is still
+        // held (userspace may not have read its last counts), so the answer goes to the table.
+        k.fill_stats_cache(FILLER_COOKIE, 5);
+        k.set_stats_epoch(6);
+        k.egress(&query(0x46))?.assert_nothing("query");
+        k.ingress(&answer(0x46))?.assert_nothing("counted in the shared table");
+        assert_eq!(k.shared_dns_stats().len(), 1);
+        assert!(k.cached_dns_stats().is_empty(), "the held slot is left alone");
+        // Epoch 7: idle since the epoch before last, so the slot is taken, from zero.
+        k.set_stats_epoch(7);
+        k.egress(&query(0x47))?.assert_nothing("query");
+        k.ingress(&answer(0x47))?.assert_nothing("counted in this CPU's cache");
+        let cached = k.cached_dns_stats();
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        assert_eq!(
+            (cached[0].0.cgroup_id, cached[0].1.latency.iter().sum::<u64>()),
+            (k.cgroup_id, 1)
+        );
+        assert_eq!(k.shared_dns_stats().len(), 1, "the table's count stays");
         Ok(())
     });
     k.case("statistics table", |k| {
