@@ -409,6 +409,7 @@ mod boundary {
         // CW_SCRATCH is the only map that ever holds payload bytes (wiped after every use,
         // write-only for the agent's descriptor); the agent never reads it.
         assert!(names::MAPS.contains(&names::MAP_SCRATCH));
-        assert_eq!(names::MAPS.len(), 13, "a new map: decide here whether it can hold payload");
+        // CW_DNS_STATS_CPU (14th): counts per (cgroup, query type), no payload (DnsStatsSlot).
+        assert_eq!(names::MAPS.len(), 14, "a new map: decide here whether it can hold payload");
     }
 }
