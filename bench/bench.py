@@ -42,6 +42,9 @@ DNS_ADDR = f"127.77.{(os.getpid() >> 8) % 254 + 1}.{os.getpid() % 254 + 1}"
 # Interleaved turns (tcp, dns, request/response): one generator process moving between the modes'
 # cgroups every TURN_MS, so that each comparison is between turns a few tens of ms apart.
 TURN_MS = 20
+# Modes of an interleaved benchmark that also measures the floor: empty programs at every hook
+# credwatch uses (`credwatch bench-baseline --all-hooks`), what any agent observing there pays.
+FLOOR_MODES = ("none", "empty", "credwatch", "none-again")
 
 
 def log(msg: str) -> None:
@@ -431,6 +434,12 @@ class Bench:
             else:
                 self.record(bench, f"{ratio_prefix}{mode} / none", ratios, "x")
 
+    def record_floor(self, bench: str, rates: dict[str, list[float]], ratio_prefix: str = "") -> None:
+        """credwatch against empty programs at the same hooks, turn by turn: what credwatch's own
+        work costs, above what any program there costs."""
+        ratios = [c / e for c, e in zip(rates["credwatch"], rates["empty"])]
+        self.record(bench, f"{ratio_prefix}credwatch / empty programs", ratios, "x")
+
     def paired_cgroups(self, name: str, modes=("none", "credwatch")) -> dict[str, Path]:
         """Sibling cgroups for a paired comparison: the agent is attached to `credwatch` only;
         `none` (and `none-again`, the A/A check) has no program at all (credwatch attaches nothing
@@ -674,30 +683,36 @@ class Bench:
     def request_response(self, md: int) -> None:
         """1-byte TCP ping-pong between two threads of one process (credwatch-loadgen tcp-rr), in
         interleaved turns from a cgroup with the agent attached and a sibling with nothing."""
-        cgs = self.paired_cgroups("e2e-rr", ("none", "credwatch", "none-again"))
+        cgs = self.paired_cgroups("e2e-rr", FLOOR_MODES)
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
+        floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
         try:
             self.loadgen(cgs["none"], ["tcp-rr", "--seconds", "0.2"])  # warm-up
             rates, _ = self.interleaved(cgs, ["tcp-rr"])
         finally:
             agent.stop()
+            floor.stop()
         rates = {m: [r / 1000 for r in vals] for m, vals in rates.items()}
         self.record_interleaved("e2e", rates, "request/response", "k/s", 0.98, "request/response ")
+        self.record_floor("e2e", rates, "request/response ")
 
     def bulk_interleaved(self, md: int) -> None:
         """Bulk throughput as iperf3 measures it (one loopback connection, 64 KiB writes), from
         credwatch-loadgen tcp-bulk in interleaved turns: the agent attached vs nothing."""
-        cgs = self.paired_cgroups("e2e-bulk", ("none", "credwatch", "none-again"))
+        cgs = self.paired_cgroups("e2e-bulk", FLOOR_MODES)
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
+        floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
         try:
             rates, totals = self.interleaved(cgs, ["tcp-bulk"])
         finally:
             agent.stop()
+            floor.stop()
         for mode, t in totals.items():
             # Every byte written (timed turns and warm-up) reached the reader.
             assert t["received"] >= t["timed_bytes"], (mode, t)
         gbit = {m: [r * 65536 * 8 / 1e9 for r in vals] for m, vals in rates.items()}
         self.record_interleaved("e2e", gbit, "bulk (tcp-bulk, interleaved)", "Gbit/s", 0.99, "bulk (tcp-bulk, interleaved) ")
+        self.record_floor("e2e", gbit, "bulk (tcp-bulk, interleaved) ")
 
     @contextlib.contextmanager
     def mode(self, mode: str, cg: Path, md: int):
@@ -768,8 +783,7 @@ class Bench:
         any agent observing there pays) and with the agent; exported connects and accepts equal
         the generator's."""
         md = free_port()
-        modes = ("none", "empty", "credwatch", "none-again")
-        cgs = self.paired_cgroups("tcp", modes)
+        cgs = self.paired_cgroups("tcp", FLOOR_MODES)
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
         floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
         try:
@@ -787,7 +801,7 @@ class Bench:
         accepts = total(m, "credwatch_tcp_accepts_total")
         lost = total(m, "credwatch_events_lost_total")
         self.record_interleaved("tcp", rates, "connections/s", "conn/s", 0.97)
-        self.record("tcp", "credwatch / empty programs", [c / e for c, e in zip(rates["credwatch"], rates["empty"])], "x")
+        self.record_floor("tcp", rates)
         self.record("tcp", "|exported − made| (connects + accepts) − lost", [abs(connects - want) + abs(accepts - want) - lost],
                     "events", "0", lambda v: v <= 0)
         self.record("tcp", "events lost", [lost], "events")
