@@ -254,6 +254,9 @@ def fleet_dashboard():
              thresholds=AT_RISK, description="Events the agents dropped: counts are low when > 0."),
         stat("cgroups indexed", "sum(credwatch_cgroups_known)",
              description="cgroups the agents know, over all nodes."),
+        stat("Agent heap (largest)", "max(credwatch_agent_heap_bytes)", unit="bytes",
+             description="Memory the busiest agent has allocated and not freed; a leak is a line "
+                         "that keeps rising (RSS also holds freed memory, docs/metrics.md)."),
         stat("Parse rejects/s", "sum(rate(credwatch_parse_rejects_total[$__rate_interval])) or vector(0)",
              unit="reqps", description="Metadata traffic the parsers refused (see docs/metrics.md)."),
     ]

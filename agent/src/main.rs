@@ -7,6 +7,7 @@ mod endpoints;
 mod harden;
 mod http;
 mod kernel;
+mod memory;
 mod metadata;
 mod metrics;
 mod pipeline;

@@ -352,6 +352,7 @@ impl Metrics {
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         r.register("credwatch_build_info", "credwatch version; always 1", build_info);
         r.register_collector(Box::new(LossAndRejects { kernel, userspace: m.userspace.clone() }));
+        r.register_collector(Box::new(crate::memory::HeapInUse));
         (m, r)
     }
 }

@@ -300,7 +300,7 @@ impl Pipeline {
         if !removed.is_empty() {
             log::debug!("removed the series of {} workloads", removed.len());
             self.detector.forget(|k| removed.contains(&k.workload));
-            crate::series::release_freed_memory();
+            crate::memory::release_freed_memory();
         }
         self.attribution.cgroups_unresolved.set(self.resolver.unresolved() as i64);
         self.attribution.pods.set(self.resolver.pods_known() as i64);

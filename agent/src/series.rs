@@ -222,17 +222,6 @@ impl SeriesRegistry {
     }
 }
 
-/// Hands memory freed by a large removal back to the kernel. glibc keeps freed heap memory for
-/// reuse (and raises its mmap threshold after large frees), so without this the agent's RSS after
-/// thousands of pods come and go stays near its peak even though nothing is in use.
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns unused pages of the allocator's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use prometheus_client::{

@@ -406,6 +406,12 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def heap_kib(agent) -> int:
+    heap = int(agent.scrape().value("credwatch_agent_heap_bytes"))
+    assert heap > 0, "credwatch_agent_heap_bytes is missing"
+    return heap // 1024
+
+
 def series_count(agent) -> int:
     return sum(1 for (name, _) in agent.scrape() if name.startswith("credwatch_"))
 
@@ -444,7 +450,7 @@ def test_churn_returns_memory_and_series_to_baseline(cgroups, servers, agent, pr
         assert proc.returncode == 0 and json.loads(out)["errors"] == 0, out
         wait_for(lambda: watcher.scrape().value(FETCHES, workload="Deployment/api") == n,
                  timeout=120, interval=0.5, what=f"{n} pods' fetches")
-        peak = {"rss_kib": rss_kib(pid), "series": series_count(watcher)}
+        peak = {"rss_kib": rss_kib(pid), "heap_kib": heap_kib(watcher), "series": series_count(watcher)}
         for uid, cg in pods:
             api.delete_pod(uid)
         for uid, cg in pods:
@@ -453,13 +459,15 @@ def test_churn_returns_memory_and_series_to_baseline(cgroups, servers, agent, pr
         wait_for(lambda: series_count(watcher) == baseline_series, timeout=GRACE + 120,
                  interval=0.5, what="series back to baseline")
         time.sleep(1)
-        return {"peak": peak, "after": {"rss_kib": rss_kib(pid), "series": series_count(watcher)},
+        after = {"rss_kib": rss_kib(pid), "heap_kib": heap_kib(watcher), "series": series_count(watcher)}
+        return {"peak": peak, "after": after,
                 "seconds": round(time.monotonic() - started, 1)}
 
     # Warm-up: the first pods ever seen size the allocator's arenas and the agent's tables.
     baseline_series = series_count(watcher)
     one_round(50)
-    report["baseline"] = {"rss_kib": rss_kib(pid), "series": series_count(watcher)}
+    report["baseline"] = {"rss_kib": rss_kib(pid), "heap_kib": heap_kib(watcher),
+                          "series": series_count(watcher)}
     for _ in range(CHURN_ROUNDS):
         report["rounds"].append(one_round(CHURN_PODS))
     print("CHURN " + json.dumps(report))
@@ -472,8 +480,13 @@ def test_churn_returns_memory_and_series_to_baseline(cgroups, servers, agent, pr
     for r in report["rounds"]:
         assert r["after"]["series"] == baseline_series
         assert r["peak"]["series"] > baseline_series + CHURN_PODS  # the round was real
-    first, last = report["rounds"][0]["after"]["rss_kib"], report["rounds"][-1]["after"]["rss_kib"]
-    # Memory comes back: no growth from one round to the next beyond allocator noise, and never
-    # far above the baseline.
-    assert last <= first * 1.10 + 2048, report
-    assert last <= base * 1.5 + 8192, report
+    # Nothing leaks: what the agent still holds after the second round is what it held after the
+    # first (its tables keep their capacity), within 256 bytes per pod of the round. RSS cannot say
+    # this: the freed fragments glibc keeps move it by several MB from one round to the next.
+    first, last = report["rounds"][0]["after"]["heap_kib"], report["rounds"][-1]["after"]["heap_kib"]
+    assert last <= first + CHURN_PODS * 256 // 1024, report
+    # Memory goes back to the kernel: most of what each round added, and never far above the
+    # baseline.
+    for r in report["rounds"]:
+        assert r["after"]["rss_kib"] - base <= 0.75 * (r["peak"]["rss_kib"] - base), report
+        assert r["after"]["rss_kib"] <= base * 1.5 + 8192, report
