@@ -749,12 +749,13 @@ class Bench:
 
     def bench_dns(self) -> None:
         """DNS query rate of one loopback generator (credwatch-loadgen dns-udp, one query in
-        flight) against dnsmasq, in interleaved turns without and with the agent; exported counts
-        equal answered."""
+        flight) against dnsmasq, in interleaved turns without the agent, with empty programs at
+        credwatch's hooks (the floor) and with the agent; exported counts equal answered."""
         dnsmasq = self.dnsmasq()
         md = free_port()
-        cgs = self.paired_cgroups("dns", ("none", "credwatch", "none-again"))
+        cgs = self.paired_cgroups("dns", FLOOR_MODES)
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
+        floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
         query = ["dns-udp", "--server", f"{DNS_ADDR}:53", "--name", "bench.test"]
         try:
             with self.pinned(dnsmasq):
@@ -764,11 +765,13 @@ class Bench:
             m = self.settled(agent, counted_or_lost(want, self.dns_answered))
         finally:
             agent.stop()
+            floor.stop()
         lost = total(m, "credwatch_events_lost_total")
         timeouts = sum(t["timeouts"] for t in totals.values())
         if timeouts:
             log(f"dns: {timeouts} queries unanswered")
         self.record_interleaved("dns", rates, "queries/s", "q/s", 0.97)
+        self.record_floor("dns", rates)
         exact = self.dns_answered(m) - want
         self.record("dns", "exported − answered", [exact], "queries", "0 or ≥ −lost", lambda v: v == 0 or 0 <= -v <= lost)
         self.record("dns", "events lost", [lost], "events")
