@@ -125,13 +125,24 @@ pub const PENDING_WAYS: u32 = 4;
 pub const PENDING_TABLE_SIZE: u32 = PENDING_BUCKETS * PENDING_WAYS;
 const _: () = assert!(PENDING_BUCKETS.is_power_of_two());
 
-/// The first slot of the bucket of the query (socket cookie, transaction id): a multiplicative
-/// hash (one socket's ids spread over every bucket, and so do consecutive cookies).
+/// Adjacent buckets one socket's queries spread over, by the low bits of their transaction ids.
+pub const PENDING_SOCKET_BUCKETS: u32 = 256;
+const _: () =
+    assert!(PENDING_SOCKET_BUCKETS.is_power_of_two() && PENDING_SOCKET_BUCKETS <= PENDING_BUCKETS);
+
+/// The first slot of the bucket of the query (socket cookie, transaction id): the socket's region
+/// by a multiplicative hash of its cookie (consecutive cookies land far apart), then one of
+/// [`PENDING_SOCKET_BUCKETS`] adjacent buckets by the id. A busy socket's queries and answers so
+/// touch the same 32 KiB of the table, which stays in the CPU's cache, instead of a random line of
+/// its 512 KiB each time (egress 204–248 → 172–177 ns a query, `bench/bpf-cost.sh dns`); one
+/// socket still has 1,024 slots for queries in flight (c-ares sends many over one socket; glibc,
+/// Go, CoreDNS, dnsmasq and unbound use a socket per query or two).
 #[inline(always)]
 pub const fn pending_bucket(cookie: u64, id: u16) -> u32 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let h = (cookie.wrapping_mul(K) ^ id as u64).wrapping_mul(K);
-    ((h >> (64 - PENDING_BUCKETS.trailing_zeros())) as u32) * PENDING_WAYS
+    let region = (cookie.wrapping_mul(K) >> (64 - PENDING_BUCKETS.trailing_zeros())) as u32;
+    let bucket = (region + (id as u32 & (PENDING_SOCKET_BUCKETS - 1))) & (PENDING_BUCKETS - 1);
+    bucket * PENDING_WAYS
 }
 
 /// A slot of the pending-query table (an array the agent maps into its memory): a query waiting
@@ -187,3 +198,42 @@ pub struct DnsEvent {
     pub name: [u8; NAME_BUF],
 }
 const _: () = assert!(size_of::<DnsEvent>() == 304);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buckets from `from` to `to`, going up and wrapping around the table.
+    fn distance(from: u32, to: u32) -> u32 {
+        (to / PENDING_WAYS + PENDING_BUCKETS - from / PENDING_WAYS) % PENDING_BUCKETS
+    }
+
+    #[test]
+    fn a_sockets_queries_stay_in_its_region_and_use_all_of_it() {
+        for cookie in [1u64, 2, 4097, 0xdead_beef, u64::MAX] {
+            let first = pending_bucket(cookie, 0);
+            let mut used = std::collections::HashSet::new();
+            for id in 0..=u16::MAX {
+                let slot = pending_bucket(cookie, id);
+                assert_eq!(slot % PENDING_WAYS, 0);
+                assert!(slot < PENDING_TABLE_SIZE);
+                assert!(distance(first, slot) < PENDING_SOCKET_BUCKETS, "{cookie} {id}");
+                used.insert(slot);
+            }
+            assert_eq!(used.len() as u32, PENDING_SOCKET_BUCKETS);
+        }
+    }
+
+    #[test]
+    fn consecutive_cookies_land_in_different_regions() {
+        // Sockets made one after another (consecutive cookies) must not share buckets, or a few
+        // busy clients would fill each other's.
+        let regions: Vec<u32> = (1..=16u64).map(|c| pending_bucket(c, 0)).collect();
+        for (i, a) in regions.iter().enumerate() {
+            for b in &regions[i + 1..] {
+                let apart = distance(*a, *b).min(distance(*b, *a));
+                assert!(apart >= PENDING_SOCKET_BUCKETS / 4, "{regions:?}");
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
-"""Send N DNS queries (ids 0..N-1, type A) as fast as possible from one UDP socket, without
-waiting for answers; print how many were sent.
+"""Send N DNS queries (ids 0..N-1, type A) as fast as possible from one UDP socket (or several,
+in turn), without waiting for answers; print how many were sent.
 
-    dns_burst.py --host 127.0.0.81 --port 53 --count 17000 --name burst.example
+    dns_burst.py --host 127.0.0.81 --port 53 --count 17000 --name burst.example [--sockets 64]
 """
 
 import argparse
@@ -23,14 +23,19 @@ def main():
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--name", default="burst.example")
     parser.add_argument("--first-id", type=int, default=0)
+    parser.add_argument("--sockets", type=int, default=1, help="query i goes out on socket i mod N")
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         sys.exit(f"refusing to send to non-loopback address {args.host}")
     if args.first_id + args.count > 65536:
         sys.exit("ids must stay distinct: first-id + count <= 65536")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(args.sockets)]
+    try:
         for i in range(args.first_id, args.first_id + args.count):
-            sock.sendto(query(i, args.name), (args.host, args.port))
+            socks[i % args.sockets].sendto(query(i, args.name), (args.host, args.port))
+    finally:
+        for sock in socks:
+            sock.close()
     print(args.count, flush=True)
 
 

@@ -282,8 +282,19 @@ def test_unanswered_query_counts_one_timeout_each(pod, servers, dns_agent, proce
     assert later.value(LOST) == 0, later.describe("credwatch_events_lost")
 
 
+def burst_from(processes, pod, count, first_id, sockets):
+    """count unanswered queries to the sink from the pod, ids first_id.., over `sockets` sockets
+    in turn."""
+    argv = [sys.executable, str(CLIENTS / "dns_burst.py"), "--host", BURST_SINK, "--port", "53",
+            "--count", str(count), "--first-id", str(first_id), "--sockets", str(sockets)]
+    proc = processes.spawn(argv, pod.path, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=CLIENT_DEADLINE)
+    assert proc.returncode == 0 and int(out) == count
+
+
 def test_full_pending_table_counts_refusals_and_recovers(pod, servers, dns_agent, processes):
-    """More unanswered queries in flight than the kernel's pending table holds: every query is
+    """More unanswered queries in flight than the kernel's pending table holds, from 64 sockets
+    (one socket's queries only reach its region of the table, see the next test): every query is
     accounted for exactly once, either refused and counted (events lost, dns_pending_table_full:
     its bucket of four slots was full) or timed out; and once the timeouts have emptied the table
     new queries are recorded again."""
@@ -294,11 +305,7 @@ def test_full_pending_table_counts_refusals_and_recovers(pod, servers, dns_agent
     watcher = dns_agent("--dns-timeout", "4")
 
     def burst(count, first_id):
-        argv = [sys.executable, str(CLIENTS / "dns_burst.py"), "--host", BURST_SINK, "--port",
-                "53", "--count", str(count), "--first-id", str(first_id)]
-        proc = processes.spawn(argv, pod.path, stdout=subprocess.PIPE, text=True)
-        out, _ = proc.communicate(timeout=CLIENT_DEADLINE)
-        assert proc.returncode == 0 and int(out) == count
+        burst_from(processes, pod, count, first_id, 64)
 
     def lost(m):
         return m.value(LOST, reason="dns_pending_table_full")
@@ -323,6 +330,20 @@ def test_full_pending_table_counts_refusals_and_recovers(pod, servers, dns_agent
     assert lost(metrics) == refused
     assert sink.datagrams(), "the sink received the burst"
     assert watcher.proc.poll() is None and http_get(watcher.port, "/readyz")[0] == 200
+
+
+def test_one_socket_holds_at_most_its_region_of_the_pending_table(pod, servers, dns_agent,
+                                                                   processes):
+    """A socket's queries take the 256 buckets of its region by the low 8 bits of their ids
+    (agent_common::dns::pending_bucket), four slots each: 1,024 queries in flight. Ids 0..1,123
+    from one socket: exactly the first 1,024 are recorded (and time out), exactly 100 refused."""
+    per_socket = 256 * 4  # PENDING_SOCKET_BUCKETS × PENDING_WAYS
+    servers(UdpDnsServer, BURST_SINK, 53, drop=True)
+    watcher = dns_agent("--dns-timeout", "4")
+    burst_from(processes, pod, per_socket + 100, 0, 1)
+    metrics = wait_for_value(watcher, per_socket, REQUESTS, qtype="A", rcode="timeout",
+                             **pod.labels)
+    assert metrics.value(LOST, reason="dns_pending_table_full") == 100, metrics.describe()
 
 
 # --- 5. IPv6 -----------------------------------------------------------------------------------
