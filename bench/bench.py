@@ -440,12 +440,23 @@ class Bench:
         ratios = [c / e for c, e in zip(rates["credwatch"], rates["empty"])]
         self.record(bench, f"{ratio_prefix}credwatch / empty programs", ratios, "x")
 
-    def paired_cgroups(self, name: str, modes=("none", "credwatch")) -> dict[str, Path]:
-        """Sibling cgroups for a paired comparison: the agent is attached to `credwatch` only;
-        `none` (and `none-again`, the A/A check) has no program at all (credwatch attaches nothing
-        outside its cgroup); `empty`, when asked for, gets empty programs at every hook credwatch
-        uses."""
-        return {mode: self.cg.child(f"{name}/{mode}/pod0") for mode in modes}
+    @contextlib.contextmanager
+    def floor_comparison(self, name: str, md: int):
+        """Sibling cgroups for an interleaved comparison (FLOOR_MODES) and what runs in them: the
+        agent attached to `credwatch` only; no program at all in `none` and `none-again` (the A/A
+        check; credwatch attaches nothing outside its cgroup); empty programs at every hook
+        credwatch uses in `empty` (the floor). Yields the cgroups and the agent; stops both
+        processes after."""
+        cgs = {mode: self.cg.child(f"{name}/{mode}/pod0") for mode in FLOOR_MODES}
+        agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
+        try:
+            floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
+            try:
+                yield cgs, agent
+            finally:
+                floor.stop()
+        finally:
+            agent.stop()
 
     @contextlib.contextmanager
     def pinned(self, proc: subprocess.Popen):
@@ -579,6 +590,7 @@ class Bench:
         dns_cpu_split = {m: [] for m in dns_cpu}  # (BPF programs, process), µs per query
         bulk_cpu = {m: [] for m in dns_cpu}  # ns per loopback packet
         dns_clients, dns_queries = (2, 100) if self.quick else (4, 5000)
+        cpu_queries = dns_queries // 4  # per client, in the second flood that measures tool CPU
         canary_n = 5 if self.quick else 20
         missed = []  # |bpftrace's count − generated|, per round
         for _, mode in self.alternate(modes):
@@ -603,11 +615,11 @@ class Bench:
                     # BPF programs would not pay, so not during the measured flood).
                     with bpf_stats():
                         c0 = tool_cpu(tool["pid"])
-                        flood = self.dns_flood(dns_clients, dns_queries // 4)
+                        flood = self.dns_flood(dns_clients, cpu_queries)
                         answered += sum(int(p.communicate(timeout=300)[0].strip() or 0) for p in flood)
                         c1 = tool_cpu(tool["pid"])
-                    sent += dns_clients * (dns_queries // 4)
-                    per_query = [(b - a) / (dns_clients * (dns_queries // 4)) * 1e6 for a, b in zip(c0, c1)]
+                    sent += dns_clients * cpu_queries
+                    per_query = [(b - a) / (dns_clients * cpu_queries) * 1e6 for a, b in zip(c0, c1)]
                     dns_cpu[mode].append(sum(per_query))
                     dns_cpu_split[mode].append(per_query)
                 if mode == "bpftrace":
@@ -689,15 +701,9 @@ class Bench:
     def request_response(self, md: int) -> None:
         """1-byte TCP ping-pong between two threads of one process (credwatch-loadgen tcp-rr), in
         interleaved turns from a cgroup with the agent attached and a sibling with nothing."""
-        cgs = self.paired_cgroups("e2e-rr", FLOOR_MODES)
-        agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
-        floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
-        try:
+        with self.floor_comparison("e2e-rr", md) as (cgs, _):
             self.loadgen(cgs["none"], ["tcp-rr", "--seconds", "0.2"])  # warm-up
             rates, _ = self.interleaved(cgs, ["tcp-rr"])
-        finally:
-            agent.stop()
-            floor.stop()
         rates = {m: [r / 1000 for r in vals] for m, vals in rates.items()}
         self.record_interleaved("e2e", rates, "request/response", "k/s", 0.98, "request/response ")
         self.record_floor("e2e", rates, "request/response ")
@@ -705,14 +711,8 @@ class Bench:
     def bulk_interleaved(self, md: int) -> None:
         """Bulk throughput as iperf3 measures it (one loopback connection, 64 KiB writes), from
         credwatch-loadgen tcp-bulk in interleaved turns: the agent attached vs nothing."""
-        cgs = self.paired_cgroups("e2e-bulk", FLOOR_MODES)
-        agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
-        floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
-        try:
+        with self.floor_comparison("e2e-bulk", md) as (cgs, _):
             rates, totals = self.interleaved(cgs, ["tcp-bulk"])
-        finally:
-            agent.stop()
-            floor.stop()
         for mode, t in totals.items():
             # Every byte written (timed turns and warm-up) reached the reader.
             assert t["received"] >= t["timed_bytes"], (mode, t)
@@ -759,19 +759,13 @@ class Bench:
         credwatch's hooks (the floor) and with the agent; exported counts equal answered."""
         dnsmasq = self.dnsmasq()
         md = free_port()
-        cgs = self.paired_cgroups("dns", FLOOR_MODES)
-        agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
-        floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
         query = ["dns-udp", "--server", f"{DNS_ADDR}:53", "--name", "bench.test"]
-        try:
+        with self.floor_comparison("dns", md) as (cgs, agent):
             with self.pinned(dnsmasq):
                 self.loadgen(cgs["none"], [*query, "--count", str(100 if self.quick else 5000)])  # warm-up
                 rates, totals = self.interleaved(cgs, query)
             want = totals["credwatch"]["answered"]
             m = self.settled(agent, counted_or_lost(want, self.dns_answered))
-        finally:
-            agent.stop()
-            floor.stop()
         lost = total(m, "credwatch_events_lost_total")
         timeouts = sum(t["timeouts"] for t in totals.values())
         if timeouts:
@@ -792,10 +786,7 @@ class Bench:
         any agent observing there pays) and with the agent; exported connects and accepts equal
         the generator's."""
         md = free_port()
-        cgs = self.paired_cgroups("tcp", FLOOR_MODES)
-        agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
-        floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
-        try:
+        with self.floor_comparison("tcp", md) as (cgs, agent):
             # The warm-up also fills the TIME_WAIT table (net.ipv4.tcp_max_tw_buckets), so that
             # every turn closes its connections the same way.
             self.loadgen(cgs["none"], ["tcp-connect", "--count", str(100 if self.quick else 20000)])
@@ -803,9 +794,6 @@ class Bench:
             want = totals["credwatch"]["made"]
             m = self.settled(agent, counted_or_lost(2 * want, lambda m: total(m, "credwatch_tcp_accepts_total")
                                                     + total(m, "credwatch_tcp_connects_total", result="established")))
-        finally:
-            agent.stop()
-            floor.stop()
         connects = total(m, "credwatch_tcp_connects_total", result="established")
         accepts = total(m, "credwatch_tcp_accepts_total")
         lost = total(m, "credwatch_events_lost_total")

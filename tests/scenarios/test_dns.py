@@ -304,9 +304,6 @@ def test_full_pending_table_counts_refusals_and_recovers(pod, servers, dns_agent
     # Long enough that no query of the burst times out (and frees its slot) while it is sent.
     watcher = dns_agent("--dns-timeout", "4")
 
-    def burst(count, first_id):
-        burst_from(processes, pod, count, first_id, 64)
-
     def lost(m):
         return m.value(LOST, reason="dns_pending_table_full")
 
@@ -317,14 +314,14 @@ def test_full_pending_table_counts_refusals_and_recovers(pod, servers, dns_agent
         m = watcher.scrape()
         return m if timeouts(m) + lost(m) >= total else None
 
-    burst(sent, 0)
+    burst_from(processes, pod, sent, 0, 64)
     metrics = wait_for(lambda: settled(sent), what=f"{sent} queries timed out or refused")
     refused = lost(metrics)
     assert timeouts(metrics) + refused == sent, metrics.describe("credwatch_dns_requests")
     # At least the excess over the table's size is refused, and no more than fits is timed.
     assert refused >= sent - capacity and timeouts(metrics) <= capacity, metrics.describe()
     # Reclaimed: the same pod's next queries are recorded, and time out, with nothing lost.
-    burst(10, sent)
+    burst_from(processes, pod, 10, sent, 64)
     metrics = wait_for_value(watcher, sent - refused + 10, REQUESTS, qtype="A", rcode="timeout",
                              **pod.labels)
     assert lost(metrics) == refused
