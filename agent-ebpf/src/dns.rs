@@ -21,10 +21,9 @@ use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffCont
 
 use crate::{
     maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, CW_DNS_STATS_CPU, count},
-    packet::{
-        IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie,
-        wipe_scratch_first,
-    },
+    opaque::opaque,
+    packet::{IPPROTO_TCP, L4, cgroup_id, payload, socket_cookie},
+    scratch::{load_scratch, wipe_scratch_first},
 };
 
 const MASK: usize = SCRATCH_LEN - 1;

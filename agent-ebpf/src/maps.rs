@@ -12,7 +12,7 @@ use aya_ebpf::{
 /// The agent's own descriptor for the scratch map is write-only: it holds payload bytes
 /// (possibly credential secrets) while a segment is parsed, and the agent never reads them.
 /// (Current kernels apply this to the creating descriptor only; what keeps secrets from lingering
-/// is that every parser wipes the buffer as soon as it is done, see `packet::wipe_scratch`.)
+/// is that every parser wipes the buffer as soon as it is done, see `scratch::wipe_scratch`.)
 const BPF_F_WRONLY: u32 = 1 << 4;
 
 #[map]

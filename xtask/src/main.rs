@@ -9,6 +9,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+/// Import loops between modules (a unit test checks the kernel programs with it).
+#[cfg(test)]
+mod imports;
+
 /// The eBPF crate's toolchain; kept equal to agent/build.rs and scripts/setup.sh.
 const EBPF_TOOLCHAIN: &str = "+nightly-2026-07-20";
 
