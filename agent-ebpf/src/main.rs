@@ -71,32 +71,6 @@ pub fn cw_sock_ops(ctx: SockOpsContext) -> u32 {
     1
 }
 
-/// Does nothing: the baseline `cargo xtask bench fastpath` compares the packet programs against,
-/// attached at the same place. Never loaded by `credwatch run`.
-#[cgroup_skb]
-pub fn cw_bench_empty(_ctx: SkBuffContext) -> i32 {
-    ALLOW
-}
-
-/// Does nothing, at connect4: with the two below, `cargo xtask bench tcp` measures what an agent
-/// that observes at credwatch's hooks costs before it does any work (the floor).
-#[cgroup_sock_addr(connect4)]
-pub fn cw_bench_empty_connect4(_ctx: SockAddrContext) -> i32 {
-    ALLOW
-}
-
-/// Does nothing, at connect6.
-#[cgroup_sock_addr(connect6)]
-pub fn cw_bench_empty_connect6(_ctx: SockAddrContext) -> i32 {
-    ALLOW
-}
-
-/// Does nothing, at sock_ops (so the kernel makes only the callbacks it always makes).
-#[sock_ops]
-pub fn cw_bench_empty_sock_ops(_ctx: SockOpsContext) -> u32 {
-    1
-}
-
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -90,12 +90,14 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     step("cargo fmt --check");
     cargo(&["fmt", "--all", "--", "--check"])?;
     step("clippy (userspace)");
-    // agent-ebpf builds for bpfel-unknown-none only: it has its own clippy step below.
+    // The eBPF crates build for bpfel-unknown-none only: they have their own clippy step below.
     cargo(&[
         "clippy",
         "--workspace",
         "--exclude",
         "agent-ebpf",
+        "--exclude",
+        "unshipped-ebpf",
         "--all-targets",
         "--",
         "-D",
@@ -107,6 +109,8 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
         "clippy",
         "-p",
         "agent-ebpf",
+        "-p",
+        "unshipped-ebpf",
         "--target",
         "bpfel-unknown-none",
         "-Z",
