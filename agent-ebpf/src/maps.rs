@@ -39,7 +39,8 @@ pub static CW_SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> =
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// An array, not a hash: claiming and freeing a slot are plain stores, where a hash insert and
-/// delete took ~0.4 µs of a query's ~1 µs in the kernel (`PERF=1 bench/bpf-cost.sh dns`).
+/// delete were a large share of a query's time in the kernel (docs/benchmarks.md, "Figures behind
+/// design choices").
 #[map]
 pub static CW_DNS_PENDING: Array<DnsPendingSlot> =
     Array::with_max_entries(agent_common::dns::PENDING_TABLE_SIZE, BPF_F_MMAPABLE);

@@ -57,9 +57,10 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
     };
     // The header reads above leave the verifier one path per IP version and protocol, each with
     // its own constants (offset 20 or 40, protocol 6 or 17). Linux 6.1 keeps them apart through
-    // everything below (the ingress program cost it 814k of its 1M-instruction budget instead of
-    // 392k); 6.8 and later merge them. Passed through map memory, which no verifier tracks, they
-    // become one path. Only packets for a watched port get here.
+    // everything below, walking the parsers once per path (twice the instructions, near the
+    // 1M-instruction limit for the ingress program; docs/old-kernels.md); 6.8 and later merge
+    // them. Passed through map memory, which no verifier tracks, they become one path. Only
+    // packets for a watched port get here.
     let packed = forget(l4_off as u64 | (u64::from(v4) << 8) | (u64::from(proto) << 16))?;
     let (l4_off, v4, proto) = ((packed & 0xff) as usize, packed & 0x100 != 0, (packed >> 16) as u8);
     Ok(Some(L4 { proto, v4, l4_off, port, port_flags, dir }))
