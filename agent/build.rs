@@ -1,12 +1,9 @@
-//! Builds the kernel programs (agent-ebpf) for bpfel-unknown-none with the pinned nightly, so that
-//! the agent binary embeds them. The nightly is pinned because bpf-linker is built against LLVM 22
-//! and later nightlies ship LLVM 23 (see scripts/setup.sh).
+//! Builds the kernel programs (agent-ebpf) for bpfel-unknown-none with the nightly pinned in
+//! agent-ebpf/rust-toolchain.toml, so that the agent binary embeds them.
 use std::path::Path;
 
 use anyhow::Context as _;
 use aya_build::{Package, Toolchain};
-
-const EBPF_TOOLCHAIN: &str = "nightly-2026-07-20";
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
@@ -15,9 +12,27 @@ fn main() -> anyhow::Result<()> {
     for dir in [&ebpf_dir, &common_dir] {
         println!("cargo::rerun-if-changed={}", dir.display());
     }
+    let toolchain = ebpf_toolchain(&ebpf_dir.join("rust-toolchain.toml"))?;
     let root_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
         [Package { name: "agent-ebpf", root_dir, ..Default::default() }],
-        Toolchain::Custom(EBPF_TOOLCHAIN),
+        Toolchain::Custom(&toolchain),
     )
+}
+
+/// The `channel = "…"` of a rust-toolchain.toml.
+fn ebpf_toolchain(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("channel")?
+                .trim()
+                .strip_prefix('=')?
+                .trim()
+                .strip_prefix('"')?
+                .strip_suffix('"')
+        })
+        .map(str::to_string)
+        .with_context(|| format!("no channel = \"…\" in {}", file.display()))
 }

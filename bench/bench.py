@@ -43,7 +43,7 @@ DNS_ADDR = f"127.77.{(os.getpid() >> 8) % 254 + 1}.{os.getpid() % 254 + 1}"
 # cgroups every TURN_MS, so that each comparison is between turns a few tens of ms apart.
 TURN_MS = 20
 # Modes of an interleaved benchmark that also measures the floor: empty programs at every hook
-# credwatch uses (`credwatch bench-baseline --all-hooks`), what any agent observing there pays.
+# credwatch uses (`credwatch-loadgen baseline --all-hooks`), what any agent observing there pays.
 FLOOR_MODES = ("none", "empty", "credwatch", "none-again")
 
 
@@ -149,7 +149,8 @@ def total(metrics: dict, name: str, **want) -> float:
 
 
 class Agent:
-    """`credwatch run` attached to the benchmark cgroup (or the empty baseline program)."""
+    """`credwatch run` attached to the benchmark cgroup, or with `baseline`, `binary` being
+    credwatch-loadgen: its empty programs (unshipped-ebpf, never in the credwatch binary)."""
 
     live: list["Agent"] = []
 
@@ -157,7 +158,7 @@ class Agent:
         self.port = free_port()
         Agent.live.append(self)
         if baseline:
-            argv = [str(binary), "bench-baseline", "--cgroup-path", str(cgroup), *(["--all-hooks"] if all_hooks else [])]
+            argv = [str(binary), "baseline", "--cgroup-path", str(cgroup), *(["--all-hooks"] if all_hooks else [])]
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
             line = self.proc.stdout.readline()
             if line.strip() != "ready":
@@ -450,7 +451,7 @@ class Bench:
         cgs = {mode: self.cg.child(f"{name}/{mode}/pod0") for mode in FLOOR_MODES}
         agent = Agent(self.binary, cgs["credwatch"].parent, ["--metadata-endpoint", f"127.0.0.1:{md}"])
         try:
-            floor = Agent(self.binary, cgs["empty"].parent, [], baseline=True, all_hooks=True)
+            floor = Agent(self.loadgen_bin, cgs["empty"].parent, [], baseline=True, all_hooks=True)
             try:
                 yield cgs, agent
             finally:
@@ -537,7 +538,10 @@ class Bench:
         per_mode = {"empty": [], "credwatch": []}
         with bpf_stats():
             for _, mode in self.alternate(list(per_mode)):
-                agent = Agent(self.binary, cg, ["--metadata-endpoint", f"127.0.0.1:{md}"], baseline=mode == "empty")
+                if mode == "empty":
+                    agent = Agent(self.loadgen_bin, cg, [], baseline=True)
+                else:
+                    agent = Agent(self.binary, cg, ["--metadata-endpoint", f"127.0.0.1:{md}"])
                 names = {"cw_bench_empty"} if mode == "empty" else {"cw_skb_egress", "cw_skb_ingress"}
                 ns0, cnt0 = agent.stats(names)
                 self.iperf(cg, self.seconds)

@@ -4,7 +4,7 @@
 #
 #   sudo bench/bpf-cost.sh tcp|dns [COUNT]
 #   sudo EMPTY=1 bench/bpf-cost.sh tcp|dns [COUNT]   (the floor: empty programs at the same hooks,
-#                                                     `credwatch bench-baseline --all-hooks`)
+#                                                     `credwatch-loadgen baseline --all-hooks`)
 #   sudo PERF=1 bench/bpf-cost.sh tcp|dns [COUNT]    (also `perf record` of the generator's CPU:
 #                                                     the top symbols, kernel helpers included)
 #
@@ -40,8 +40,8 @@ else
   GEN=(tcp-connect --count "$N")
 fi
 if [ -n "${EMPTY:-}" ]; then
-  exec 3< <(exec $BIN bench-baseline --all-hooks --cgroup-path "$CG"); AG=$!
-  read -r -u 3 line && [ "$line" = ready ] || { echo "bench-baseline did not attach" >&2; exit 1; }
+  exec 3< <(exec $LOADGEN baseline --all-hooks --cgroup-path "$CG"); AG=$!
+  read -r -u 3 line && [ "$line" = ready ] || { echo "loadgen baseline did not attach" >&2; exit 1; }
 else
   $BIN --log-level warn run --cgroup-path "$CG" --listen 127.0.0.1:$PORT --no-default-endpoints \
     --metadata-endpoint 127.0.0.1:1 & AG=$!

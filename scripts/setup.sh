@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything credwatch needs to build and test on a fresh Debian 12 machine.
 # Idempotent: each step checks before it acts, so a second run takes a few seconds.
-# Versions are the ones verified together in docs/toolchain (see rust-toolchain.toml).
+# Versions are the ones verified together (docs/development.md). The two Rust toolchains are
+# pinned in rust-toolchain.toml (userspace) and agent-ebpf/rust-toolchain.toml (kernel programs),
+# and read from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUST_USER=1.99.1
-RUST_BPF=nightly-2026-07-20
+channel() { sed -n 's/^channel *= *"\(.*\)"/\1/p' "$1"; }
+RUST_USER=$(channel rust-toolchain.toml)
+RUST_BPF=$(channel agent-ebpf/rust-toolchain.toml)
+[ -n "$RUST_USER" ] && [ -n "$RUST_BPF" ] || { echo "setup: no channel in a rust-toolchain.toml" >&2; exit 1; }
 BPF_LINKER=0.13.0
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libllvm22 bpftool iproute2 python3 python3-venv
   prometheus dnsmasq-base iperf3 tcpdump bpftrace nftables libcap2-bin)

@@ -134,7 +134,7 @@ const _: () =
 /// by a multiplicative hash of its cookie (consecutive cookies land far apart), then one of
 /// [`PENDING_SOCKET_BUCKETS`] adjacent buckets by the id. A busy socket's queries and answers so
 /// touch the same 32 KiB of the table, which stays in the CPU's cache, instead of a random line of
-/// its 512 KiB each time (egress 204–248 → 172–177 ns a query, `bench/bpf-cost.sh dns`); one
+/// its 512 KiB each time (figures in docs/benchmarks.md, "Figures behind design choices"); one
 /// socket still has 1,024 slots for queries in flight (c-ares sends many over one socket; glibc,
 /// Go, CoreDNS, dnsmasq and unbound use a socket per query or two).
 #[inline(always)]

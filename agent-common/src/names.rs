@@ -1,28 +1,14 @@
 //! Program and map names. The kernel object must contain exactly these (a test checks it);
-//! userspace looks them up by these constants only.
+//! userspace looks them up by these constants only. (Programs that are not shipped, such as the
+//! benchmarks' empty baselines, live in unshipped-ebpf and are named in loadgen.)
 
 pub const PROG_SKB_EGRESS: &str = "cw_skb_egress";
 pub const PROG_SKB_INGRESS: &str = "cw_skb_ingress";
 pub const PROG_CONNECT4: &str = "cw_connect4";
 pub const PROG_CONNECT6: &str = "cw_connect6";
 pub const PROG_SOCK_OPS: &str = "cw_sock_ops";
-/// An empty `cgroup_skb` program: the benchmark's baseline, never attached by the agent.
-pub const PROG_BENCH_EMPTY: &str = "cw_bench_empty";
-/// Empty programs at the other hooks credwatch uses: the floor of `cargo xtask bench tcp`.
-pub const PROG_BENCH_EMPTY_CONNECT4: &str = "cw_bench_empty_connect4";
-pub const PROG_BENCH_EMPTY_CONNECT6: &str = "cw_bench_empty_connect6";
-pub const PROG_BENCH_EMPTY_SOCK_OPS: &str = "cw_bench_empty_sock_ops";
-pub const PROGRAMS: &[&str] = &[
-    PROG_SKB_EGRESS,
-    PROG_SKB_INGRESS,
-    PROG_CONNECT4,
-    PROG_CONNECT6,
-    PROG_SOCK_OPS,
-    PROG_BENCH_EMPTY,
-    PROG_BENCH_EMPTY_CONNECT4,
-    PROG_BENCH_EMPTY_CONNECT6,
-    PROG_BENCH_EMPTY_SOCK_OPS,
-];
+pub const PROGRAMS: &[&str] =
+    &[PROG_SKB_EGRESS, PROG_SKB_INGRESS, PROG_CONNECT4, PROG_CONNECT6, PROG_SOCK_OPS];
 
 /// `Array<u8>` indexed by TCP port: [`crate::PORT_FLAG_METADATA`] etc. The fast-path filter.
 pub const MAP_PORTS: &str = "CW_PORTS";

@@ -10,9 +10,9 @@ pub const EVENT_RING_BYTES: u32 = 512 * 1024;
 /// A connect in progress, in slot `cookie % CONNECT_TABLE_SIZE` of an array: what the
 /// application asked for (before any DNAT), who asked, and when. `start_ns == 0` marks a free
 /// slot. A direct-mapped array, not a hash table: connect4 pays one warm store instead of a hash
-/// insert (a cold bucket and a lock, ~400 ns of its ~500, `bench/bpf-cost.sh tcp`; socket-local
-/// storage measured the same). Two connects in progress whose cookies share a slot: the second
-/// is not recorded and is counted lost (`tcp_table_full`).
+/// insert (a cold bucket and a lock, most of connect4's time; socket-local storage cost as much;
+/// docs/benchmarks.md, "Figures behind design choices"). Two connects in progress whose cookies
+/// share a slot: the second is not recorded and is counted lost (`tcp_table_full`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PendingConnect {

@@ -21,10 +21,9 @@ use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffCont
 
 use crate::{
     maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, CW_DNS_STATS_CPU, count},
-    packet::{
-        IPPROTO_TCP, L4, cgroup_id, load_scratch, opaque, payload, socket_cookie,
-        wipe_scratch_first,
-    },
+    opaque::opaque,
+    packet::{IPPROTO_TCP, L4, cgroup_id, payload, socket_cookie},
+    scratch::{load_scratch, wipe_scratch_first},
 };
 
 const MASK: usize = SCRATCH_LEN - 1;
@@ -162,10 +161,9 @@ fn walk_name(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
     // 1 while walking, 0 once stopped.
     let mut walking = 1u64;
     // Names have a handful of labels. The walk itself is branch-free, so its cost is its
-    // iteration count (all 128 on every query made egress 1.4 µs instead of 0.5–0.7 µs,
-    // bench/bpf-cost.sh dns; 16 instead of 2–6 cost a short name 248 instead of 145 ns,
-    // BPF_PROG_TEST_RUN): two labels at a time while the name goes on, up to 16, and the rest (up
-    // to the 127 a valid name can have) only for longer names.
+    // iteration count, paid in full on every query whatever the name's length (figures in
+    // docs/benchmarks.md, "Figures behind design choices"): two labels at a time while the name
+    // goes on, up to 16, and the rest (up to the 127 a valid name can have) only for longer names.
     let mut chunk = 0;
     while chunk < FIRST_LABELS / 2 {
         if walking == 0 {

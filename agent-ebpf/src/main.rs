@@ -1,18 +1,31 @@
 //! credwatch kernel programs. Observe-only: every program returns [`ALLOW`] on every path,
 //! errors included, so a bug here can cost a measurement but never a packet.
+//!
+//! Modules in layers, each importing only from the layers below it (`cargo xtask test` checks
+//! that no module imports one that imports it back, see xtask/src/imports.rs):
+//! - entry points (this file): one per hook; each ignores what the layers below return;
+//! - [`router`]: where a `cgroup_skb` packet goes (the fast path ends most packets there);
+//! - parsers: [`request`] and [`response`] (metadata HTTP), [`dns`], [`tcp`] (connect, sock_ops);
+//! - helpers: [`packet`] (IP/L4 headers), [`scratch`] (the payload buffer, automata),
+//!   [`opaque`], [`maps`].
 #![no_std]
 #![no_main]
-// Inline asm on the BPF target (see packet::load_scratch); this crate builds on the pinned nightly.
+// Inline asm on the BPF target (opaque::opaque, dns::add); this crate builds on the pinned nightly.
 #![feature(asm_experimental_arch)]
 // The entry points aya's #[cgroup_skb] generates take the kernel's raw context pointer.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+mod router;
+
 mod dns;
-mod maps;
-mod packet;
 mod request;
 mod response;
 mod tcp;
+
+mod maps;
+mod opaque;
+mod packet;
+mod scratch;
 
 use aya_ebpf::{
     macros::{cgroup_skb, cgroup_sock_addr, sock_ops},
@@ -25,14 +38,14 @@ const ALLOW: i32 = 1;
 /// Packets leaving a workload: requests to metadata endpoints, DNS queries.
 #[cgroup_skb(egress)]
 pub fn cw_skb_egress(ctx: SkBuffContext) -> i32 {
-    let _ = packet::egress(&ctx);
+    let _ = router::egress(&ctx);
     ALLOW
 }
 
 /// Packets arriving at a workload: responses from metadata endpoints and DNS servers.
 #[cgroup_skb(ingress)]
 pub fn cw_skb_ingress(ctx: SkBuffContext) -> i32 {
-    let _ = packet::ingress(&ctx);
+    let _ = router::ingress(&ctx);
     ALLOW
 }
 
@@ -55,32 +68,6 @@ pub fn cw_connect6(ctx: SockAddrContext) -> i32 {
 #[sock_ops]
 pub fn cw_sock_ops(ctx: SockOpsContext) -> u32 {
     tcp::sock_ops(&ctx);
-    1
-}
-
-/// Does nothing: the baseline `cargo xtask bench fastpath` compares the packet programs against,
-/// attached at the same place. Never loaded by `credwatch run`.
-#[cgroup_skb]
-pub fn cw_bench_empty(_ctx: SkBuffContext) -> i32 {
-    ALLOW
-}
-
-/// Does nothing, at connect4: with the two below, `cargo xtask bench tcp` measures what an agent
-/// that observes at credwatch's hooks costs before it does any work (the floor).
-#[cgroup_sock_addr(connect4)]
-pub fn cw_bench_empty_connect4(_ctx: SockAddrContext) -> i32 {
-    ALLOW
-}
-
-/// Does nothing, at connect6.
-#[cgroup_sock_addr(connect6)]
-pub fn cw_bench_empty_connect6(_ctx: SockAddrContext) -> i32 {
-    ALLOW
-}
-
-/// Does nothing, at sock_ops (so the kernel makes only the callbacks it always makes).
-#[sock_ops]
-pub fn cw_bench_empty_sock_ops(_ctx: SockOpsContext) -> u32 {
     1
 }
 

@@ -12,7 +12,7 @@ use aya_ebpf::{
 /// The agent's own descriptor for the scratch map is write-only: it holds payload bytes
 /// (possibly credential secrets) while a segment is parsed, and the agent never reads them.
 /// (Current kernels apply this to the creating descriptor only; what keeps secrets from lingering
-/// is that every parser wipes the buffer as soon as it is done, see `packet::wipe_scratch`.)
+/// is that every parser wipes the buffer as soon as it is done, see `scratch::wipe_scratch`.)
 const BPF_F_WRONLY: u32 = 1 << 4;
 
 #[map]
@@ -39,7 +39,8 @@ pub static CW_SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> =
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// An array, not a hash: claiming and freeing a slot are plain stores, where a hash insert and
-/// delete took ~0.4 µs of a query's ~1 µs in the kernel (`PERF=1 bench/bpf-cost.sh dns`).
+/// delete were a large share of a query's time in the kernel (docs/benchmarks.md, "Figures behind
+/// design choices").
 #[map]
 pub static CW_DNS_PENDING: Array<DnsPendingSlot> =
     Array::with_max_entries(agent_common::dns::PENDING_TABLE_SIZE, BPF_F_MMAPABLE);

@@ -10,7 +10,8 @@ use aya_ebpf::programs::SkBuffContext;
 
 use crate::{
     maps::{CW_FLOWS, count},
-    packet::{Segment, load_payload, run_dfa, wipe_scratch},
+    packet::Segment,
+    scratch::{load_payload, run_dfa, wipe_scratch},
 };
 
 const MASK: usize = SCRATCH_LEN - 1;

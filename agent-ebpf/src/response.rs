@@ -10,7 +10,8 @@ use aya_ebpf::programs::SkBuffContext;
 
 use crate::{
     maps::{CW_EVENTS, CW_FLOWS, NO_WAKEUP, count},
-    packet::{Segment, TCP_FIN, load_payload, run_dfa, wipe_scratch},
+    packet::{Segment, TCP_FIN},
+    scratch::{load_payload, run_dfa, wipe_scratch},
 };
 
 const SCAN_CHUNKS: u32 = (SCAN_MAX_BYTES / SCRATCH_LEN) as u32;

@@ -36,15 +36,6 @@ pub enum Command {
     /// Internal: a demo client process (the demo starts two of these in its cgroups).
     #[command(hide = true)]
     DemoClient(crate::demo::client::ClientArgs),
-    /// Internal: attach the empty baseline program to a cgroup until SIGTERM (benchmarks).
-    #[command(hide = true)]
-    BenchBaseline {
-        #[arg(long)]
-        cgroup_path: PathBuf,
-        /// Also empty programs at connect4, connect6 and sock_ops: every hook `run` uses.
-        #[arg(long)]
-        all_hooks: bool,
-    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -168,45 +168,6 @@ pub fn load_and_attach(
     })
 }
 
-/// Attaches only the empty `cgroup_skb` program, egress and ingress (with `all_hooks`, empty
-/// programs at connect4, connect6 and sock_ops too), until SIGTERM or SIGINT: the baselines of
-/// `cargo xtask bench fastpath` and `bench tcp`. Prints `ready` once attached.
-pub async fn attach_bench_baseline(cgroup: &Path, all_hooks: bool) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    raise_memlock_limit();
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(KernelError::Load)?;
-    let cgroup_fd = File::open(cgroup)
-        .map_err(|source| KernelError::Cgroup { path: cgroup.display().to_string(), source })?;
-    let name = names::PROG_BENCH_EMPTY;
-    let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-    prog.load().map_err(|source| KernelError::Program { name, source })?;
-    for attach_type in [CgroupSkbAttachType::Egress, CgroupSkbAttachType::Ingress] {
-        prog.attach(&cgroup_fd, attach_type, CgroupAttachMode::default())
-            .map_err(|source| KernelError::Program { name, source })?;
-    }
-    if all_hooks {
-        for name in [names::PROG_BENCH_EMPTY_CONNECT4, names::PROG_BENCH_EMPTY_CONNECT6] {
-            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| KernelError::Program { name, source })?;
-            prog.attach(&cgroup_fd, CgroupAttachMode::default())
-                .map_err(|source| KernelError::Program { name, source })?;
-        }
-        let name = names::PROG_BENCH_EMPTY_SOCK_OPS;
-        let prog: &mut SockOps = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| KernelError::Program { name, source })?;
-        prog.attach(&cgroup_fd, CgroupAttachMode::default())
-            .map_err(|source| KernelError::Program { name, source })?;
-    }
-    println!("ready");
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 /// Loads the object, configures it and loads (verifies) every program; nothing is attached.
 /// `sock_ops_cgroup`: see `names::GLOBAL_SOCK_OPS_CGROUP`.
 fn load(

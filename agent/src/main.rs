@@ -38,9 +38,6 @@ fn main() -> std::process::ExitCode {
                     match command {
                         cli::Command::Run(args) => run::run(*args, run::Hooks::default()).await,
                         cli::Command::Demo(args) => demo::run(args).await,
-                        cli::Command::BenchBaseline { cgroup_path, all_hooks } => {
-                            kernel::attach_bench_baseline(&cgroup_path, all_hooks).await
-                        }
                         cli::Command::DemoClient(_) => unreachable!("handled above"),
                     }
                 })

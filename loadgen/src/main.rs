@@ -13,12 +13,19 @@
 //! credwatch-loadgen OP --cgroups A,B[,…] --rounds R [--turn-ms 20] [OP's options]
 //!     {"op":OP,"interleaved":true,"rounds":R,"ok":[[per turn]…],"failed":[…],"seconds":[…],"totals":[…]}
 //!     {"op":"dns-udp","count":N,"answered":A,"timeouts":T,"seconds":S,"cpu_seconds":C}
+//! credwatch-loadgen baseline --cgroup-path DIR [--all-hooks]
+//!     ready                  (once attached; then SIGTERM or SIGINT detaches and it ends with)
+//!     {"op":"baseline","attached":[program…],"signal":N}
 //! ```
+//!
+//! `baseline` sends nothing: it holds empty programs (unshipped-ebpf, built into this binary and
+//! never into `credwatch`) on a cgroup, the benchmarks' floor; see `baseline`.
 //!
 //! `seconds` is wall-clock time of the measured part; `cpu_seconds` is this process's user +
 //! system time over the whole run (getrusage), softirq work done in its context included.
 //! Sockets belong to the cgroup they are created in: the caller puts the process in its cgroup
 //! before exec.
+mod baseline;
 mod interleave;
 mod workload;
 
@@ -40,7 +47,13 @@ const USAGE: &str = "usage:
   credwatch-loadgen OP --cgroups DIR,DIR[,...] --rounds R [--turn-ms 20] [OP's options]
     (interleaved: turns of OP from each cgroup; instead of --count/--seconds; OP may also be
     tcp-bulk [--size CHUNK, default 65536]: one connection per cgroup, CHUNK-byte writes)
+  credwatch-loadgen baseline --cgroup-path DIR [--all-hooks]
+    (empty programs on DIR, egress and ingress; --all-hooks: connect4, connect6 and sock_ops
+    too; prints ready, holds them until SIGTERM or SIGINT; refuses a cgroup v2 root)
 Loopback addresses only. Prints one JSON line with the result.";
+
+/// Options that take no value.
+const SWITCHES: &[&str] = &["all-hooks"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -108,13 +121,18 @@ fn run(args: &[String]) -> Result<String, String> {
                 Duration::from_millis(opts.get_or("timeout-ms", 1000)?),
             )
         }
+        "baseline" => {
+            opts.only(&["cgroup-path", "all-hooks"])?;
+            let cgroup: PathBuf = opts.get("cgroup-path")?;
+            return baseline::run(&cgroup, opts.value("all-hooks").is_some());
+        }
         "-h" | "--help" | "help" => return Ok(USAGE.into()),
         other => return Err(format!("unknown subcommand {other:?}\n{USAGE}")),
     };
     line.map_err(|e| format!("{cmd}: {e}"))
 }
 
-/// `--name value` pairs, nothing else.
+/// `--name value` pairs, and the [`SWITCHES`] alone (held with the value `true`).
 struct Opts(Vec<(String, String)>);
 
 impl Opts {
@@ -125,6 +143,10 @@ impl Opts {
             let Some(name) = flag.strip_prefix("--") else {
                 return Err(format!("unexpected argument {flag:?}\n{USAGE}"));
             };
+            if SWITCHES.contains(&name) {
+                out.push((name.to_string(), "true".to_string()));
+                continue;
+            }
             let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
             out.push((name.to_string(), value.clone()));
         }

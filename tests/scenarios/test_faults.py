@@ -27,11 +27,10 @@ KILL_TIMEOUT = 10
 
 
 def program_names() -> set[str]:
-    """The program names agent-common declares (names.rs is the single source) that `credwatch
-    run` attaches: all but the benchmark's empty baselines (PROG_BENCH_EMPTY*)."""
+    """The program names agent-common declares (names.rs is the single source), all of which
+    `credwatch run` attaches (the benchmarks' empty programs are not in its object)."""
     text = (REPO / "agent-common/src/names.rs").read_text()
-    declared = dict(re.findall(r'pub const (PROG_\w+): &str = "(\w+)";', text))
-    return {name for const, name in declared.items() if not const.startswith("PROG_BENCH_EMPTY")}
+    return set(re.findall(r'pub const PROG_\w+: &str = "(\w+)";', text))
 
 
 def bpf_objects(pid: int) -> dict[str, set[int]]:

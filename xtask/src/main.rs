@@ -9,8 +9,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
-/// The eBPF crate's toolchain; kept equal to agent/build.rs and scripts/setup.sh.
-const EBPF_TOOLCHAIN: &str = "+nightly-2026-07-20";
+/// Import loops between modules (a unit test checks the kernel programs with it).
+#[cfg(test)]
+mod imports;
 
 #[derive(Parser)]
 struct Cli {
@@ -89,12 +90,14 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     step("cargo fmt --check");
     cargo(&["fmt", "--all", "--", "--check"])?;
     step("clippy (userspace)");
-    // agent-ebpf builds for bpfel-unknown-none only: it has its own clippy step below.
+    // The eBPF crates build for bpfel-unknown-none only: they have their own clippy step below.
     cargo(&[
         "clippy",
         "--workspace",
         "--exclude",
         "agent-ebpf",
+        "--exclude",
+        "unshipped-ebpf",
         "--all-targets",
         "--",
         "-D",
@@ -102,10 +105,12 @@ fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<
     ])?;
     step("clippy (kernel programs)");
     cargo(&[
-        EBPF_TOOLCHAIN,
+        &ebpf_toolchain(root)?,
         "clippy",
         "-p",
         "agent-ebpf",
+        "-p",
+        "unshipped-ebpf",
         "--target",
         "bpfel-unknown-none",
         "-Z",
@@ -253,9 +258,10 @@ fn bench(
 /// Runs each target from a working corpus under target/ (kept between runs) seeded with the
 /// committed fuzz/seeds/<target>, with debug assertions and overflow checks on.
 fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
+    let toolchain = ebpf_toolchain(root)?;
     let fuzz_cargo = |args: &[&str]| {
         let mut cmd = Command::new("cargo");
-        cmd.arg(EBPF_TOOLCHAIN).arg("fuzz").args(args).env_remove("RUSTUP_TOOLCHAIN");
+        cmd.arg(&toolchain).arg("fuzz").args(args).env_remove("RUSTUP_TOOLCHAIN");
         cmd
     };
     let targets = if targets.is_empty() {
@@ -321,6 +327,25 @@ fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
         bail!("fuzz targets failed (inputs in fuzz/artifacts/): {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// `+` and the kernel programs' nightly, pinned in agent-ebpf/rust-toolchain.toml (the fuzz
+/// targets use it too, for the sanitizers).
+fn ebpf_toolchain(root: &Path) -> anyhow::Result<String> {
+    let file = root.join("agent-ebpf/rust-toolchain.toml");
+    let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+    let channel = text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("channel")?
+            .trim()
+            .strip_prefix('=')?
+            .trim()
+            .strip_prefix('"')?
+            .strip_suffix('"')
+    });
+    channel
+        .map(|c| format!("+{c}"))
+        .with_context(|| format!("no channel = \"…\" in {}", file.display()))
 }
 
 fn step(name: &str) {
