@@ -111,7 +111,7 @@ fn test(
     fuzz_seconds: u64,
     pytest_args: &[String],
 ) -> anyhow::Result<()> {
-    let mut steps = Steps::new(root)?;
+    let mut steps = Steps::new(root);
     let result = test_steps(root, &mut steps, unit_only, fuzz_seconds, pytest_args);
     steps.summary(result.is_ok());
     result?;
