@@ -12,8 +12,13 @@ RUST_USER=$(channel rust-toolchain.toml)
 RUST_BPF=$(channel agent-ebpf/rust-toolchain.toml)
 [ -n "$RUST_USER" ] && [ -n "$RUST_BPF" ] || { echo "setup: no channel in a rust-toolchain.toml" >&2; exit 1; }
 BPF_LINKER=0.13.0
+# libFuzzer driver for `cargo xtask test`'s fuzz step (runs under the pinned nightly).
+CARGO_FUZZ=0.13.2
+# qemu-system-x86, busybox-static, debian-archive-keyring: `cargo xtask vm-test` (run by
+# `cargo xtask test`), which boots a Debian kernel fetched from this machine's Debian mirror.
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libllvm22 bpftool iproute2 python3 python3-venv
-  prometheus dnsmasq-base iperf3 tcpdump bpftrace nftables libcap2-bin)
+  prometheus dnsmasq-base iperf3 tcpdump bpftrace nftables libcap2-bin
+  qemu-system-x86 busybox-static debian-archive-keyring)
 # kubectl (for `kubectl kustomize` in the deploy tests) is Debian's kubernetes-client, installed
 # by its own step below: some machine images already have /usr/bin/kubectl from another package.
 KUBECTL_DEB=kubernetes-client
@@ -83,6 +88,11 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER"; then
     --version "$BPF_LINKER" --no-default-features --features llvm-22
 fi
 
+if ! cargo "+$RUST_BPF" fuzz --version 2>/dev/null | grep -q "cargo-fuzz $CARGO_FUZZ"; then
+  log "cargo: building cargo-fuzz $CARGO_FUZZ (about a minute)"
+  cargo "+$RUST_USER" install cargo-fuzz --locked --version "$CARGO_FUZZ"
+fi
+
 # Python environment for the scenario tests (a real AWS SDK, pytest), rebuilt when
 # tests/requirements.txt changes.
 VENV=.venv
@@ -97,4 +107,4 @@ if [ -f "$REQS" ]; then
     echo "$want" > "$stamp"
   fi
 fi
-log "ok: toolchains $RUST_USER + $RUST_BPF, bpf-linker $BPF_LINKER, python test environment"
+log "ok: toolchains $RUST_USER + $RUST_BPF, bpf-linker $BPF_LINKER, cargo-fuzz $CARGO_FUZZ, python test environment ($SECONDS s)"

@@ -1,6 +1,8 @@
 //! `baseline`: empty programs on a cgroup until SIGTERM, then detached. Needs root and cgroup v2
 //! (CI is root); creates and removes `<cgroup2>/credwatch-test-<pid>-baseline`, attaches only
 //! there, and reads the attachments back with bpftool.
+mod can_run;
+
 use std::{
     fs,
     io::{BufRead as _, BufReader, Read as _},
@@ -38,11 +40,14 @@ fn attach_types(cgroup: &Path) -> Result<Vec<String>, String> {
 
 fn run(all_hooks: bool) -> Option<(Vec<String>, String)> {
     let Some(cg2) = cgroup2_mount() else {
-        eprintln!("SKIPPED: no cgroup v2 mount");
+        can_run::cannot_run("loadgen baseline test", "no cgroup v2 mount");
         return None;
     };
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root (loads and attaches BPF programs)");
+        can_run::cannot_run(
+            "loadgen baseline test",
+            "needs root (loads and attaches BPF programs)",
+        );
         return None;
     }
     let cg = cg2.join(format!("credwatch-test-{}-baseline-{all_hooks}", std::process::id()));

@@ -1,5 +1,7 @@
 //! `--cgroups`: the generator moves itself between cgroups and reports each one's turns. Needs
 //! root and cgroup v2 (CI is root); creates and removes `<cgroup2>/credwatch-test-<pid>-lg/…`.
+mod can_run;
+
 use std::{fs, path::PathBuf, process::Command};
 
 fn cgroup2_mount() -> Option<PathBuf> {
@@ -36,15 +38,15 @@ fn numbers(line: &str, key: &str) -> Vec<f64> {
 }
 
 /// Runs the generator with `args` plus `--cgroups` naming fresh cgroups `names` under
-/// `<cgroup2>/credwatch-test-<pid>-<tag>`, removed afterwards; its JSON line, or None (skipped,
-/// with the reason printed) without cgroup v2 or root.
+/// `<cgroup2>/credwatch-test-<pid>-<tag>`, removed afterwards; its JSON line, or None without
+/// cgroup v2 or root (a failure unless skips are allowed: `can_run`).
 fn run_in_cgroups(tag: &str, names: &[&str], args: &[&str]) -> Option<String> {
     let Some(cg2) = cgroup2_mount() else {
-        eprintln!("SKIPPED: no cgroup v2 mount");
+        can_run::cannot_run("loadgen interleave test", "no cgroup v2 mount");
         return None;
     };
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root (cgroup moves)");
+        can_run::cannot_run("loadgen interleave test", "needs root (cgroup moves)");
         return None;
     }
     let base = cg2.join(format!("credwatch-test-{}-{tag}", std::process::id()));

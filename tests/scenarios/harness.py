@@ -31,6 +31,10 @@ import credserver  # noqa: E402,F401  (path set just above; re-exported to the t
 CLIENT_TIMEOUT = 120
 READY_TIMEOUT = 30
 METRIC_TIMEOUT = 15
+# How long an exact count must stay exact after it is first reached. Nothing signals that no
+# more events are coming, so an over-count that arrives late is only seen by looking again: the
+# kernel's DNS statistics reach the series once a second, ring-buffer events within milliseconds.
+SETTLE_SECONDS = 1.5
 
 
 def cgroup2_mount() -> Path | None:
@@ -288,19 +292,40 @@ class Metrics(dict):
             if name.startswith(prefix))
 
 
-def wait_for_value(agent: Agent, expected: float, name: str, /, **labels) -> Metrics:
-    """Poll until the agent's `name{labels}` reaches `expected`, then assert it is exactly that
-    (an agent that over-counts fails too). Returns the scrape that settled it."""
+def wait_for_count(read, expected: float, what: str, timeout=METRIC_TIMEOUT, interval=0.05,
+                   explain=lambda: ""):
+    """Poll `read()` until it reaches `expected`, then require exactly that, twice: at once, and
+    again SETTLE_SECONDS later (a count that goes past `expected` late is an over-count too).
+    `explain()` adds context to a failure. Returns the last value read."""
     last = {}
 
     def reached():
-        last["metrics"] = agent.scrape()
-        return last["metrics"].value(name, **labels) >= expected
+        last["value"] = read()
+        return last["value"] >= expected
 
     try:
-        wait_for(reached, what=f"{name}{labels} >= {expected}")
+        wait_for(reached, timeout, interval, what=f"{what} >= {expected}")
     except AssertionError as err:
-        raise AssertionError(f"{err}; agent exported:\n{last['metrics'].describe()}") from None
-    metrics = last["metrics"]
-    assert metrics.value(name, **labels) == expected, metrics.describe()
-    return metrics
+        raise AssertionError(f"{err} (last {last.get('value')}){explain()}") from None
+    assert last["value"] == expected, f"{what}: {last['value']}, not exactly {expected}{explain()}"
+    time.sleep(SETTLE_SECONDS)
+    settled = read()
+    assert settled == expected, \
+        f"{what}: {settled} {SETTLE_SECONDS} s after it reached {expected} (a late over-count){explain()}"
+    return settled
+
+
+def wait_for_value(agent: Agent, expected: float, name: str, /, **labels) -> Metrics:
+    """Poll until the agent's `name{labels}` reaches `expected`, then require exactly that, also
+    SETTLE_SECONDS later (an agent that over-counts, even late, fails). Returns the last scrape."""
+    last = {}
+
+    def read():
+        last["metrics"] = agent.scrape()
+        return last["metrics"].value(name, **labels)
+
+    def explain():
+        return f"; agent exported:\n{last['metrics'].describe()}" if "metrics" in last else ""
+
+    wait_for_count(read, expected, f"{name}{labels}", explain=explain)
+    return last["metrics"]

@@ -40,7 +40,7 @@ import yaml
 
 from harness import (
     OPENMETRICS, PROMETHEUS_TEXT, REPO, Agent, Metrics, Processes, agent_binary, credserver,
-    free_port, http_get, wait_for,
+    free_port, http_get, wait_for, wait_for_count,
 )
 
 DEPLOY = REPO / "deploy"
@@ -848,7 +848,7 @@ def test_least_privilege_capabilities(cgroups, pod, servers, processes, tmp_path
         metrics = Metrics.parse(http_get(port, "/metrics")[1])
         return metrics.value("credwatch_metadata_requests_total", kind="role_list", **pod.labels)
 
-    assert wait_for(counted, 15, what="the request counted") == 1
+    wait_for_count(counted, 1, "requests counted", timeout=15)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0, stderr.read_text()[-2000:]
 

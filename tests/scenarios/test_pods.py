@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from harness import (CLIENTS, METRIC_TIMEOUT, Cgroup, credserver, free_port, remove_tree,
-                     wait_for, wait_for_value)
+                     wait_for, wait_for_count, wait_for_value)
 
 # tests/fixtures is on sys.path through harness
 from kube_apiserver import KubeApiServer, load_fixture, pod_from_fixture  # noqa: E402
@@ -152,16 +152,24 @@ def wait_metric(agent, name: str, expected: float, timeout=METRIC_TIMEOUT, **lab
 
 
 def wait_series(agent, name: str, labels: dict, expected: float, timeout=METRIC_TIMEOUT):
+    """A count up to `expected`, exact also a moment later (wait_for_count); `expected` 0: the
+    series is gone."""
     last = {}
 
-    def reached():
+    def read():
         last["m"] = agent.scrape()
-        return series_of(last["m"], name, labels) == expected
+        return series_of(last["m"], name, labels)
 
+    def explain():
+        return f"; agent exported:\n{last['m'].describe()}" if "m" in last else ""
+
+    if expected:
+        wait_for_count(read, expected, f"{name}{labels}", timeout, interval=0.1, explain=explain)
+        return
     try:
-        wait_for(reached, timeout, interval=0.1, what=f"{name}{labels} == {expected}")
+        wait_for(lambda: read() == 0, timeout, interval=0.1, what=f"{name}{labels} gone")
     except AssertionError as err:
-        raise AssertionError(f"{err}; agent exported:\n{last['m'].describe()}") from None
+        raise AssertionError(f"{err}{explain()}") from None
 
 
 # --- scenarios ---------------------------------------------------------------------------------
@@ -345,7 +353,7 @@ def test_watch_events_relabel_a_container_that_got_its_id_late(cgroups, servers,
     # An ERROR 410 on the open watch: relist, nothing lost.
     lists = api.count("list")
     api.expire_watches()
-    wait_for(lambda: value(watcher, RESTARTS, reason="expired") == 1, what="the 410 relist")
+    wait_for_count(lambda: value(watcher, RESTARTS, reason="expired"), 1, what="410 relists")
     wait_for(lambda: api.count("list") > lists, what="a new list")
     assert value(watcher, PODS) == 1 and value(watcher, UP) == 1
 
@@ -448,8 +456,8 @@ def test_churn_returns_memory_and_series_to_baseline(cgroups, servers, agent, pr
                                text=True)
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0 and json.loads(out)["errors"] == 0, out
-        wait_for(lambda: watcher.scrape().value(FETCHES, workload="Deployment/api") == n,
-                 timeout=120, interval=0.5, what=f"{n} pods' fetches")
+        wait_for_count(lambda: watcher.scrape().value(FETCHES, workload="Deployment/api"), n,
+                       timeout=120, interval=0.5, what=f"{n} pods' fetches")
         peak = {"rss_kib": rss_kib(pid), "heap_kib": heap_kib(watcher), "series": series_count(watcher)}
         for uid, cg in pods:
             api.delete_pod(uid)

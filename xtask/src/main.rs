@@ -8,6 +8,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use steps::Steps;
+
+mod steps;
 
 /// Import loops between modules (a unit test checks the kernel programs with it).
 #[cfg(test)]
@@ -21,13 +24,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Format and lint checks, unit tests, then the root scenario tests against real servers,
-    /// a real SDK and the real kernel.
+    /// Everything CI runs: format and lint checks, unit tests and the BPF_PROG_TEST_RUN suite,
+    /// every fuzz target briefly, the root scenario tests against real servers, a real SDK and
+    /// the real kernel, the quick benchmarks (gating on exactness) and one old kernel in a VM.
+    /// Needs root; what cannot run fails the run unless CREDWATCH_ALLOW_SKIPS=1 (local only).
     Test {
-        /// Only the checks and unit tests that need no root.
+        /// Only the checks, unit tests and the BPF_PROG_TEST_RUN suite (which needs root).
         #[arg(long)]
         unit_only: bool,
-        /// Extra arguments for pytest (e.g. -k storm).
+        /// Seconds each fuzz target runs.
+        #[arg(long, default_value_t = TEST_FUZZ_SECONDS)]
+        fuzz_seconds: u64,
+        /// Extra arguments for pytest (e.g. -k storm); a run with them is a selection: it leaves
+        /// out the fuzz targets, the benchmarks and the VM.
         #[arg(last = true)]
         pytest_args: Vec<String>,
     },
@@ -44,7 +53,7 @@ enum Task {
         seconds: u32,
     },
     /// Run every fuzz target (or the ones named) for a while with libFuzzer and print what each
-    /// did. Opt-in: needs cargo-fuzz (`cargo install cargo-fuzz`) and the pinned nightly.
+    /// did (cargo-fuzz, installed by scripts/setup.sh, and the pinned nightly).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
@@ -54,7 +63,7 @@ enum Task {
     },
     /// Boot distribution kernels under qemu and check that every program loads, attaches and
     /// sees traffic there (scripts/vm-kernel-test.sh; needs root, downloads each kernel once).
-    /// Opt-in, ~2 minutes per kernel; `CREDWATCH_VM_TEST=1 cargo xtask test` runs it last.
+    /// ~2-3 minutes per kernel; `cargo xtask test` runs debian12, `CREDWATCH_VM_TEST=1` all five.
     VmTest {
         /// debian11 (5.10), ubuntu22.04 (5.15), debian12 (6.1), ubuntu24.04 (6.8), debian13
         /// (6.12), SUITE:PACKAGE or a package name (default: the first five).
@@ -71,7 +80,9 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     match Cli::parse().task {
-        Task::Test { unit_only, pytest_args } => test(&root, unit_only, &pytest_args),
+        Task::Test { unit_only, fuzz_seconds, pytest_args } => {
+            test(&root, unit_only, fuzz_seconds, &pytest_args)
+        }
         Task::Bench { names, quick, rounds, seconds } => {
             bench(&root, &names, quick, rounds, seconds)
         }
@@ -86,73 +97,138 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn test(root: &Path, unit_only: bool, pytest_args: &[String]) -> anyhow::Result<()> {
-    step("cargo fmt --check");
-    cargo(&["fmt", "--all", "--", "--check"])?;
-    step("clippy (userspace)");
-    // The eBPF crates build for bpfel-unknown-none only: they have their own clippy step below.
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "agent-ebpf",
-        "--exclude",
-        "unshipped-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    step("clippy (kernel programs)");
-    cargo(&[
-        &ebpf_toolchain(root)?,
-        "clippy",
-        "-p",
-        "agent-ebpf",
-        "-p",
-        "unshipped-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--release",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    step("fuzz targets compile (docs/fuzzing.md; running them is `cargo xtask fuzz`)");
-    cargo(&["check", "--manifest-path", "fuzz/Cargo.toml", "--bins", "--no-default-features"])?;
-    step("unit tests");
-    cargo(&["test"])?;
-    if unit_only {
+/// Seconds per fuzz target in `cargo xtask test`: 12 targets take about 4 minutes after their
+/// build (docs/fuzzing.md), within CI's 30-minute budget.
+const TEST_FUZZ_SECONDS: u64 = 20;
+
+/// The old kernel `cargo xtask test` boots: Debian 12's 6.1, the line of Amazon Linux 2023 and
+/// Bottlerocket (docs/old-kernels.md has its time). `CREDWATCH_VM_TEST=1` boots all five.
+const TEST_VM_KERNEL: &str = "debian12";
+
+fn test(
+    root: &Path,
+    unit_only: bool,
+    fuzz_seconds: u64,
+    pytest_args: &[String],
+) -> anyhow::Result<()> {
+    let mut steps = Steps::new(root);
+    let result = test_steps(root, &mut steps, unit_only, fuzz_seconds, pytest_args);
+    steps.summary(result.is_ok());
+    result?;
+    steps.skipped()
+}
+
+fn test_steps(
+    root: &Path,
+    steps: &mut Steps,
+    unit_only: bool,
+    fuzz_seconds: u64,
+    pytest_args: &[String],
+) -> anyhow::Result<()> {
+    let selection = !pytest_args.is_empty();
+    // Checked first, so that a run that cannot pass says so before building anything.
+    let root_suites = !unit_only
+        && steps
+            .can_run(is_root(), "root scenario tests, quick benchmarks and the VM: not root")?;
+    steps.run("fmt/clippy", "cargo fmt --check, clippy (userspace and kernel programs)", || {
+        cargo(&["fmt", "--all", "--", "--check"])?;
+        // The eBPF crates build for bpfel-unknown-none only: they have their own clippy run below.
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "agent-ebpf",
+            "--exclude",
+            "unshipped-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+        cargo(&[
+            &ebpf_toolchain(root)?,
+            "clippy",
+            "-p",
+            "agent-ebpf",
+            "-p",
+            "unshipped-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    steps.run("unit", "unit tests, BPF_PROG_TEST_RUN suite, bench.py's own tests", || {
+        cargo(&["test"])?;
+        let mut cmd = Command::new(venv_tool(root, "pytest")?);
+        cmd.args(["bench/test_bench.py", "-q", "-p", "no:cacheprovider"]);
+        run(&mut cmd)
+    })?;
+    if unit_only || selection {
+        // The fuzz targets must still compile: a parser change cannot leave them broken.
+        steps.run(
+            "fuzz",
+            "fuzz targets compile (not run: --unit-only or a pytest selection)",
+            || {
+                cargo(&[
+                    "check",
+                    "--manifest-path",
+                    "fuzz/Cargo.toml",
+                    "--bins",
+                    "--no-default-features",
+                ])
+            },
+        )?;
+    } else if steps.can_run(
+        fuzz_cargo(&ebpf_toolchain(root)?, &["--version"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "fuzz targets: cargo-fuzz is not installed (scripts/setup.sh installs it)",
+    )? {
+        steps.run(
+            "fuzz",
+            &format!("every fuzz target for {fuzz_seconds} s (docs/fuzzing.md)"),
+            || fuzz(root, fuzz_seconds, Vec::new()),
+        )?;
+    }
+    if unit_only || !root_suites {
         return Ok(());
     }
-    step("scenario tests (root, real kernel)");
-    cargo(&["build", "-p", "agent"])?;
-    if !is_root() {
-        println!(
-            "SKIPPED scenario tests: they load eBPF programs and create cgroups, which needs root"
-        );
+    steps.run("scenarios", "scenario tests (root, real kernel)", || {
+        cargo(&["build", "-p", "agent"])?;
+        let mut cmd = Command::new(venv_tool(root, "pytest")?);
+        // -rsx: say why anything was skipped (which fails the run unless skips are allowed).
+        cmd.args(["tests/scenarios", "-q", "-rsx"])
+            .args(pytest_args)
+            .env("CREDWATCH_BIN", root.join("target/debug/credwatch"));
+        run(&mut cmd)
+    })?;
+    if selection {
         return Ok(());
     }
-    let pytest = root.join(".venv/bin/pytest");
-    if !pytest.exists() {
-        bail!("{} is missing: run scripts/setup.sh", pytest.display());
+    steps.run(
+        "bench quick",
+        "benchmarks, quick mode (gates on exactness rows, not on speed)",
+        || bench(root, &[], true, 1, 1),
+    )?;
+    let kernels = if std::env::var_os("CREDWATCH_VM_TEST").is_some_and(|v| v == "1") {
+        Vec::new()
+    } else {
+        vec![TEST_VM_KERNEL.to_string()]
+    };
+    steps.run("vm-test", "old kernels in a VM (docs/old-kernels.md)", || vm_test(root, kernels))
+}
+
+fn venv_tool(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = root.join(".venv/bin").join(name);
+    if !path.exists() {
+        bail!("{} is missing: run scripts/setup.sh", path.display());
     }
-    let mut cmd = Command::new(pytest);
-    // -rsx: say why anything was skipped or is an expected failure (a known, reported gap).
-    cmd.args(["tests/scenarios", "-q", "-rsx"])
-        .args(pytest_args)
-        .env("CREDWATCH_BIN", root.join("target/debug/credwatch"));
-    run(&mut cmd)?;
-    if pytest_args.is_empty() {
-        step("benchmarks, quick mode (checks the harness, asserts nothing about speed)");
-        bench(root, &[], true, 1, 1)?;
-    }
-    if std::env::var_os("CREDWATCH_VM_TEST").is_some_and(|v| v == "1") {
-        vm_test(root, Vec::new())?;
-    }
-    Ok(())
+    Ok(path)
 }
 
 /// The kernels fleets run (docs/old-kernels.md).
@@ -259,11 +335,7 @@ fn bench(
 /// committed fuzz/seeds/<target>, with debug assertions and overflow checks on.
 fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
     let toolchain = ebpf_toolchain(root)?;
-    let fuzz_cargo = |args: &[&str]| {
-        let mut cmd = Command::new("cargo");
-        cmd.arg(&toolchain).arg("fuzz").args(args).env_remove("RUSTUP_TOOLCHAIN");
-        cmd
-    };
+    let fuzz_cargo = |args: &[&str]| fuzz_cargo(&toolchain, args);
     let targets = if targets.is_empty() {
         let out =
             fuzz_cargo(&["list"]).output().context("cargo fuzz list (is cargo-fuzz installed?)")?;
@@ -274,6 +346,18 @@ fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
     } else {
         targets
     };
+    // Every target starts from committed inputs (docs/fuzzing.md): a target without them would
+    // spend a short run finding the input format.
+    let unseeded: Vec<&str> = targets
+        .iter()
+        .filter(|t| {
+            std::fs::read_dir(root.join("fuzz/seeds").join(t)).map_or(0, |d| d.count()) == 0
+        })
+        .map(String::as_str)
+        .collect();
+    if !unseeded.is_empty() {
+        bail!("fuzz targets without seeds in fuzz/seeds/<target>/: {}", unseeded.join(", "));
+    }
     step("building the fuzz targets");
     run(&mut fuzz_cargo(&["build", "-O", "--debug-assertions"]))?;
     let mut report = Vec::new();
@@ -283,11 +367,15 @@ fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
         let corpus = root.join("target/fuzz-corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         let seeds = root.join("fuzz/seeds").join(target);
+        // Where libFuzzer saves an input that crashed, timed out or ran out of memory.
+        let artifacts = root.join("fuzz/artifacts").join(target);
+        std::fs::create_dir_all(&artifacts)?;
         let out = fuzz_cargo(&["run", "-O", "--debug-assertions", target])
             .arg(&corpus)
             .arg(&seeds)
             .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
             .args(["-timeout=10", "-rss_limit_mb=2048"])
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
             .output()
             .with_context(|| format!("running fuzz target {target}"))?;
         let log = String::from_utf8_lossy(&out.stderr);
@@ -312,6 +400,13 @@ fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
             for line in log.lines().filter(keep) {
                 eprintln!("    {line}");
             }
+            for input in log.lines().filter_map(|l| l.split_once("Test unit written to ")) {
+                eprintln!("    input saved: {}", input.1.trim());
+                eprintln!(
+                    "    reproduce: cargo {toolchain} fuzz run -O --debug-assertions {target} {}",
+                    input.1.trim()
+                );
+            }
             eprintln!("    full log: {}", log_path.display());
             failed.push(target.clone());
         }
@@ -324,9 +419,19 @@ fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
     println!("\n| target | executions | per second | corpus | result |\n|---|---|---|---|---|");
     println!("{}", report.join("\n"));
     if !failed.is_empty() {
-        bail!("fuzz targets failed (inputs in fuzz/artifacts/): {}", failed.join(", "));
+        bail!(
+            "fuzz targets failed (inputs saved in fuzz/artifacts/TARGET/): {}",
+            failed.join(", ")
+        );
     }
     Ok(())
+}
+
+/// `cargo +nightly fuzz ARGS` (cargo-fuzz needs the nightly for its sanitizer flags).
+fn fuzz_cargo(toolchain: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg(toolchain).arg("fuzz").args(args).env_remove("RUSTUP_TOOLCHAIN");
+    cmd
 }
 
 /// `+` and the kernel programs' nightly, pinned in agent-ebpf/rust-toolchain.toml (the fuzz
