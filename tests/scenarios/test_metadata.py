@@ -181,7 +181,7 @@ def test_secrets_never_leave_the_agent(pod, servers, agent, processes):
 BAD_INPUTS = {
     # reason: (server options, what the client sends)
     "not_http": ({}, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + os.urandom(64)),
-    "request_line_too_long": ({}, credentials_request("/latest/meta-data/" + "a" * 300)),
+    "request_line_too_long": ({}, credentials_request("/latest/meta-data/" + "a" * 600)),
     "no_expiration": ({"expiration": "missing"}, credentials_request()),
     "bad_timestamp": ({"expiration": "malformed"}, credentials_request()),
 }

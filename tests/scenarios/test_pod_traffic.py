@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import STORM_ARGS
 from harness import CLIENTS, Processes, wait_for_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
@@ -73,7 +74,9 @@ def test_imdsv2_hop_limit(hops, sdk, lab, cgroups, agent):
     pod_cgroup = cgroups.systemd_pod()
     pod = RoutedPod(lab, pod_cgroup)
     server = pod.node_server("--token-ttl-hops", hops, "--lifetime", 21600, "--keep-alive")
-    watcher = agent(Declared("imds", server))
+    # The SDK gives up on the token after its 1 s timeout and closes its side (a FIN, which
+    # may still be answered): the request is unanswered once --metadata-timeout has passed.
+    watcher = agent(Declared("imds", server), extra_args=(*STORM_ARGS, "--metadata-timeout", "2"))
     env = clean_env(AWS_EC2_METADATA_SERVICE_ENDPOINT=server.url, NO_PROXY="*")
     report = pod.run_json(fetch_credentials_argv(sdk, server.url), env=env)
     assert report["resolved"], report
