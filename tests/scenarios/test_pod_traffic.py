@@ -7,6 +7,7 @@ namespaces the test creates, at TEST-NET addresses only (tests/fixtures/podnet.p
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import STORM_ARGS
-from harness import CLIENTS, Processes, wait_for_value
+from harness import CLIENTS, REPO, Processes, wait_for_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from netlab import Lab, missing_tools  # noqa: E402
@@ -25,6 +26,7 @@ REQUESTS = "credwatch_metadata_requests_total"
 IMDSV1 = "credwatch_metadata_imdsv1_requests_total"
 FETCHES = "credwatch_credential_fetches_total"
 PY = sys.executable
+LOADGEN = Path(os.environ.get("CREDWATCH_LOADGEN", REPO / "target/debug/credwatch-loadgen"))
 
 
 @pytest.fixture
@@ -95,10 +97,12 @@ def test_imdsv2_hop_limit(hops, sdk, lab, cgroups, agent):
 
 
 class Declared:
-    """A server as the `agent` fixture declares it: `KIND=ADDR:PORT`."""
+    """A server (or an address) as the `agent` fixture declares it: `KIND=ADDR:PORT`."""
 
     def __init__(self, kind, server):
-        self.endpoint = f"{kind}={server.endpoint}"
+        address = server if isinstance(server, str) else server.endpoint
+        self.endpoint = f"{kind}={address}"
+
 
 
 def test_metadata_calls_through_an_http_proxy(lab, cgroups, agent):
@@ -129,3 +133,42 @@ def test_metadata_calls_through_an_http_proxy(lab, cgroups, agent):
     assert metrics.value(REQUESTS, **client_cgroup.labels) == 0, metrics.describe()
     proxy.kill()
     proxy.wait()
+
+
+def test_connect_time_redirect(lab, cgroups, agent):
+    """A program that rewrites the destination inside connect() (as Cilium's socket-level load
+    balancing does for a LocalRedirectPolicy sending the metadata address to a node-local
+    credential agent), attached before credwatch's: the packets go to the redirect target, so
+    credwatch sees the calls only when that target is declared as an endpoint (docs/metrics.md).
+    192.0.2.254:80 stands for the metadata address the SDK is configured with."""
+    network = PodNetwork(lab)
+    pod_cgroup = cgroups.systemd_pod()
+    pod = network.pod(pod_cgroup)
+    asked, target = "192.0.2.254:80", "192.0.2.1:18080"
+    redirect = lab.spawn([LOADGEN, "redirect", "--cgroup-path", cgroups.root,
+                          "--from", asked, "--to", target])
+    assert redirect.stdout.readline().strip() == "ready", redirect.stderr.read()
+    argv = fetch_credentials_argv("botocore", f"http://{asked}")
+    labels = pod_cgroup.labels
+
+    # Only the address the application asked for declared: nothing is seen. A call to another,
+    # declared server afterwards marks when the agent has read everything before it.
+    server = network.server("--port", 18080, "--lifetime", 900, "--keep-alive")
+    marker = network.server("--port", 18081)
+    watcher = agent(Declared("imds", asked), Declared("custom", marker))
+    pod.run_json(argv, env=clean_env())
+    pod.run_json([PY, CLIENTS / "credential_fetch.py", "--host", "192.0.2.1", "--port", 18081])
+    wait_for_value(watcher, 1, REQUESTS, endpoint="custom", **labels)
+    assert len(server.stop()["log"]) >= 2, "the redirect delivered the SDK's calls"
+    assert watcher.scrape().value(REQUESTS, endpoint="imds", **labels) == 0
+    watcher.stop()
+
+    # The redirect target declared: every call counted, exactly.
+    server = network.server("--port", 18080, "--lifetime", 900, "--keep-alive")
+    watcher = agent(Declared("imds", server))
+    pod.run_json(argv, env=clean_env())
+    log = server.stop()["log"]
+    wait_for_value(watcher, len(log), REQUESTS, endpoint="imds", **labels)
+    wait_for_value(watcher, 1, FETCHES, endpoint="imds", **labels)
+    redirect.send_signal(signal.SIGTERM)
+    assert redirect.wait(timeout=10) == 0
