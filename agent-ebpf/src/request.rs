@@ -47,16 +47,16 @@ const NEW: u64 = 3;
 
 #[inline(always)]
 fn role_of(flow: &Flow, seg: &Segment) -> u64 {
-    if flow.phase != PHASE_REQUEST_SENT && flow.phase != PHASE_LATE {
-        return NEW;
-    }
-    if (seg.seq.wrapping_sub(flow.request_seq) as i32) <= 0 {
+    // Bytes before the next expected one were seen already, whatever the phase (a request
+    // retransmitted after its answer began is not a new request).
+    if (seg.seq.wrapping_sub(flow.request_seq) as i32) <= 0
+        || (seg.seq.wrapping_sub(flow.request_next_seq) as i32) < 0
+    {
         return RETRANSMIT;
     }
-    let ahead = seg.seq.wrapping_sub(flow.request_next_seq) as i32;
-    if ahead < 0 {
-        RETRANSMIT
-    } else if ahead == 0 && flow.header < headers::END {
+    if flow.phase != PHASE_REQUEST_SENT && flow.phase != PHASE_LATE {
+        NEW
+    } else if seg.seq == flow.request_next_seq && flow.header < headers::END {
         HEADERS
     } else {
         AFTER_UNANSWERED

@@ -350,3 +350,18 @@ fn requests_without_a_response() {
         Ok(())
     });
 }
+
+/// A request retransmitted after its response began is not a second request.
+#[test]
+fn request_retransmitted_after_the_answer_began() {
+    let Some(mut k) = kernel() else { return };
+    k.case("late retransmission", |k| {
+        let req = get("/latest/meta-data/iam/security-credentials/my-role", "");
+        request(k, Ip::V4, REQUEST_SEQ, &req)?;
+        assert_eq!(response(k, Ip::V4, 0, &document()[..40])?.events.len(), 1);
+        request(k, Ip::V4, REQUEST_SEQ, &req)?
+            .assert_only_counter(counter::RETRANSMIT, "the same request again");
+        assert_eq!(k.flow().phase, agent_common::PHASE_RESPONDING);
+        Ok(())
+    });
+}
