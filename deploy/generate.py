@@ -204,6 +204,11 @@ def fleet_dashboard():
              f"count(sum by (namespace, pod) (increase(credwatch_metadata_imdsv1_requests_total{{{s}}}[1h])) > 0) or vector(0)",
              description="Pods that called IMDS without a session token in the last hour.",
              thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}]),
+        stat("Pods with unanswered IMDS token requests (1h)",
+             f'count(sum by (namespace, pod) (increase(credwatch_metadata_requests_total{{{s}, kind="token", code="no_response"}}[1h])) > 0) or vector(0)',
+             description="Pods whose IMDSv2 token requests got no response (the hop limit, "
+                         "usually): each credential load waits, then falls back to IMDSv1.",
+             thresholds=AT_RISK),
         table("Top pods by credential fetch rate",
               f"topk(20, sum by (namespace, pod, role) (rate(credwatch_credential_fetches_total{{{s}}}{rate})))",
               "fetches/s", unit="reqps",
@@ -220,6 +225,11 @@ def fleet_dashboard():
               f"sum by (namespace, pod, container) (increase(credwatch_metadata_imdsv1_requests_total{{{s}}}[1h])) > 0",
               "IMDSv1 requests",
               description="IMDS GETs without a session token: these fail once IMDSv2 is required."),
+        table("Unanswered IMDS token requests (1h)",
+              f'sum by (namespace, pod, container) (increase(credwatch_metadata_requests_total{{{s}, kind="token", code="no_response"}}[1h])) > 0',
+              "token requests without a response",
+              description="Alert CredwatchIMDSTokenUnanswered: the instance's hop limit is too "
+                          "low for pods (1), or the path to IMDS drops the answer."),
         timeseries("Metadata calls/s by endpoint and kind",
                    [(f"sum by (endpoint, kind) (rate(credwatch_metadata_requests_total{{{s}}}{rate}))",
                      "{{endpoint}} {{kind}}")], unit="reqps"),
@@ -309,6 +319,13 @@ def pod_dashboard():
         timeseries("IMDSv1 requests/s",
                    [(f"sum by (container) (rate(credwatch_metadata_imdsv1_requests_total{{{s}}}{rate}))",
                      "{{container}}")], unit="reqps"),
+        timeseries("Metadata requests without a response/s",
+                   [(f'sum by (endpoint, kind) (rate(credwatch_metadata_requests_total{{{s}, code="no_response"}}{rate}))',
+                     "{{endpoint}} {{kind}}")], unit="reqps",
+                   description="No response status line before the connection ended or "
+                               "--metadata-timeout passed. Token requests here, with IMDSv1 "
+                               "requests rising: the IMDSv2 hop limit (runbook "
+                               "CredwatchIMDSTokenUnanswered)."),
         row("DNS"),
         timeseries("DNS queries/s by rcode",
                    [(f"sum by (qtype, rcode) (rate(credwatch_dns_requests_total{{{s}}}{rate}))",

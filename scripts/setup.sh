@@ -107,4 +107,25 @@ if [ -f "$REQS" ]; then
     echo "$want" > "$stamp"
   fi
 fi
-log "ok: toolchains $RUST_USER + $RUST_BPF, bpf-linker $BPF_LINKER, cargo-fuzz $CARGO_FUZZ, python test environment ($SECONDS s)"
+# The other real AWS SDKs the scenario tests drive (tests/clients): the JavaScript v3 SDK from npm,
+# run by Debian's node, at the versions in its package-lock.json; and a small client on the Rust
+# SDK's aws-config (its own workspace and lock file, no HTTPS client, unoptimised: about a minute
+# of CPU on two cores once, seconds when up to date).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  need_root
+  log "apt: installing nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+JS_SDK=tests/clients/js_sdk
+stamp="$JS_SDK/node_modules/.package-lock.sha256"
+want=$(sha256sum "$JS_SDK/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "npm: installing the JavaScript v3 SDK into $JS_SDK"
+  (cd "$JS_SDK" && npm ci --no-audit --no-fund --silent)
+  echo "$want" > "$stamp"
+fi
+cargo "+$RUST_USER" build --locked --quiet \
+  --manifest-path tests/clients/rust_sdk/Cargo.toml --target-dir target/rust-sdk-client
+log "ok: toolchains $RUST_USER + $RUST_BPF, bpf-linker $BPF_LINKER, cargo-fuzz $CARGO_FUZZ, python test environment, JavaScript and Rust SDK clients ($SECONDS s)"

@@ -167,9 +167,21 @@ pub enum Method {
 /// Kinds of [`MetadataEvent`].
 pub const EVENT_RESPONSE: u8 = 1;
 pub const EVENT_EXPIRATION: u8 = 2;
+/// The request got no response status line: its connection ended first (the server closed or
+/// reset it, or the client reset it), or it arrived after `--metadata-timeout`.
+pub const EVENT_NO_RESPONSE: u8 = 3;
 
-/// Flags in [`MetadataEvent::flags`] and [`Flow::flags`].
-pub const FLAG_IMDSV2_TOKEN: u8 = 1;
+/// Flags in [`MetadataEvent::flags`] and [`Flow::flags`]. The first three are the header
+/// automaton's own flags (`dfa::headers`), ORed in as it finds them.
+pub const FLAG_IMDSV2_TOKEN: u8 = dfa::headers::FLAG_TOKEN;
+/// The request's header block has ended.
+pub const FLAG_HEADERS_END: u8 = dfa::headers::FLAG_END;
+/// Another request followed this one in the same bytes (pipelining).
+pub const FLAG_PIPELINED: u8 = dfa::headers::FLAG_PIPELINED;
+/// A GET to a container endpoint (`ecs`, `pod_identity`, `custom`) on a path that names no kind:
+/// a credential fetch if its `200` response carries `"Expiration"`, else a metadata request.
+/// The response's event waits until that is known.
+pub const FLAG_CANDIDATE: u8 = 8;
 
 /// One event per metadata response (status and time to first byte) and one per credential
 /// document whose `"Expiration"` the kernel found. No payload bytes: the expiration arrives as
@@ -200,18 +212,28 @@ const _: () = assert!(size_of::<MetadataEvent>() == 112);
 /// Flow phase in [`Flow::phase`].
 pub const PHASE_REQUEST_SENT: u8 = 1;
 pub const PHASE_RESPONDING: u8 = 2;
+/// The response started after `--metadata-timeout`: userspace counts the request unanswered.
+pub const PHASE_LATE: u8 = 3;
 
-/// Per-socket state between a request and its response, keyed by socket cookie.
+/// Per-socket state between a request and its response, keyed by socket cookie. Userspace reads
+/// the table to count requests left unanswered past `--metadata-timeout` (and removes those).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Flow {
     pub cgroup_id: u64,
     pub request_ns: u64,
+    /// First byte of the response: a candidate credential response's event is sent once the
+    /// document has been read, with the latency to this byte.
+    pub response_ns: u64,
     pub expiration: u64,
     /// TCP sequence number of the request's first segment (a retransmission is not a new request).
     pub request_seq: u32,
+    /// Next in-order request sequence number while the header block continues.
+    pub request_next_seq: u32,
     /// Next in-order response sequence number while scanning the body.
     pub response_next_seq: u32,
+    /// Status of a candidate response whose event waits (0: none waits).
+    pub status: u16,
     pub phase: u8,
     pub endpoint: u8,
     pub kind: u8,
@@ -221,10 +243,12 @@ pub struct Flow {
     /// State of the `dfa::expiration` automaton for this response.
     pub scan: u8,
     pub role_len: u8,
-    pub _pad: [u8; 8],
+    /// State of the `dfa::headers` automaton for this request.
+    pub header: u8,
+    pub _pad: [u8; 1],
     pub role: [u8; ROLE_MAX],
 }
-const _: () = assert!(size_of::<Flow>() == 112);
+const _: () = assert!(size_of::<Flow>() == 120);
 
 /// Indexes of the kernel's per-CPU counters ([`names::MAP_COUNTERS`]). Loss and rejects are
 /// counted where they happen and exported as `credwatch_events_lost_total` and
@@ -250,7 +274,7 @@ pub mod counter {
     pub const REJECT_BAD_TIMESTAMP: u32 = 8;
     /// Response segment out of order: the expiration search for that response stops.
     pub const REJECT_OUT_OF_ORDER: u32 = 9;
-    /// Response segment longer than the kernel scans.
+    /// Segment longer than the kernel scans (a response body, or a request's header block).
     pub const REJECT_SCAN_LIMIT: u32 = 10;
     /// Retransmitted segment (ignored, counted for visibility).
     pub const RETRANSMIT: u32 = 11;
@@ -276,7 +300,12 @@ pub mod counter {
     pub const LOST_TCP_TABLE: u32 = 21;
     /// DNS per-cgroup statistics table full: a response was not counted.
     pub const LOST_DNS_STATS_TABLE: u32 = 22;
-    pub const COUNT: u32 = 23;
+    /// A request that followed another on a connection before its response (pipelining): the
+    /// first is counted and matched to its response; the ones after it only here.
+    pub const REJECT_PIPELINED: u32 = 23;
+    /// A response that began after `--metadata-timeout`: its request is counted unanswered.
+    pub const REJECT_LATE_RESPONSE: u32 = 24;
+    pub const COUNT: u32 = 25;
 }
 
 /// Bytes of payload the kernel copies at once for parsing (a power of two: indexes are masked).
@@ -343,12 +372,17 @@ mod boundary {
             role,
         } = zeroed();
         assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 7));
+        // The flow table is read by userspace (unanswered requests): integers, automaton
+        // states, and the same validated role.
         let Flow {
             cgroup_id: _,
             request_ns: _,
+            response_ns: _,
             expiration: _,
             request_seq: _,
+            request_next_seq: _,
             response_next_seq: _,
+            status: _,
             phase: _,
             endpoint: _,
             kind: _,
@@ -357,10 +391,11 @@ mod boundary {
             flags: _,
             scan: _,
             role_len: _,
+            header: _,
             _pad,
             role,
         } = zeroed();
-        assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 8));
+        assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 1));
         // DNS: the question of a response from a DNS server port (never the metadata ports),
         // copied raw; userspace validates it as a wire-format name. Sent only for NXDOMAIN
         // answers, or for every answer with --dns-top-names.

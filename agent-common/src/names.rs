@@ -78,5 +78,9 @@ pub mod config {
     pub const DNS_TIMEOUT_MS: u32 = 1;
     /// Advanced by userspace after each read of the statistics (see `dns::DnsStatsSlot`).
     pub const DNS_STATS_EPOCH: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// `--metadata-timeout` in milliseconds: a metadata request with no response status line by
+    /// then is counted unanswered by userspace, so the kernel neither reports nor matches a
+    /// later response. 0: no limit.
+    pub const METADATA_TIMEOUT_MS: u32 = 3;
+    pub const COUNT: u32 = 4;
 }

@@ -74,6 +74,12 @@ pub static CW_TCP_EVENTS: RingBuf = RingBuf::with_byte_size(agent_common::tcp::E
 /// waking it per record would only cost an irq_work and a wakeup on every event's path.
 pub const NO_WAKEUP: u64 = 1;
 
+/// A value userspace set in `CW_CONFIG` (0 when unset).
+#[inline(always)]
+pub fn config(index: u32) -> u32 {
+    CW_CONFIG.get(index).copied().unwrap_or(0)
+}
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(p) = CW_COUNTERS.get_ptr_mut(index) {

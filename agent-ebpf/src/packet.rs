@@ -11,6 +11,7 @@ pub const IPPROTO_UDP: u8 = 17;
 const IPV6_HEADER_LEN: usize = 40;
 const UDP_HEADER_LEN: u32 = 8;
 pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
 
 /// Which side of the connection the watched service (endpoint, DNS server) is on.
 #[derive(Clone, Copy, PartialEq, Eq)]

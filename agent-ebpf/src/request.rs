@@ -1,242 +1,256 @@
-//! Requests to a metadata endpoint: method, path kind, role name and whether an IMDSv2 token
-//! header is present. Only the first segment of a request (the one that starts with a method)
-//! is parsed; the request line and the headers that matter fit in it in practice.
+//! Requests to a metadata endpoint: method, path kind and IAM role from the request line, and
+//! the header block (is there an IMDSv2 token header, where does it end, does another request
+//! follow it) wherever it lies: past the first 512 bytes, in later segments. Each request on a
+//! connection is recorded once, in the socket's flow, and its response is matched to it there.
+//!
+//! Both scans are table automata (`agent_common::dfa`): a constant number of steps with no
+//! data-dependent branch, so the verifier's work does not grow with what the bytes are.
 use agent_common::{
-    CredentialSource, FLAG_IMDSV2_TOKEN, Flow, Method, PHASE_REQUEST_SENT, PHASE_RESPONDING,
-    ROLE_MAX, RequestKind, SCRATCH_LEN, counter,
-    dfa::{expiration, token_header},
+    CredentialSource, EndpointKind, FLAG_CANDIDATE, FLAG_PIPELINED, Flow, Method, PHASE_LATE,
+    PHASE_REQUEST_SENT, ROLE_MAX, RequestKind, SCAN_MAX_BYTES, SCRATCH_LEN, counter,
+    dfa::{
+        expiration, headers,
+        request_line::{self, Scan, Verdict},
+    },
 };
 use aya_ebpf::programs::SkBuffContext;
 
 use crate::{
     maps::{CW_FLOWS, count},
-    packet::Segment,
-    scratch::{load_payload, run_dfa, wipe_scratch},
+    opaque::opaque,
+    packet::{Segment, TCP_RST},
+    response,
+    scratch::{forget, load_payload, run_flags, wipe_scratch},
 };
 
 const MASK: usize = SCRATCH_LEN - 1;
-/// The request line must end (at the space before `HTTP/`) within this many bytes.
-const REQUEST_LINE_MAX: usize = 256;
-
-const ROLE_PREFIX: &[u8] = b"/latest/meta-data/iam/security-credentials";
-const TOKEN_PATH: &[u8] = b"/latest/api/token";
-const POD_IDENTITY_PREFIX: &[u8] = b"/v1/credentials";
-const ECS_PREFIX: &[u8] = b"/v2/credentials";
+const SCAN_CHUNKS: u32 = (SCAN_MAX_BYTES / SCRATCH_LEN) as u32;
 
 pub fn on_segment(ctx: &SkBuffContext, seg: &Segment) {
-    if seg.payload_len == 0 {
-        return;
+    if seg.payload_len > 0 {
+        let _ = on_payload(ctx, seg);
     }
-    if let Some(flow) = CW_FLOWS.get_ptr_mut(&seg.cookie) {
-        let flow = unsafe { &mut *flow };
-        if flow.phase == PHASE_REQUEST_SENT {
-            if flow.request_seq == seg.seq {
-                count(counter::RETRANSMIT);
-                return;
-            }
-            // A later segment of the same request (long headers or a body): not a new request.
-            if (seg.seq.wrapping_sub(flow.request_seq) as i32) > 0 {
-                return;
-            }
-        } else if flow.phase == PHASE_RESPONDING && flow.scan < expiration::ACCEPT {
-            // The previous credential document on this connection ended without "Expiration".
-            count(counter::REJECT_NO_EXPIRATION);
-            flow.scan = expiration::FINISHED;
-        }
+    if seg.tcp_flags & TCP_RST != 0 {
+        // The client aborted the connection (a FIN alone is a half-close: the answer may come).
+        response::connection_ended(seg);
     }
+}
 
-    let Some((buf, n)) = load_payload(ctx, seg, 0) else {
-        return;
-    };
-    // Before any parsing branch: the verifier then walks this 512-step loop on one path only.
-    let imdsv2 = has_token_header(buf);
-    let mut flow = Flow {
-        cgroup_id: seg.cgroup_id,
-        request_ns: seg.now_ns,
-        expiration: 0,
-        request_seq: seg.seq,
-        response_next_seq: 0,
-        phase: PHASE_REQUEST_SENT,
-        endpoint: seg.endpoint_kind,
-        kind: RequestKind::Metadata as u8,
-        method: Method::Other as u8,
-        source: CredentialSource::None as u8,
-        flags: 0,
-        scan: expiration::FINISHED,
-        role_len: 0,
-        _pad: [0; 8],
-        role: [0; ROLE_MAX],
-    };
-    if imdsv2 {
-        flow.flags |= FLAG_IMDSV2_TOKEN;
+/// What a segment with payload is to the connection's flow.
+const RETRANSMIT: u64 = 0;
+/// The next bytes of a header block that has not ended.
+const HEADERS: u64 = 1;
+/// After an unanswered request's header block: its body, or a pipelined request.
+const AFTER_UNANSWERED: u64 = 2;
+/// A new request (the connection's first, or the next one on a kept-alive connection).
+const NEW: u64 = 3;
+
+#[inline(always)]
+fn role_of(flow: &Flow, seg: &Segment) -> u64 {
+    // Bytes before the next expected one were seen already, whatever the phase (a request
+    // retransmitted after its answer began is not a new request).
+    if (seg.seq.wrapping_sub(flow.request_seq) as i32) <= 0
+        || (seg.seq.wrapping_sub(flow.request_next_seq) as i32) < 0
+    {
+        return RETRANSMIT;
     }
-    let parsed = parse(buf, n, &mut flow);
+    if flow.phase != PHASE_REQUEST_SENT && flow.phase != PHASE_LATE {
+        NEW
+    } else if seg.seq == flow.request_next_seq && flow.header < headers::END {
+        HEADERS
+    } else {
+        AFTER_UNANSWERED
+    }
+}
+
+/// Shaped for the verifier: both scans (request line, header block) run first, on one path
+/// whatever the segment is, and every decision comes after them. Decided first, each kind of
+/// segment would walk the loops again (the egress program went past 1M instructions).
+fn on_payload(ctx: &SkBuffContext, seg: &Segment) -> Result<(), i64> {
+    let (role, header, flags) = match CW_FLOWS.get_ptr_mut(&seg.cookie) {
+        Some(flow) => {
+            let flow = unsafe { &*flow };
+            (role_of(flow, seg), flow.header, flow.flags)
+        }
+        None => (NEW, headers::IN_LINE, 0),
+    };
+    if role == RETRANSMIT {
+        count(counter::RETRANSMIT);
+        return Ok(());
+    }
+    // A continued header block goes on from where the flow's stopped; any other segment is
+    // read as the start of a request.
+    let continued = role == HEADERS;
+    let start = if continued { u64::from(header) | (u64::from(flags) << 8) } else { 0 };
+    let packed = forget(start | (role << 16))?;
+    let role = packed >> 16;
+    let (header, flags) = (packed as u8, (packed >> 8) as u8);
+
+    let (buf, _) = load_payload(ctx, seg, 0).ok_or(0i64)?;
+    let line = scan_request_line(buf);
+    let mut role_name = [0u8; ROLE_MAX];
+    copy_role(&line, buf, &mut role_name);
     wipe_scratch(buf);
-    match parsed {
-        Ok(()) => {
+    let (header, flags) = scan_headers(ctx, seg, header, flags);
+
+    if role == HEADERS {
+        if let Some(flow) = CW_FLOWS.get_ptr_mut(&seg.cookie) {
+            update_headers(seg, unsafe { &mut *flow }, header, flags);
+        }
+    } else if role == AFTER_UNANSWERED {
+        if line.state == request_line::ACCEPT {
+            // Sent before the previous request was answered: not matched to a response.
+            count(counter::REJECT_PIPELINED);
+        }
+    } else {
+        if let Some(flow) = CW_FLOWS.get_ptr_mut(&seg.cookie) {
+            response::finish(unsafe { &mut *flow });
+        }
+        if let Some(mut flow) = record(seg, &line, &role_name) {
+            update_headers(seg, &mut flow, header, flags);
             if CW_FLOWS.insert(&seg.cookie, &flow, 0).is_err() {
                 count(counter::LOST_FLOW_TABLE);
             }
         }
-        Err(reason) => {
-            count(reason);
-            // Forget any earlier request on this socket so its response is not misattributed.
-            let _ = CW_FLOWS.remove(&seg.cookie);
-        }
     }
+    Ok(())
 }
 
 #[inline(always)]
-fn at(buf: &[u8; SCRATCH_LEN], i: usize) -> u8 {
-    buf[i & MASK]
-}
-
-#[inline(always)]
-fn starts_with(buf: &[u8; SCRATCH_LEN], n: usize, off: usize, prefix: &[u8]) -> bool {
-    if off + prefix.len() > n {
-        return false;
-    }
+fn scan_request_line(buf: &[u8; SCRATCH_LEN]) -> Scan {
+    let mut scan = Scan::default();
     let mut i = 0;
-    while i < prefix.len() {
-        if at(buf, off + i) != prefix[i] {
-            return false;
-        }
+    while i < SCRATCH_LEN {
+        request_line::step(&mut scan, buf[i]);
         i += 1;
     }
-    true
+    scan
 }
 
-/// Fills `flow` from the request in `buf[..n]`, or returns the reject counter to bump.
-///
-/// Shaped for the verifier: every loop whose exit position varies is the last step on its path
-/// (only the `HTTP/` check follows), so the number of paths stays linear in the loop bounds.
+/// The request as a flow; None (and the reason counted, any earlier request on the socket
+/// forgotten so that its response is not misattributed) when it is not one.
 #[inline(always)]
-fn parse(buf: &[u8; SCRATCH_LEN], n: usize, flow: &mut Flow) -> Result<(), u32> {
-    let path = if starts_with(buf, n, 0, b"GET /") {
-        flow.method = Method::Get as u8;
-        4
-    } else if starts_with(buf, n, 0, b"PUT /") {
-        flow.method = Method::Put as u8;
-        4
-    } else {
-        flow.method = Method::Other as u8;
-        other_method_path(buf, n)?
+fn record(seg: &Segment, scan: &Scan, role: &[u8; ROLE_MAX]) -> Option<Flow> {
+    let reason = match request_line::verdict(scan.state) {
+        Verdict::Accept if scan.role_len as usize <= ROLE_MAX => None,
+        Verdict::Accept | Verdict::BadRole => Some(counter::REJECT_BAD_ROLE),
+        Verdict::NotHttp => Some(counter::REJECT_NOT_HTTP),
+        Verdict::BadLine => Some(counter::REJECT_REQUEST_LINE),
     };
-
-    if starts_with(buf, n, path, TOKEN_PATH) && at(buf, path + TOKEN_PATH.len()) == b' ' {
-        flow.kind = RequestKind::Token as u8;
-        return expect_protocol(buf, n, path + TOKEN_PATH.len());
+    if let Some(reason) = reason {
+        count(reason);
+        let _ = CW_FLOWS.remove(&seg.cookie);
+        return None;
     }
-    if starts_with(buf, n, path, ROLE_PREFIX) {
-        let rest = path + ROLE_PREFIX.len();
-        let c = at(buf, rest);
-        if c == b' ' {
-            flow.kind = RequestKind::RoleList as u8;
-            return expect_protocol(buf, n, rest);
+    let mut flow = Flow {
+        cgroup_id: seg.cgroup_id,
+        request_ns: seg.now_ns,
+        response_ns: 0,
+        expiration: 0,
+        request_seq: seg.seq,
+        request_next_seq: seg.seq,
+        response_next_seq: 0,
+        status: 0,
+        phase: PHASE_REQUEST_SENT,
+        endpoint: seg.endpoint_kind,
+        kind: RequestKind::Metadata as u8,
+        method: match scan.method() {
+            request_line::METHOD_GET => Method::Get as u8,
+            request_line::METHOD_PUT => Method::Put as u8,
+            _ => Method::Other as u8,
+        },
+        source: CredentialSource::None as u8,
+        flags: 0,
+        scan: expiration::FINISHED,
+        role_len: if scan.kind() == request_line::KIND_IMDS_ROLE { scan.role_len as u8 } else { 0 },
+        header: headers::IN_LINE,
+        _pad: [0; 1],
+        role: *role,
+    };
+    let (kind, source) = match scan.kind() {
+        request_line::KIND_TOKEN => (RequestKind::Token, CredentialSource::None),
+        request_line::KIND_ROLE_LIST => (RequestKind::RoleList, CredentialSource::None),
+        request_line::KIND_IMDS_ROLE => (RequestKind::Credentials, CredentialSource::ImdsRole),
+        request_line::KIND_ECS => (RequestKind::Credentials, CredentialSource::EcsTask),
+        request_line::KIND_POD_IDENTITY => {
+            (RequestKind::Credentials, CredentialSource::PodIdentity)
         }
-        if c == b'/' {
-            if at(buf, rest + 1) == b' ' {
-                flow.kind = RequestKind::RoleList as u8;
-                return expect_protocol(buf, n, rest + 1);
-            }
-            flow.kind = RequestKind::Credentials as u8;
-            flow.source = CredentialSource::ImdsRole as u8;
-            flow.scan = 0;
-            return copy_role(buf, n, rest + 1, flow);
-        }
-    }
-    if starts_with(buf, n, path, POD_IDENTITY_PREFIX) {
-        flow.kind = RequestKind::Credentials as u8;
-        flow.source = CredentialSource::PodIdentity as u8;
+        _ => (RequestKind::Metadata, candidate_source(seg.endpoint_kind)),
+    };
+    flow.kind = kind as u8;
+    flow.source = source as u8;
+    if kind == RequestKind::Credentials {
         flow.scan = 0;
-    } else if starts_with(buf, n, path, ECS_PREFIX) {
-        flow.kind = RequestKind::Credentials as u8;
-        flow.source = CredentialSource::EcsTask as u8;
+    } else if source != CredentialSource::None && flow.method == Method::Get as u8 {
+        // Any other path of a container endpoint: the response decides (see FLAG_CANDIDATE).
+        flow.flags = FLAG_CANDIDATE;
         flow.scan = 0;
+    } else {
+        flow.source = CredentialSource::None as u8;
     }
-    end_of_path(buf, n, path)
+    Some(flow)
 }
 
-/// Methods other than GET and PUT: an upper-case token of at most 7 letters, a space and `/`.
+/// Whose credentials a container endpoint's document would be; None for IMDS, where only the
+/// role paths deliver credentials.
 #[inline(always)]
-fn other_method_path(buf: &[u8; SCRATCH_LEN], n: usize) -> Result<usize, u32> {
-    let mut i = 0;
-    while i < 8 {
-        let c = at(buf, i);
-        if c == b' ' && i >= 3 && i + 1 < n && at(buf, i + 1) == b'/' {
-            return Ok(i + 1);
-        }
-        if i >= n || !c.is_ascii_uppercase() {
-            break;
-        }
-        i += 1;
+fn candidate_source(endpoint: u8) -> CredentialSource {
+    match EndpointKind::from_u8(endpoint) {
+        EndpointKind::Imds => CredentialSource::None,
+        EndpointKind::PodIdentity => CredentialSource::PodIdentity,
+        EndpointKind::Ecs | EndpointKind::Custom => CredentialSource::EcsTask,
     }
-    Err(counter::REJECT_NOT_HTTP)
 }
 
-/// Finds the space that ends the path and checks the protocol after it.
+/// Copies the role the automaton delimited (every byte of it checked against the IAM role-name
+/// alphabet, its length against ROLE_MAX by `record`): no other byte of the request can reach
+/// userspace. Branch-free (the length is hidden from LLVM, which would turn the mask into a
+/// compare, a branch on BPF), so that the 64 steps do not multiply the verifier's paths.
 #[inline(always)]
-fn end_of_path(buf: &[u8; SCRATCH_LEN], n: usize, path: usize) -> Result<(), u32> {
-    let mut j = path;
-    while j < REQUEST_LINE_MAX {
-        if j >= n {
-            break;
-        }
-        let c = at(buf, j);
-        if c == b' ' {
-            return expect_protocol(buf, n, j);
-        }
-        if c == b'\r' || c == b'\n' {
-            break;
-        }
-        j += 1;
-    }
-    Err(counter::REJECT_REQUEST_LINE)
-}
-
-/// `space` is the position of the space after the path: ` HTTP/` must follow.
-#[inline(always)]
-fn expect_protocol(buf: &[u8; SCRATCH_LEN], n: usize, space: usize) -> Result<(), u32> {
-    if starts_with(buf, n, space, b" HTTP/") { Ok(()) } else { Err(counter::REJECT_REQUEST_LINE) }
-}
-
-/// Copies the role name up to the space that ends the path, accepting only the IAM role-name
-/// alphabet (`[A-Za-z0-9+=,.@_-]`) and an optional trailing `/`, so that no other byte of the
-/// request can ever reach userspace.
-///
-/// The byte is copied and the loop goes on only from the bottom of the body: written with the
-/// end-of-role test first, LLVM placed the copy-and-advance block before the loop's header,
-/// entered by falling through, which Linux 6.1's verifier rejects ("back-edge from insn N to
-/// N+1"; agent/tests/old_kernel_cfg.rs replays that check).
-#[inline(always)]
-fn copy_role(buf: &[u8; SCRATCH_LEN], n: usize, start: usize, flow: &mut Flow) -> Result<(), u32> {
+fn copy_role(scan: &Scan, buf: &[u8; SCRATCH_LEN], role: &mut [u8; ROLE_MAX]) {
+    let start = scan.role_start as usize;
+    let present = u64::from(scan.kind() == request_line::KIND_IMDS_ROLE);
+    let len = opaque(u64::from(scan.role_len) * present);
     let mut k = 0;
-    while k < ROLE_MAX && start + k < n {
-        let c = at(buf, start + k);
-        let role_byte = c.is_ascii_alphanumeric()
-            || matches!(c, b'+' | b'=' | b',' | b'.' | b'@' | b'_' | b'-');
-        if !role_byte {
-            break;
-        }
-        flow.role[k] = c;
+    while k < ROLE_MAX {
+        // All ones while k < len, else 0.
+        let inside = ((k as u64).wrapping_sub(len) >> 63) as u8;
+        role[k] = buf[start.wrapping_add(k) & MASK] & 0u8.wrapping_sub(inside);
         k += 1;
     }
-    // The first byte that is not part of the name ends it: a space, or `/` and a space.
-    let c = at(buf, start + k);
-    let space = if c == b' ' {
-        start + k
-    } else if c == b'/' && at(buf, start + k + 1) == b' ' {
-        start + k + 1
-    } else {
-        return Err(counter::REJECT_BAD_ROLE);
-    };
-    flow.role_len = k as u8;
-    expect_protocol(buf, n, space)
 }
 
-/// True when a header line `X-aws-ec2-metadata-token:` (any case) is in the parsed bytes.
+/// Runs the header automaton over this segment's payload from `state` and `flags`.
 #[inline(always)]
-fn has_token_header(buf: &[u8; SCRATCH_LEN]) -> bool {
-    let (state, _) = run_dfa(&token_header::TABLE, buf, 0, 0);
-    state == token_header::ACCEPT
+fn scan_headers(ctx: &SkBuffContext, seg: &Segment, mut state: u8, mut flags: u8) -> (u8, u8) {
+    let mut chunk = 0;
+    while chunk < SCAN_CHUNKS {
+        let skip = chunk * SCRATCH_LEN as u32;
+        if skip >= seg.payload_len {
+            break;
+        }
+        let Some((buf, _)) = load_payload(ctx, seg, skip) else {
+            break;
+        };
+        (state, flags) = run_flags(&headers::TABLE, buf, state, flags);
+        wipe_scratch(buf);
+        chunk += 1;
+    }
+    (state, flags)
+}
+
+/// Stores what the header scan found in the flow.
+#[inline(always)]
+fn update_headers(seg: &Segment, flow: &mut Flow, mut state: u8, flags: u8) {
+    if seg.payload_len as usize > SCAN_MAX_BYTES && state < headers::END {
+        // The rest of the block was not read: stop looking rather than misread it.
+        count(counter::REJECT_SCAN_LIMIT);
+        state = headers::BODY;
+    }
+    if flags & FLAG_PIPELINED != 0 && flow.flags & FLAG_PIPELINED == 0 {
+        count(counter::REJECT_PIPELINED);
+    }
+    flow.header = state;
+    flow.flags |= flags;
+    flow.request_next_seq = seg.seq.wrapping_add(seg.payload_len);
 }

@@ -1,16 +1,23 @@
 //! Responses from a metadata endpoint: status code and time to first byte, then, for credential
 //! documents, a byte-at-a-time search for `"Expiration":"YYYY-MM-DDThh:mm:ss` that survives any
-//! split across TCP segments (its progress lives in the flow, per socket). Only the digits of the
-//! timestamp leave the kernel; the secrets before it are read and forgotten.
+//! split across TCP segments and any `Transfer-Encoding: chunked` boundary (its progress lives in
+//! the flow, per socket). Only the digits of the timestamp leave the kernel; the secrets before it
+//! are read and forgotten.
+//!
+//! A request is counted exactly once: by its response's event, by a no-response event when its
+//! connection ends first (the server closes or resets it, the client resets it), or, when neither
+//! comes within `--metadata-timeout`, by userspace, which reads the flow table. The kernel then
+//! leaves such a flow alone: a response that starts after the timeout is not reported.
 use agent_common::{
-    EVENT_EXPIRATION, EVENT_RESPONSE, Flow, MetadataEvent, PHASE_REQUEST_SENT, PHASE_RESPONDING,
-    ROLE_MAX, SCAN_MAX_BYTES, SCRATCH_LEN, counter, dfa::expiration,
+    EVENT_EXPIRATION, EVENT_NO_RESPONSE, EVENT_RESPONSE, FLAG_CANDIDATE, FLAG_PIPELINED, Flow,
+    MetadataEvent, PHASE_LATE, PHASE_REQUEST_SENT, PHASE_RESPONDING, ROLE_MAX, RequestKind,
+    SCAN_MAX_BYTES, SCRATCH_LEN, counter, dfa::expiration, names,
 };
 use aya_ebpf::programs::SkBuffContext;
 
 use crate::{
-    maps::{CW_EVENTS, CW_FLOWS, NO_WAKEUP, count},
-    packet::{Segment, TCP_FIN},
+    maps::{CW_EVENTS, CW_FLOWS, NO_WAKEUP, config, count},
+    packet::{Segment, TCP_FIN, TCP_RST},
     scratch::{load_payload, run_dfa, wipe_scratch},
 };
 
@@ -31,16 +38,74 @@ pub fn on_segment(ctx: &SkBuffContext, seg: &Segment) {
             next_segment(ctx, seg, flow);
         }
     }
-    if seg.tcp_flags & TCP_FIN != 0
-        && flow.phase == PHASE_RESPONDING
-        && flow.scan < expiration::ACCEPT
-    {
-        count(counter::REJECT_NO_EXPIRATION);
-        flow.scan = expiration::FINISHED;
+    if seg.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        connection_ended(seg);
     }
 }
 
+/// The connection ended (the server's FIN or RST, or the client's RST): an unanswered request is
+/// counted as such, a response whose event waits is reported, and the flow goes.
+pub fn connection_ended(seg: &Segment) {
+    let Some(flow) = CW_FLOWS.get_ptr_mut(&seg.cookie) else {
+        return;
+    };
+    let flow = unsafe { &mut *flow };
+    if flow.phase == PHASE_REQUEST_SENT {
+        if !in_time(flow, seg.now_ns) {
+            return; // userspace counts it (see the module comment)
+        }
+        emit(flow, EVENT_NO_RESPONSE, 0, seg.now_ns);
+    } else if flow.phase == PHASE_RESPONDING {
+        finish(flow);
+    } else {
+        return; // PHASE_LATE: userspace counts it
+    }
+    let _ = CW_FLOWS.remove(&seg.cookie);
+}
+
+/// The response on this flow is over (the connection ended, or the next request began): a
+/// candidate's event that waited for `"Expiration"` goes out as a metadata response, and a
+/// credential document that never showed one is counted.
+pub fn finish(flow: &mut Flow) {
+    if flow.phase != PHASE_RESPONDING {
+        return;
+    }
+    if waiting(flow) {
+        report_waiting(flow, RequestKind::Metadata);
+    } else if flow.kind == RequestKind::Credentials as u8 && flow.scan < expiration::ACCEPT {
+        count(counter::REJECT_NO_EXPIRATION);
+    }
+    flow.scan = expiration::FINISHED;
+}
+
+/// Whether a response to this flow's request can still be reported (`--metadata-timeout`).
+#[inline(always)]
+fn in_time(flow: &Flow, now_ns: u64) -> bool {
+    let limit_ns = u64::from(config(names::config::METADATA_TIMEOUT_MS)) * 1_000_000;
+    limit_ns == 0 || now_ns.wrapping_sub(flow.request_ns) <= limit_ns
+}
+
+/// A candidate's 200 response, whose event waits for the document to show what it is.
+#[inline(always)]
+fn waiting(flow: &Flow) -> bool {
+    flow.flags & FLAG_CANDIDATE != 0 && flow.status != 0
+}
+
+/// Sends the event of a response that waited, as `kind`, timed at its first byte.
+fn report_waiting(flow: &mut Flow, kind: RequestKind) {
+    flow.kind = kind as u8;
+    let (status, at) = (flow.status, flow.response_ns);
+    flow.flags &= !FLAG_CANDIDATE;
+    flow.status = 0;
+    emit(flow, EVENT_RESPONSE, status, at);
+}
+
 fn first_segment(ctx: &SkBuffContext, seg: &Segment, flow: &mut Flow) {
+    if !in_time(flow, seg.now_ns) {
+        count(counter::REJECT_LATE_RESPONSE);
+        flow.phase = PHASE_LATE;
+        return;
+    }
     flow.phase = PHASE_RESPONDING;
     flow.response_next_seq = seg.seq.wrapping_add(seg.payload_len);
     let status = match ctx.load::<[u8; 12]>(seg.payload_off as usize) {
@@ -52,7 +117,18 @@ fn first_segment(ctx: &SkBuffContext, seg: &Segment, flow: &mut Flow) {
         flow.scan = expiration::FINISHED;
         return;
     };
-    emit(flow, EVENT_RESPONSE, status, seg.now_ns);
+    let candidate = flow.flags & FLAG_CANDIDATE != 0;
+    if candidate && status == 200 && flow.flags & FLAG_PIPELINED == 0 {
+        // Reported once the document shows whether it holds credentials.
+        flow.status = status;
+        flow.response_ns = seg.now_ns;
+    } else {
+        flow.flags &= !FLAG_CANDIDATE;
+        if candidate {
+            flow.scan = expiration::FINISHED;
+        }
+        emit(flow, EVENT_RESPONSE, status, seg.now_ns);
+    }
     if status != 200 {
         flow.scan = expiration::FINISHED;
     } else if flow.scan < expiration::ACCEPT {
@@ -69,6 +145,9 @@ fn next_segment(ctx: &SkBuffContext, seg: &Segment, flow: &mut Flow) {
     if ahead > 0 {
         // A gap: the missing bytes may hold part of the key, so this response's search ends.
         count(counter::REJECT_OUT_OF_ORDER);
+        if waiting(flow) {
+            report_waiting(flow, RequestKind::Metadata);
+        }
         flow.scan = expiration::FINISHED;
         return;
     }
@@ -113,6 +192,12 @@ fn scan_segment(ctx: &SkBuffContext, seg: &Segment, flow: &mut Flow) {
             break;
         }
         chunk += 1;
+    }
+    let found = flow.scan == expiration::ACCEPT || flow.scan == expiration::FAIL;
+    if waiting(flow) && (found || seg.payload_len as usize > SCAN_MAX_BYTES) {
+        // The key decides: a document with `"Expiration"` is a credential document.
+        let kind = if found { RequestKind::Credentials } else { RequestKind::Metadata };
+        report_waiting(flow, kind);
     }
     if flow.scan == expiration::ACCEPT {
         emit(flow, EVENT_EXPIRATION, 0, seg.now_ns);

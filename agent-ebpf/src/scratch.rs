@@ -84,15 +84,31 @@ pub fn wipe_scratch_first<const BYTES: usize>(buf: &mut [u8; SCRATCH_LEN]) {
 /// queueing states; bytes past the loaded length are zero, which every state ignores.
 #[inline(always)]
 pub fn run_dfa(
-    table: &[u16; dfa::TABLE_LEN],
+    table: &[u16; dfa::LARGE_TABLE_LEN],
     buf: &[u8; SCRATCH_LEN],
     mut state: u8,
     mut acc: u64,
 ) -> (u8, u64) {
     let mut i = 0;
     while i < SCRATCH_LEN {
-        (state, acc) = dfa::step(table, state, acc, buf[i]);
+        (state, acc) = dfa::step_large(table, state, acc, buf[i]);
         i += 1;
     }
     (state, acc)
+}
+
+/// [`run_dfa`] for a flag automaton (`dfa::headers`).
+#[inline(always)]
+pub fn run_flags(
+    table: &[u16; dfa::TABLE_LEN],
+    buf: &[u8; SCRATCH_LEN],
+    mut state: u8,
+    mut flags: u8,
+) -> (u8, u8) {
+    let mut i = 0;
+    while i < SCRATCH_LEN {
+        (state, flags) = dfa::step_flags(table, state, flags, buf[i]);
+        i += 1;
+    }
+    (state, flags)
 }

@@ -51,6 +51,11 @@ pub struct RunArgs {
     #[arg(long = "metadata-endpoint", env = "CREDWATCH_METADATA_ENDPOINTS", value_delimiter = ',')]
     pub metadata_endpoints: Vec<EndpointSpec>,
 
+    /// A metadata request with no response status line after this many seconds is counted with
+    /// code="no_response" (as is one whose connection ends first).
+    #[arg(long, env = "CREDWATCH_METADATA_TIMEOUT", default_value_t = 10)]
+    pub metadata_timeout: u64,
+
     /// Do not watch the real AWS endpoints (169.254.169.254, fd00:ec2::254, 169.254.170.2,
     /// 169.254.170.23, fd00:ec2::23, port 80); only those given with --metadata-endpoint.
     #[arg(long, env = "CREDWATCH_NO_DEFAULT_ENDPOINTS")]

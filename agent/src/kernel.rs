@@ -4,7 +4,7 @@
 use std::{fs::File, path::Path};
 
 use agent_common::{
-    EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA,
+    EndpointValue, Flow, PORT_FLAG_DNS, PORT_FLAG_METADATA,
     dns::{DnsStats, DnsStatsKey, DnsStatsSlot},
     names,
 };
@@ -68,6 +68,8 @@ pub struct Kernel {
     pub dns_events: RingBuf<MapData>,
     pub tcp_events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Metadata requests per socket, read for the ones left unanswered.
+    pub flows: HashMap<MapData, u64, Flow>,
     /// Answered DNS queries counted in the kernel, and queries waiting for an answer.
     pub dns_tables: DnsTables,
     /// Optional kernel features and whether this kernel has them.
@@ -84,14 +86,18 @@ pub struct Attachment {
 /// `credwatch_kernel_feature`).
 pub const FEATURE_ACCEPT_ATTRIBUTION: &str = "accept_attribution";
 
-/// `dns_all_names`: an event for every DNS answer (for `--dns-top-names`), not only NXDOMAIN.
-pub fn load_and_attach(
-    cgroup: &Path,
-    endpoints: &[EndpointSpec],
-    dns_ports: &[u16],
-    dns_all_names: bool,
-    dns_timeout: std::time::Duration,
-) -> Result<Kernel, KernelError> {
+/// What the kernel programs are told at load time.
+pub struct Settings<'a> {
+    pub endpoints: &'a [EndpointSpec],
+    pub dns_ports: &'a [u16],
+    /// An event for every DNS answer (for `--dns-top-names`), not only NXDOMAIN.
+    pub dns_all_names: bool,
+    pub dns_timeout: std::time::Duration,
+    pub metadata_timeout: std::time::Duration,
+}
+
+pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, KernelError> {
+    let Settings { endpoints, dns_ports, dns_all_names, dns_timeout, metadata_timeout } = *settings;
     raise_memlock_limit();
     // Every program is loaded before any is attached, so that a fallback load starts clean.
     let mut features = vec![(FEATURE_ACCEPT_ATTRIBUTION, true)];
@@ -117,15 +123,17 @@ pub fn load_and_attach(
     let dns_events = typed_map(&mut ebpf, names::MAP_DNS_EVENTS)?;
     let tcp_events = typed_map(&mut ebpf, names::MAP_TCP_EVENTS)?;
     let counters = typed_map(&mut ebpf, names::MAP_COUNTERS)?;
+    let flows = typed_map(&mut ebpf, names::MAP_FLOWS)?;
     let dns_stats: HashMap<_, DnsStatsKey, DnsStats> = typed_map(&mut ebpf, names::MAP_DNS_STATS)?;
     let dns_stats_cpu: PerCpuArray<_, DnsStatsSlot> =
         typed_map(&mut ebpf, names::MAP_DNS_STATS_CPU)?;
     let dns_pending = pending_table(&mut ebpf)?;
     let mut config: Array<_, u32> = typed_map(&mut ebpf, names::MAP_CONFIG)?;
-    let timeout_ms = u32::try_from(dns_timeout.as_millis()).unwrap_or(u32::MAX);
+    let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     for (index, value) in [
         (names::config::DNS_ALL_NAMES, u32::from(dns_all_names)),
-        (names::config::DNS_TIMEOUT_MS, timeout_ms),
+        (names::config::DNS_TIMEOUT_MS, ms(dns_timeout)),
+        (names::config::METADATA_TIMEOUT_MS, ms(metadata_timeout)),
     ] {
         config
             .set(index, &value, 0)
@@ -163,6 +171,7 @@ pub fn load_and_attach(
         dns_events,
         tcp_events,
         counters,
+        flows,
         dns_tables,
         features,
     })

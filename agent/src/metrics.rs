@@ -305,7 +305,7 @@ impl Metrics {
         };
         r.register(
             "credwatch_metadata_requests",
-            "Requests to metadata/credential endpoints, by HTTP status of the response",
+            "Requests to metadata/credential endpoints, by HTTP status of the response (code=\"no_response\": none came)",
             m.requests.clone(),
         );
         r.register(
@@ -418,6 +418,8 @@ const REJECTS: &[(u32, &str)] = &[
     (counter::REJECT_BAD_TIMESTAMP, "bad_timestamp"),
     (counter::REJECT_OUT_OF_ORDER, "out_of_order"),
     (counter::REJECT_SCAN_LIMIT, "scan_limit"),
+    (counter::REJECT_PIPELINED, "pipelined"),
+    (counter::REJECT_LATE_RESPONSE, "late_response"),
 ];
 
 #[derive(Debug)]

@@ -21,6 +21,7 @@ use crate::{
         detector::{Detector, FlagChange, Rule},
         event::{self, Observation, What},
         expiration::{self, Clock},
+        unanswered::Unanswered,
     },
     metrics::{
         CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels,
@@ -53,6 +54,8 @@ const STORM: &str = "credential_refresh_storm";
 const TCP_CONNECTS: &str = "tcp_connects";
 const TCP_DURATION: &str = "tcp_connect_duration";
 const TCP_ACCEPTS: &str = "tcp_accepts";
+/// The `code` of a metadata request that got no response status line.
+pub const NO_RESPONSE: &str = "no_response";
 
 pub struct Pipeline {
     resolver: Resolver,
@@ -64,6 +67,7 @@ pub struct Pipeline {
     series: SeriesRegistry,
     attribution: AttributionMetrics,
     pod_events: Option<mpsc::Receiver<PodEvent>>,
+    unanswered: Option<Unanswered>,
 }
 
 impl Pipeline {
@@ -84,7 +88,14 @@ impl Pipeline {
             series: SeriesRegistry::new(Duration::from_secs(120)),
             attribution: AttributionMetrics::default(),
             pod_events: None,
+            unanswered: None,
         }
+    }
+
+    /// Counts the requests the kernel's flow table shows unanswered past the timeout.
+    pub fn with_unanswered(mut self, unanswered: Unanswered) -> Self {
+        self.unanswered = Some(unanswered);
+        self
     }
 
     /// Series lifecycle and Kubernetes metadata: series of a workload no longer in use are
@@ -189,6 +200,15 @@ impl Pipeline {
                     self.apply(change);
                 }
             }
+            What::NoResponse { imdsv1 } => {
+                // Counted, but not timed: there is no response to time.
+                let code = NO_RESPONSE.to_string();
+                let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
+                self.series.get_or_create(REQUESTS, &self.metrics.requests, &labels).inc();
+                if imdsv1 {
+                    self.series.get_or_create(IMDSV1, &self.metrics.imdsv1, &workload).inc();
+                }
+            }
             What::Expiration { packed } => {
                 let Some(expires_at) = expiration::unix_seconds(packed) else {
                     self.metrics.userspace.bad_timestamp.fetch_add(1, Ordering::Relaxed);
@@ -257,6 +277,11 @@ impl Pipeline {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
+        if let Some(unanswered) = self.unanswered.as_mut() {
+            for o in unanswered.sweep(monotonic_ns()) {
+                self.observe(o);
+            }
+        }
         let (changes, forgotten) = self.detector.tick(now, FORGET_AFTER);
         for c in changes {
             self.apply(Some(c));

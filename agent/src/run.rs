@@ -15,7 +15,7 @@ use crate::{
     endpoints, harden, http,
     http::Ready,
     kernel,
-    metadata::detector::Rule,
+    metadata::{detector::Rule, unanswered::Unanswered},
     metrics::{FeatureLabels, KernelCounters, Metrics, ProgramLabels},
     pipeline::Pipeline,
     pods::{self, AttributionMetrics},
@@ -60,22 +60,24 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         anyhow::bail!("--dns-port 0 is not a port");
     }
     let dns_timeout = Duration::from_secs(args.dns.dns_timeout.max(1));
+    let metadata_timeout = Duration::from_secs(args.metadata_timeout.max(1));
+    let settings = kernel::Settings {
+        endpoints: &endpoints,
+        dns_ports: &args.dns.dns_ports,
+        dns_all_names: args.dns.dns_top_names > 0,
+        dns_timeout,
+        metadata_timeout,
+    };
     let kernel::Kernel {
         attachment,
         events,
         dns_events,
         tcp_events,
         counters,
+        flows,
         dns_tables,
         features,
-    } = kernel::load_and_attach(
-        &attach_to,
-        &endpoints,
-        &args.dns.dns_ports,
-        args.dns.dns_top_names > 0,
-        dns_timeout,
-    )
-    .context(
+    } = kernel::load_and_attach(&attach_to, &settings).context(
         "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
                  CAP_NET_ADMIN; see docs/deploy.md)",
     )?;
@@ -112,7 +114,8 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     };
     let pipeline =
         Pipeline::new(resolver, Rule::from(&args.detector), dns, classifier, metrics.clone())
-            .with_attribution(grace, attribution, pod_events);
+            .with_attribution(grace, attribution, pod_events)
+            .with_unanswered(Unanswered::new(flows, metadata_timeout));
 
     let ready: Ready = Arc::default();
     let server =

@@ -17,10 +17,17 @@ pub const PROG_EMPTY_SKB: &str = "cw_bench_empty";
 pub const PROG_EMPTY_CONNECT4: &str = "cw_bench_empty_connect4";
 pub const PROG_EMPTY_CONNECT6: &str = "cw_bench_empty_connect6";
 pub const PROG_EMPTY_SOCK_OPS: &str = "cw_bench_empty_sock_ops";
+/// For tests: a connect4 program that rewrites one destination (`redirect`).
+pub const PROG_REDIRECT_CONNECT4: &str = "cw_test_redirect_connect4";
 /// Every program of the object (the test below checks it holds exactly these).
 #[cfg(test)]
-pub const PROGRAMS: &[&str] =
-    &[PROG_EMPTY_SKB, PROG_EMPTY_CONNECT4, PROG_EMPTY_CONNECT6, PROG_EMPTY_SOCK_OPS];
+pub const PROGRAMS: &[&str] = &[
+    PROG_EMPTY_SKB,
+    PROG_EMPTY_CONNECT4,
+    PROG_EMPTY_CONNECT6,
+    PROG_EMPTY_SOCK_OPS,
+    PROG_REDIRECT_CONNECT4,
+];
 
 /// Attaches the empty `cgroup_skb` program both ways to `cgroup` (with `all_hooks`, the empty
 /// connect4, connect6 and sock_ops programs too), prints `ready`, waits for SIGTERM or SIGINT and
@@ -63,6 +70,48 @@ pub fn run(cgroup: &Path, all_hooks: bool) -> Result<String, String> {
     drop(ebpf);
     let names: Vec<String> = attached.iter().map(|n| format!("{n:?}")).collect();
     Ok(format!(r#"{{"op":"baseline","attached":[{}],"signal":{signal}}}"#, names.join(",")))
+}
+
+/// `redirect`: attaches the test program that rewrites IPv4 connects to `from` into `to` (as
+/// Cilium's socket-level load balancing does) to `cgroup`, prints `ready`, waits for SIGTERM or
+/// SIGINT and detaches. Refuses a cgroup v2 root, like `run`.
+pub fn redirect(
+    cgroup: &Path,
+    from: std::net::SocketAddrV4,
+    to: std::net::SocketAddrV4,
+) -> Result<String, String> {
+    if is_cgroup2_root(cgroup) {
+        return Err(format!("{} is a cgroup v2 root; refusing", cgroup.display()));
+    }
+    // Test addresses only (loopback, TEST-NET-1): nothing may be sent to a real one.
+    for a in [&from, &to] {
+        let [a0, a1, a2, _] = a.ip().octets();
+        if !(a.ip().is_loopback() || (a0, a1, a2) == (192, 0, 2)) {
+            return Err(format!("{a}: only loopback or 192.0.2.0/24 addresses"));
+        }
+    }
+    let signals = block_stop_signals()?;
+    raise_memlock_limit();
+    // bpf_sock_addr holds both in network order (the port in the low 16 bits).
+    let addr = |a: &std::net::SocketAddrV4| u32::from_ne_bytes(a.ip().octets());
+    let port = |a: &std::net::SocketAddrV4| u32::from(u16::from_ne_bytes(a.port().to_be_bytes()));
+    let mut ebpf = aya::EbpfLoader::new()
+        .override_global("CW_REDIRECT_FROM_ADDR", &addr(&from), true)
+        .override_global("CW_REDIRECT_FROM_PORT", &port(&from), true)
+        .override_global("CW_REDIRECT_TO_ADDR", &addr(&to), true)
+        .override_global("CW_REDIRECT_TO_PORT", &port(&to), true)
+        .load(OBJECT)
+        .map_err(|e| format!("loading the redirect program: {e}"))?;
+    let cgroup_fd =
+        File::open(cgroup).map_err(|e| format!("opening cgroup {}: {e}", cgroup.display()))?;
+    let name = PROG_REDIRECT_CONNECT4;
+    let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+    prog.load().map_err(|e| format!("{name}: {e}"))?;
+    prog.attach(&cgroup_fd, CgroupAttachMode::default()).map_err(|e| format!("{name}: {e}"))?;
+    println!("ready");
+    let signal = wait(&signals)?;
+    drop(ebpf);
+    Ok(format!(r#"{{"op":"redirect","from":"{from}","to":"{to}","signal":{signal}}}"#))
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>

@@ -16,10 +16,15 @@
 //! credwatch-loadgen baseline --cgroup-path DIR [--all-hooks]
 //!     ready                  (once attached; then SIGTERM or SIGINT detaches and it ends with)
 //!     {"op":"baseline","attached":[program…],"signal":N}
+//! credwatch-loadgen redirect --cgroup-path DIR --from ADDR:PORT --to ADDR:PORT
+//!     ready                  (then, at SIGTERM or SIGINT)
+//!     {"op":"redirect","from":…,"to":…,"signal":N}
 //! ```
 //!
 //! `baseline` sends nothing: it holds empty programs (unshipped-ebpf, built into this binary and
-//! never into `credwatch`) on a cgroup, the benchmarks' floor; see `baseline`.
+//! never into `credwatch`) on a cgroup, the benchmarks' floor; see `baseline`. `redirect` holds a
+//! test program there that rewrites IPv4 connects to one address into another, inside connect(),
+//! as Cilium's socket-level load balancing does (tests/scenarios/test_pod_traffic.py).
 //!
 //! `seconds` is wall-clock time of the measured part; `cpu_seconds` is this process's user +
 //! system time over the whole run (getrusage), softirq work done in its context included.
@@ -48,6 +53,7 @@ const USAGE: &str = "usage:
     (interleaved: turns of OP from each cgroup; instead of --count/--seconds; OP may also be
     tcp-bulk [--size CHUNK, default 65536]: one connection per cgroup, CHUNK-byte writes)
   credwatch-loadgen baseline --cgroup-path DIR [--all-hooks]
+  credwatch-loadgen redirect --cgroup-path DIR --from ADDR:PORT --to ADDR:PORT
     (empty programs on DIR, egress and ingress; --all-hooks: connect4, connect6 and sock_ops
     too; prints ready, holds them until SIGTERM or SIGINT; refuses a cgroup v2 root)
 Loopback addresses only. Prints one JSON line with the result.";
@@ -125,6 +131,11 @@ fn run(args: &[String]) -> Result<String, String> {
             opts.only(&["cgroup-path", "all-hooks"])?;
             let cgroup: PathBuf = opts.get("cgroup-path")?;
             return baseline::run(&cgroup, opts.value("all-hooks").is_some());
+        }
+        "redirect" => {
+            opts.only(&["cgroup-path", "from", "to"])?;
+            let cgroup: PathBuf = opts.get("cgroup-path")?;
+            return baseline::redirect(&cgroup, opts.get("from")?, opts.get("to")?);
         }
         "-h" | "--help" | "help" => return Ok(USAGE.into()),
         other => return Err(format!("unknown subcommand {other:?}\n{USAGE}")),

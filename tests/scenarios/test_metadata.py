@@ -136,6 +136,24 @@ def test_expiration_split_across_segments(pod, servers, agent, processes):
     assert metrics.bucket(LIFETIME, 900, **labels) == client["credentials"]
 
 
+def test_chunked_credential_document(pod, servers, agent, processes):
+    """Go servers send larger documents `Transfer-Encoding: chunked`: here a chunk boundary falls
+    inside the "Expiration" key and another inside its timestamp, each in its own segment."""
+    server = servers(CredentialServer, lifetime=900, chunked=True, split=True)
+    upstream = servers(ApiServer)
+    watcher = agent(server)
+
+    client = run_java(processes, pod, server, upstream, 5, imdsv2=True)
+    assert b"Transfer-Encoding: chunked" in server.exchanges()[-1][2]
+
+    labels = dict(pod.labels, endpoint="custom", role=ROLE)
+    wait_for_value(watcher, client["credentials"], FETCHES, **labels)
+    metrics = wait_for_value(watcher, client["credentials"], LIFETIME + "_count", **labels)
+    assert metrics.bucket(LIFETIME, 600, **labels) == 0
+    assert metrics.bucket(LIFETIME, 900, **labels) == client["credentials"]
+    assert metrics.value(REJECTS) == 0, metrics.describe("credwatch_parse_rejects")
+
+
 def test_latency_to_first_byte(pod, servers, agent, processes):
     server = servers(CredentialServer, lifetime=900, delay_ms=300)
     upstream = servers(ApiServer)
@@ -181,7 +199,7 @@ def test_secrets_never_leave_the_agent(pod, servers, agent, processes):
 BAD_INPUTS = {
     # reason: (server options, what the client sends)
     "not_http": ({}, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + os.urandom(64)),
-    "request_line_too_long": ({}, credentials_request("/latest/meta-data/" + "a" * 300)),
+    "request_line_too_long": ({}, credentials_request("/latest/meta-data/" + "a" * 600)),
     "no_expiration": ({"expiration": "missing"}, credentials_request()),
     "bad_timestamp": ({"expiration": "malformed"}, credentials_request()),
 }

@@ -37,6 +37,33 @@ pub fn cw_bench_empty_connect6(_ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
+/// Where `cw_test_redirect_connect4` sends connects to `CW_REDIRECT_FROM_*`: set at load time
+/// (`credwatch-loadgen redirect`), read volatile so that the built zeros are not folded in.
+/// Address and port in network order, as `bpf_sock_addr` holds them.
+#[unsafe(no_mangle)]
+static CW_REDIRECT_FROM_ADDR: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_REDIRECT_FROM_PORT: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_REDIRECT_TO_ADDR: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_REDIRECT_TO_PORT: u32 = 0;
+
+/// For tests only: rewrites the destination of an IPv4 connect() to FROM into TO inside the
+/// connect() call, before any packet exists, as Cilium's socket-level load balancing does (a
+/// LocalRedirectPolicy sending 169.254.169.254 to a node-local credential agent). Attached before
+/// credwatch's connect4, as Cilium's is, it shows what credwatch sees of such traffic.
+#[cgroup_sock_addr(connect4)]
+pub fn cw_test_redirect_connect4(ctx: SockAddrContext) -> i32 {
+    let read = |v: &u32| unsafe { core::ptr::read_volatile(v) };
+    let sa = unsafe { &mut *ctx.sock_addr };
+    if sa.user_ip4 == read(&CW_REDIRECT_FROM_ADDR) && sa.user_port == read(&CW_REDIRECT_FROM_PORT) {
+        sa.user_ip4 = read(&CW_REDIRECT_TO_ADDR);
+        sa.user_port = read(&CW_REDIRECT_TO_PORT);
+    }
+    ALLOW
+}
+
 /// Does nothing, at sock_ops (so the kernel makes only the callbacks it always makes).
 #[sock_ops]
 pub fn cw_bench_empty_sock_ops(_ctx: SockOpsContext) -> u32 {

@@ -199,12 +199,14 @@ fn test_steps(
         return Ok(());
     }
     steps.run("scenarios", "scenario tests (root, real kernel)", || {
-        cargo(&["build", "-p", "agent"])?;
+        // credwatch-loadgen too: tests/scenarios/test_pod_traffic.py attaches its test program.
+        cargo(&["build", "-p", "agent", "-p", "loadgen"])?;
         let mut cmd = Command::new(venv_tool(root, "pytest")?);
         // -rsx: say why anything was skipped (which fails the run unless skips are allowed).
         cmd.args(["tests/scenarios", "-q", "-rsx"])
             .args(pytest_args)
-            .env("CREDWATCH_BIN", root.join("target/debug/credwatch"));
+            .env("CREDWATCH_BIN", root.join("target/debug/credwatch"))
+            .env("CREDWATCH_LOADGEN", root.join("target/debug/credwatch-loadgen"));
         run(&mut cmd)
     })?;
     if selection {

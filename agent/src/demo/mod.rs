@@ -63,6 +63,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map(|p| EndpointSpec { addr: p.server, kind: EndpointKind::Imds })
             .collect(),
         no_default_endpoints: true,
+        metadata_timeout: 10,
         listen: args.listen,
         detector: DetectorArgs {
             storm_window: 120,

@@ -1,7 +1,7 @@
 //! Decoding `MetadataEvent`s from the ring buffer into what the metrics need.
 use agent_common::{
-    CredentialSource, EVENT_EXPIRATION, EVENT_RESPONSE, EndpointKind, FLAG_IMDSV2_TOKEN,
-    MetadataEvent, Method, ROLE_MAX, RequestKind,
+    CredentialSource, EVENT_EXPIRATION, EVENT_NO_RESPONSE, EVENT_RESPONSE, EndpointKind,
+    FLAG_IMDSV2_TOKEN, Flow, MetadataEvent, Method, ROLE_MAX, RequestKind,
 };
 
 /// A response to a metadata request, or a credential document's expiration.
@@ -26,6 +26,11 @@ pub enum What {
     },
     /// `YYYYMMDDhhmmss` as the kernel read it from the document.
     Expiration { packed: u64 },
+    /// No response status line: the connection ended first, or `--metadata-timeout` passed.
+    NoResponse {
+        /// A GET to an IMDS path without an IMDSv2 session token header.
+        imdsv1: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,22 +49,49 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
     // SAFETY: the length was checked; MetadataEvent is plain old data valid for any bits, and
     // read_unaligned makes no alignment assumption about the ring buffer slice.
     let ev: MetadataEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    observation(&ev)
+}
+
+/// The no-response observation of a request whose flow userspace found unanswered past the
+/// timeout (`now_ns`: monotonic nanoseconds, as the kernel's clock).
+pub fn unanswered(flow: &Flow, now_ns: u64) -> Observation {
+    let ev = MetadataEvent {
+        cgroup_id: flow.cgroup_id,
+        latency_ns: now_ns.saturating_sub(flow.request_ns),
+        expiration: 0,
+        ktime_ns: now_ns,
+        event: EVENT_NO_RESPONSE,
+        endpoint: flow.endpoint,
+        kind: flow.kind,
+        method: flow.method,
+        source: flow.source,
+        flags: flow.flags,
+        status: 0,
+        role_len: flow.role_len,
+        _pad: [0; 7],
+        role: flow.role,
+    };
+    observation(&ev).expect("a no-response event always decodes")
+}
+
+fn observation(ev: &MetadataEvent) -> Result<Observation, DecodeError> {
     let kind = RequestKind::from_u8(ev.kind);
     let endpoint = EndpointKind::from_u8(ev.endpoint);
     let what = match ev.event {
         EVENT_RESPONSE => What::Response {
             status: ev.status,
             latency_ns: ev.latency_ns,
-            imdsv1: is_imdsv1(&ev, kind, endpoint),
+            imdsv1: is_imdsv1(ev, kind, endpoint),
         },
         EVENT_EXPIRATION => What::Expiration { packed: ev.expiration },
+        EVENT_NO_RESPONSE => What::NoResponse { imdsv1: is_imdsv1(ev, kind, endpoint) },
         other => return Err(DecodeError::Type(other)),
     };
     Ok(Observation {
         cgroup_id: ev.cgroup_id,
         endpoint,
         kind,
-        role: role_label(&ev),
+        role: role_label(ev),
         ktime_ns: ev.ktime_ns,
         what,
     })
@@ -181,6 +213,38 @@ mod tests {
         .unwrap();
         assert_eq!(o.role, "pod-identity");
         assert_eq!(o.what, What::Expiration { packed: 20261128101500 });
+    }
+
+    #[test]
+    fn no_response_events_and_unanswered_flows() {
+        let b = raw(EVENT_NO_RESPONSE, RequestKind::Token, Method::Put, 0, CredentialSource::None);
+        let o = decode(&b).unwrap();
+        assert_eq!((o.kind, o.what), (RequestKind::Token, What::NoResponse { imdsv1: false }));
+        let flow = Flow {
+            cgroup_id: 7,
+            request_ns: 1_000,
+            response_ns: 0,
+            expiration: 0,
+            request_seq: 0,
+            request_next_seq: 0,
+            response_next_seq: 0,
+            status: 0,
+            phase: agent_common::PHASE_REQUEST_SENT,
+            endpoint: EndpointKind::Imds as u8,
+            kind: RequestKind::RoleList as u8,
+            method: Method::Get as u8,
+            source: 0,
+            flags: 0,
+            scan: 0,
+            role_len: 0,
+            header: 0,
+            _pad: [0; 1],
+            role: [0; ROLE_MAX],
+        };
+        let o = unanswered(&flow, 11_000);
+        assert_eq!(o.cgroup_id, 7);
+        assert_eq!((o.kind, o.ktime_ns), (RequestKind::RoleList, 11_000));
+        assert_eq!(o.what, What::NoResponse { imdsv1: true });
     }
 
     #[test]

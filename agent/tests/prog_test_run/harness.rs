@@ -110,6 +110,8 @@ pub fn counter_name(index: u32) -> &'static str {
         LOST_TCP_RINGBUF_FULL => "LOST_TCP_RINGBUF_FULL",
         LOST_TCP_TABLE => "LOST_TCP_TABLE",
         LOST_DNS_STATS_TABLE => "LOST_DNS_STATS_TABLE",
+        REJECT_PIPELINED => "REJECT_PIPELINED",
+        REJECT_LATE_RESPONSE => "REJECT_LATE_RESPONSE",
         _ => "unknown",
     }
 }
@@ -427,6 +429,7 @@ impl Kernel {
         self.fill_stats_cache(0, 0);
         self.set_all_names(false);
         self.set_dns_timeout_ms(0);
+        self.set_metadata_timeout_ms(0);
         self.set_stats_epoch(0);
     }
 
@@ -475,6 +478,21 @@ impl Kernel {
             }
         }
         out
+    }
+
+    /// `--metadata-timeout` as the kernel sees it (0: none, as before the agent sets it).
+    pub fn set_metadata_timeout_ms(&mut self, ms: u32) {
+        self.set_config(names::config::METADATA_TIMEOUT_MS, ms);
+    }
+
+    /// Makes the connection's request look `ns` older than it is.
+    pub fn age_flow(&mut self, ns: u64) {
+        let mut flows = self.flows_map();
+        let entries: Vec<(u64, Flow)> =
+            flows.iter().map(Result::unwrap).filter(|(k, _)| *k < FILLER_COOKIE).collect();
+        assert_eq!(entries.len(), 1, "one connection at a time");
+        let (key, flow) = entries[0];
+        flows.insert(&key, &Flow { request_ns: flow.request_ns - ns, ..flow }, 0).unwrap();
     }
 
     /// The DNS timeout the kernel applies to answers (0: none, as before the agent sets it).

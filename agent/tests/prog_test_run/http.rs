@@ -1,8 +1,8 @@
 //! Metadata HTTP through the real programs: requests on egress, responses on ingress.
 use agent_common::{
-    CredentialSource, EVENT_EXPIRATION, EVENT_RESPONSE, EndpointKind, FLAG_IMDSV2_TOKEN, Flow,
-    MetadataEvent, Method, PHASE_REQUEST_SENT, PHASE_RESPONDING, ROLE_MAX, RequestKind, counter,
-    dfa::expiration,
+    CredentialSource, EVENT_EXPIRATION, EVENT_RESPONSE, EndpointKind, FLAG_HEADERS_END,
+    FLAG_IMDSV2_TOKEN, Flow, MetadataEvent, Method, PHASE_REQUEST_SENT, PHASE_RESPONDING, ROLE_MAX,
+    RequestKind, counter, dfa::expiration,
 };
 
 use crate::{
@@ -68,7 +68,7 @@ fn assert_credentials_request(k: &mut Kernel, out: &Outcome, ip: Ip) {
     assert_eq!(flow.method, Method::Get as u8);
     assert_eq!(flow.source, CredentialSource::ImdsRole as u8);
     assert_eq!(flow.endpoint, endpoint(ip) as u8);
-    assert_eq!(flow.flags, FLAG_IMDSV2_TOKEN);
+    assert_eq!(flow.flags, FLAG_IMDSV2_TOKEN | FLAG_HEADERS_END);
     assert_eq!(flow.request_seq, REQUEST_SEQ);
     assert_eq!(flow.cgroup_id, k.cgroup_id);
     assert_eq!(flow.scan, 0);
@@ -84,7 +84,7 @@ fn assert_event(k: &Kernel, ev: &MetadataEvent, ip: Ip, event: u8, status: u16, 
     assert_eq!(ev.kind, RequestKind::Credentials as u8);
     assert_eq!(ev.method, Method::Get as u8);
     assert_eq!(ev.source, CredentialSource::ImdsRole as u8);
-    assert_eq!(ev.flags, FLAG_IMDSV2_TOKEN);
+    assert_eq!(ev.flags & !FLAG_HEADERS_END, FLAG_IMDSV2_TOKEN);
     assert_eq!(role(&ev.role, ev.role_len), ROLE.as_bytes());
     assert!(ev.role[ev.role_len as usize..].iter().all(|&b| b == 0), "role padding is zero");
     assert_eq!(ev._pad, [0; 7]);
@@ -225,8 +225,9 @@ fn three_segments_in_and_out_of_order() {
                 let after_gap = k.flow();
                 assert_eq!(after_gap.scan, expiration::FINISHED);
                 response(k, ip, i, &DOC[i..j])?.assert_nothing("late segment");
-                response_flags(k, ip, DOC.len(), TCP_FIN, b"")?.assert_nothing("FIN");
                 assert_same_flow(&after_gap, &k.flow());
+                response_flags(k, ip, DOC.len(), TCP_FIN, b"")?.assert_nothing("FIN");
+                assert!(k.flows().is_empty(), "the connection's flow goes with it");
                 Ok(())
             });
         }
@@ -248,7 +249,8 @@ fn second_half_first() {
 }
 
 /// A retransmitted request is counted and changes nothing; a later segment of the same request
-/// (long headers, a body) is not a new request.
+/// (the rest of its headers) is not a new request; a request sent after a complete one, before
+/// its response, is pipelining (counted, not matched to a response).
 #[test]
 fn retransmitted_and_continued_requests() {
     let Some(mut k) = kernel() else { return };
@@ -261,8 +263,21 @@ fn retransmitted_and_continued_requests() {
         assert_same_flow(&before, &k.flow());
         let next = REQUEST_SEQ + req.len() as u32;
         request(k, Ip::V4, next, b"GET /not/a/request/line HTTP/1.1\r\n\r\n")?
-            .assert_nothing("continuation");
+            .assert_only_counter(counter::REJECT_PIPELINED, "pipelined");
         assert_same_flow(&before, &k.flow());
+        Ok(())
+    });
+    k.case("continued header block", |k| {
+        let req = credentials_request("X-aws-ec2-metadata-token: t\r\n");
+        // Cut inside the token header's name: found across the two segments.
+        let cut = req.len() - 20;
+        request(k, Ip::V4, REQUEST_SEQ, &req[..cut])?.assert_nothing("first part");
+        assert_eq!(k.flow().flags, 0);
+        request(k, Ip::V4, REQUEST_SEQ + cut as u32, &req[cut..])?.assert_nothing("the rest");
+        let flow = k.flow();
+        assert_eq!(flow.flags, FLAG_IMDSV2_TOKEN | FLAG_HEADERS_END);
+        assert_eq!(flow.request_next_seq, REQUEST_SEQ + req.len() as u32);
+        assert_eq!(flow.request_seq, REQUEST_SEQ);
         Ok(())
     });
 }
@@ -354,7 +369,7 @@ fn request_kinds() {
             assert_eq!(flow.kind, kind as u8, "{line}");
             assert_eq!(flow.method, method as u8, "{line}");
             assert_eq!(flow.source, source as u8, "{line}");
-            assert_eq!(flow.flags, 0, "{line}");
+            assert_eq!(flow.flags, FLAG_HEADERS_END, "{line}");
             assert_eq!(role(&flow.role, flow.role_len), role_name.as_bytes(), "{line}");
             let scans = kind == RequestKind::Credentials;
             assert_eq!(flow.scan == 0, scans, "{line}: only credential documents are scanned");
@@ -398,8 +413,8 @@ fn malformed_requests() {
             counter::REJECT_REQUEST_LINE,
         ),
         (
-            "request line of 300".into(),
-            format!("GET /latest/meta-data/{} HTTP/1.1\r\n\r\n", "a".repeat(300)).into_bytes(),
+            "request line of 600".into(),
+            format!("GET /latest/meta-data/{} HTTP/1.1\r\n\r\n", "a".repeat(600)).into_bytes(),
             counter::REJECT_REQUEST_LINE,
         ),
         (

@@ -123,9 +123,12 @@ fn full_flow_table_makes_room_for_new_requests() {
     let filler_flow = Flow {
         cgroup_id: 1,
         request_ns: 1,
+        response_ns: 0,
         expiration: 0,
         request_seq: 0,
+        request_next_seq: 0,
         response_next_seq: 0,
+        status: 0,
         phase: PHASE_REQUEST_SENT,
         endpoint: 0,
         kind: 0,
@@ -134,7 +137,8 @@ fn full_flow_table_makes_room_for_new_requests() {
         flags: 0,
         scan: expiration::FINISHED,
         role_len: 0,
-        _pad: [0; 8],
+        header: 0,
+        _pad: [0; 1],
         role: [0; ROLE_MAX],
     };
     let request = b"GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\n\r\n";

@@ -8,6 +8,7 @@ mod harness;
 mod http;
 mod loss;
 mod packets;
+mod traffic;
 
 /// The verifier's work per program, against its 1,000,000-instruction limit: a change that eats
 /// the headroom fails here, with numbers, before it fails to load on a node. Kernels before 5.16
