@@ -217,6 +217,10 @@ impl CgroupIndex {
         self.paths.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
     /// Keeps only the ids `keep` accepts. Lookups by handle add one id at a time and walks are
     /// rare, so without this the index would remember every cgroup that ever spoke.
     pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {

@@ -1,22 +1,5 @@
-//! credwatch: wires the command line to the agent, the demo and the demo's client.
-mod cgroup;
-mod cli;
-mod demo;
-mod dns;
-mod endpoints;
-mod harden;
-mod http;
-mod kernel;
-mod memory;
-mod metadata;
-mod metrics;
-mod pipeline;
-mod pods;
-mod run;
-mod series;
-mod tcp;
-mod workload;
-
+//! credwatch: wires the command line to the agent library, the demo and the demo's client.
+use agent::{cli, demo, harden, run};
 use anyhow::Context as _;
 use clap::Parser as _;
 

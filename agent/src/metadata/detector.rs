@@ -104,7 +104,7 @@ impl<K: std::hash::Hash + Eq + Clone> Detector<K> {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tracks.len()
     }
 

@@ -1,0 +1,19 @@
+//! credwatch's userspace agent as a library: the `credwatch` binary (src/main.rs) is its command
+//! line, and the demo and the fuzz targets link it too.
+pub mod cgroup;
+pub mod cli;
+pub mod demo;
+pub mod dns;
+pub mod endpoints;
+pub mod harden;
+pub mod http;
+pub mod kernel;
+pub mod memory;
+pub mod metadata;
+pub mod metrics;
+pub mod pipeline;
+pub mod pods;
+pub mod run;
+pub mod series;
+pub mod tcp;
+pub mod workload;
