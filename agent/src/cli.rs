@@ -76,7 +76,7 @@ pub struct RunArgs {
 
     /// Kubernetes attribution and series lifecycle (docs/metrics.md#kubernetes-attribution).
     #[command(flatten)]
-    pub kubernetes: crate::pods::KubeArgs,
+    pub kubernetes: crate::attribution::pods::config::KubeArgs,
 }
 
 #[derive(Args, Debug, Clone, Default)]

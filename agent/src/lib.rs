@@ -1,6 +1,6 @@
 //! credwatch's userspace agent as a library: the `credwatch` binary (src/main.rs) is its command
 //! line, and the demo and the fuzz targets link it too.
-pub mod cgroup;
+pub mod attribution;
 pub mod cli;
 pub mod demo;
 pub mod dns;
@@ -12,8 +12,6 @@ pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod pipeline;
-pub mod pods;
 pub mod run;
 pub mod series;
 pub mod tcp;
-pub mod workload;

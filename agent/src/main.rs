@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging(level: &str) {
     env_logger::Builder::new()
-        // The Kubernetes client logs each failed request itself; crate::pods says the same once,
+        // The Kubernetes client logs each failed request itself; agent::attribution::pods says the same once,
         // with the retry delay. `--log-level info,kube_client=debug` brings them back.
         .filter_module("kube_client", log::LevelFilter::Off)
         .parse_filters(level)

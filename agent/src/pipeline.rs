@@ -13,6 +13,9 @@ use tokio::{
 };
 
 use crate::{
+    attribution::{
+        labels::Workload, metrics::AttributionMetrics, pods::cache::PodEvent, resolver::Resolver,
+    },
     dns::{
         self,
         observer::{DnsObserver, monotonic_ns},
@@ -27,10 +30,8 @@ use crate::{
         CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels,
         TcpDestinationLabels,
     },
-    pods::{AttributionMetrics, PodEvent},
     series::SeriesRegistry,
     tcp::{self, classify::Classifier, event::TcpObservation},
-    workload::{Resolver, Workload},
 };
 
 /// How often the metadata and TCP rings are read. Polling on a timer instead of waiting for each ring's wakeup
@@ -99,7 +100,7 @@ impl Pipeline {
     }
 
     /// Series lifecycle and Kubernetes metadata: series of a workload no longer in use are
-    /// removed after `grace`; `pod_events` (from crate::pods) relabel cgroups.
+    /// removed after `grace`; `pod_events` (from crate::attribution::pods) relabel cgroups.
     pub fn with_attribution(
         mut self,
         grace: Duration,

@@ -9,7 +9,12 @@ use anyhow::Context as _;
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 
 use crate::{
-    cgroup::{self, CgroupIndex},
+    attribution::{
+        cgroup::{self, CgroupIndex},
+        metrics::AttributionMetrics,
+        pods,
+        resolver::Resolver,
+    },
     cli::RunArgs,
     dns::observer::DnsObserver,
     endpoints, harden, http,
@@ -18,9 +23,7 @@ use crate::{
     metadata::{detector::Rule, unanswered::Unanswered},
     metrics::{FeatureLabels, KernelCounters, Metrics, ProgramLabels},
     pipeline::Pipeline,
-    pods::{self, AttributionMetrics},
     tcp::classify::Classifier,
-    workload::Resolver,
 };
 
 /// What an embedding caller (the demo) gets from a running agent.

@@ -17,11 +17,11 @@ use prometheus_client::{
 };
 
 use crate::{
+    attribution::labels::Workload,
     metrics::{
         CredentialLabels, DnsLabels, DnsNameLabels, DnsQtypeLabels, DurationLabels, RequestLabels,
         StormLabels, TcpConnectLabels, TcpDestinationLabels,
     },
-    workload::Workload,
 };
 
 /// A label set that belongs to one workload.

@@ -15,11 +15,11 @@ use anyhow::Context as _;
 use tokio::sync::{oneshot, watch};
 
 use crate::{
+    attribution::labels::Workload,
     cli::{DemoArgs, DetectorArgs, DnsArgs, RunArgs, TcpArgs},
     endpoints::EndpointSpec,
     metrics::{CredentialLabels, DnsLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels},
     run::{self, Hooks},
-    workload::Workload,
 };
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
@@ -78,7 +78,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             aws_api_cidrs: vec![format!("{}/32", api.ip()).parse()?],
         },
         // The demo's pods exist only as cgroups: label them by UID and container id.
-        kubernetes: crate::pods::KubeArgs::default(),
+        kubernetes: crate::attribution::pods::config::KubeArgs::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = watch::channel(false);

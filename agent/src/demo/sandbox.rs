@@ -11,10 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{
-    cgroup,
-    workload::{Workload, from_cgroup_path},
-};
+use crate::attribution::{cgroup, identify::from_cgroup_path, labels::Workload};
 
 pub struct Sandbox {
     root: PathBuf,

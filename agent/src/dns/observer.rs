@@ -16,9 +16,9 @@ use super::{
     tables::DnsTables,
 };
 use crate::{
+    attribution::{labels::Workload, resolver::Resolver},
     metrics::{DnsLabels, DnsNameLabels, DnsQtypeLabels, Metrics},
     series::SeriesRegistry,
-    workload::{Resolver, Workload},
 };
 
 /// How often a pod's resolv.conf is read again.

@@ -9,7 +9,7 @@ use std::{
 use k8s_openapi::api::{apps::v1::ReplicaSet, batch::v1::Job};
 use kube::{Api, Client};
 
-use super::meta::{Owner, controller, has_meaningful_parent};
+use crate::attribution::pods::meta::{Owner, controller, has_meaningful_parent};
 
 /// A resolved owner is trusted this long (owners of a ReplicaSet or Job never change in
 /// practice; expiry only bounds memory).

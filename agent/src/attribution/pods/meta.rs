@@ -5,7 +5,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
-use super::cache::PodMeta;
+use crate::attribution::pods::cache::PodMeta;
 
 /// An owner reference, reduced to what the workload label needs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

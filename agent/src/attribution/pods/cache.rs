@@ -6,7 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::workload::{CONTAINER_ID_SHOWN, Identity, Workload};
+use crate::attribution::{
+    identify::{CONTAINER_ID_SHOWN, Identity},
+    labels::Workload,
+};
 
 /// What the watch tells the pipeline.
 #[derive(Debug)]
@@ -25,7 +28,7 @@ pub struct PodMeta {
     pub uid: String,
     pub namespace: String,
     pub name: String,
-    /// `<Kind>/<name>` of the controller (see crate::pods::owner).
+    /// `<Kind>/<name>` of the controller (see crate::attribution::pods::owner).
     pub workload: String,
     /// (full container id, container name), from the current and last-terminated state of every
     /// container, init and ephemeral container in the pod's status.
@@ -188,7 +191,7 @@ impl PodCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::identify;
+    use crate::attribution::identify::identify;
 
     const UID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
     const CID: &str = "8e3d5c0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6";

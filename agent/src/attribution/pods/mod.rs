@@ -1,20 +1,22 @@
 //! Kubernetes attribution: one list+watch of the pods on this node (`spec.nodeName` field
 //! selector), reduced to [`PodMeta`] and sent to the event pipeline, which owns the
-//! [`PodCache`] (through crate::workload::Resolver) so no lock is shared with the hot path.
+//! [`cache::PodCache`] (through crate::attribution::resolver::Resolver) so no lock is shared with the hot path.
 //! Minimal RBAC: get/list/watch pods, get replicasets (apps) and jobs (batch).
-mod cache;
-mod config;
+pub mod cache;
+pub mod config;
 mod meta;
-mod metrics;
 mod owner;
 mod watch;
 
-#[cfg(test)]
-pub use cache::PodMeta;
-pub use cache::{Attribution, PodCache, PodEvent};
-pub use config::{ConfigError, KubeArgs, Mode};
-pub use metrics::AttributionMetrics;
 use tokio::{sync::mpsc, task::JoinHandle};
+
+use crate::attribution::{
+    metrics::AttributionMetrics,
+    pods::{
+        cache::PodEvent,
+        config::{ConfigError, KubeArgs, Mode},
+    },
+};
 
 /// Room for a burst of watch events (a relist sends one per pod).
 const QUEUE: usize = 1024;
@@ -51,7 +53,7 @@ pub async fn start(
     let client = match config::client(&source).await {
         Ok(c) => c,
         Err(e) if !strict => {
-            log::warn!("Kubernetes attribution off: {}", crate::pods::error_chain(&e));
+            log::warn!("Kubernetes attribution off: {}", error_chain(&e));
             return Ok(None);
         }
         Err(e) => return Err(e),

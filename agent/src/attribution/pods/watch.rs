@@ -17,11 +17,13 @@ use kube::{
 };
 use tokio::sync::{mpsc, watch};
 
-use super::{
-    PodEvent,
-    meta::{controller, pod_meta, workload_label},
+use crate::attribution::{
     metrics::AttributionMetrics,
-    owner::Owners,
+    pods::{
+        cache::PodEvent,
+        meta::{controller, pod_meta, workload_label},
+        owner::Owners,
+    },
 };
 
 /// Page size of the initial list (client-go's default).
