@@ -2,6 +2,7 @@
 //! line, and the demo and the fuzz targets link it too.
 pub mod attribution;
 pub mod cli;
+pub mod clock;
 pub mod demo;
 pub mod dns;
 pub mod endpoints;
@@ -12,6 +13,7 @@ pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod pipeline;
+pub mod record;
 pub mod run;
 pub mod series;
 pub mod tcp;

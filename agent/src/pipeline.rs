@@ -16,14 +16,12 @@ use crate::{
     attribution::{
         labels::Workload, metrics::AttributionMetrics, pods::cache::PodEvent, resolver::Resolver,
     },
-    dns::{
-        self,
-        observer::{DnsObserver, monotonic_ns},
-    },
+    clock::Clock,
+    dns::{self, observer::DnsObserver},
     metadata::{
         detector::{Detector, FlagChange, Rule},
         event::{self, Observation, What},
-        expiration::{self, Clock},
+        expiration,
         unanswered::Unanswered,
     },
     metrics::{
@@ -85,7 +83,7 @@ impl Pipeline {
             dns,
             classifier,
             metrics,
-            clock: Clock::now(),
+            clock: Clock::new(),
             series: SeriesRegistry::new(Duration::from_secs(120)),
             attribution: AttributionMetrics::default(),
             pod_events: None,
@@ -275,11 +273,9 @@ impl Pipeline {
     }
 
     fn tick(&mut self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let now = self.clock.unix_now();
         if let Some(unanswered) = self.unanswered.as_mut() {
-            for o in unanswered.sweep(monotonic_ns()) {
+            for o in unanswered.sweep(self.clock.monotonic_ns()) {
                 self.observe(o);
             }
         }
@@ -290,7 +286,12 @@ impl Pipeline {
         for key in forgotten {
             self.series.remove(STORM, &self.metrics.storm, &key);
         }
-        self.dns.tick(monotonic_ns(), &mut self.resolver, &self.metrics, &mut self.series);
+        self.dns.tick(
+            self.clock.monotonic_ns(),
+            &mut self.resolver,
+            &self.metrics,
+            &mut self.series,
+        );
         self.metrics.cgroups_known.set(self.resolver.known_cgroups() as i64);
     }
 }

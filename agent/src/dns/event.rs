@@ -1,6 +1,12 @@
 //! Decoding `DnsEvent`s and naming query types and response codes (bounded label values).
 use agent_common::dns::{DnsEvent, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED, NAME_BUF};
 
+use crate::record::{self, KernelRecord, RecordError};
+
+impl KernelRecord for DnsEvent {
+    const WHAT: &'static str = "DNS event";
+}
+
 /// An answered query the kernel sent by name (NXDOMAIN, or any with --dns-top-names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsAnswer {
@@ -15,25 +21,10 @@ pub struct DnsAnswer {
     pub name: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("DNS event of {0} bytes, expected {1}")]
-    Size(usize, usize),
-    #[error("unknown DNS event type {0}")]
-    Type(u8),
-    #[error("question name is not a valid wire-format name")]
-    Name,
-}
-
-pub fn decode(bytes: &[u8]) -> Result<DnsAnswer, DecodeError> {
-    let want = size_of::<DnsEvent>();
-    if bytes.len() < want {
-        return Err(DecodeError::Size(bytes.len(), want));
-    }
-    // SAFETY: length checked; DnsEvent is plain old data valid for any bit pattern.
-    let ev: DnsEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+pub fn decode(bytes: &[u8]) -> Result<DnsAnswer, RecordError> {
+    let ev: DnsEvent = record::read(bytes)?;
     if ev.event != EVENT_RESPONSE {
-        return Err(DecodeError::Type(ev.event));
+        return Err(RecordError::unknown_type::<DnsEvent>(ev.event));
     }
     let question = &ev.name[..usize::from(ev.name_len).min(NAME_BUF)];
     Ok(DnsAnswer {
@@ -44,7 +35,9 @@ pub fn decode(bytes: &[u8]) -> Result<DnsAnswer, DecodeError> {
         tcp: ev.flags & FLAG_TCP != 0,
         latency_ns: ev.latency_ns,
         ktime_ns: ev.ktime_ns,
-        name: name_from_question(question).ok_or(DecodeError::Name)?,
+        name: name_from_question(question).ok_or(RecordError::invalid::<DnsEvent>(
+            "question name is not a valid wire-format name",
+        ))?,
     })
 }
 
@@ -195,9 +188,7 @@ mod tests {
             _pad: [0; 6],
             name,
         };
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&ev as *const DnsEvent).cast::<u8>(), size_of::<DnsEvent>())
-        };
+        let bytes = &record::bytes_of(&ev);
         assert_eq!(
             decode(bytes),
             Ok(DnsAnswer {
@@ -211,6 +202,10 @@ mod tests {
                 name: "example.com".into(),
             })
         );
-        assert_eq!(decode(&bytes[..100]), Err(DecodeError::Size(100, size_of::<DnsEvent>())));
+        let want = size_of::<DnsEvent>();
+        assert_eq!(
+            decode(&bytes[..100]),
+            Err(RecordError::Size { what: "DNS event", got: 100, want })
+        );
     }
 }

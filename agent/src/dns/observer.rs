@@ -172,11 +172,3 @@ fn read_resolv_conf(cgroup_dir: &Path) -> Option<ResolvConf> {
         (text.len() <= 64 * 1024).then(|| resolvconf::parse(&String::from_utf8_lossy(&text)))
     })
 }
-
-/// Monotonic now, the clock the kernel stamps events with.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}

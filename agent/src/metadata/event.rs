@@ -4,6 +4,12 @@ use agent_common::{
     FLAG_IMDSV2_TOKEN, Flow, MetadataEvent, Method, ROLE_MAX, RequestKind,
 };
 
+use crate::record::{self, KernelRecord, RecordError};
+
+impl KernelRecord for MetadataEvent {
+    const WHAT: &'static str = "metadata event";
+}
+
 /// A response to a metadata request, or a credential document's expiration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -33,22 +39,8 @@ pub enum What {
     },
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("event of {0} bytes, expected {1}")]
-    Size(usize, usize),
-    #[error("unknown event type {0}")]
-    Type(u8),
-}
-
-pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
-    let want = size_of::<MetadataEvent>();
-    if bytes.len() < want {
-        return Err(DecodeError::Size(bytes.len(), want));
-    }
-    // SAFETY: the length was checked; MetadataEvent is plain old data valid for any bits, and
-    // read_unaligned makes no alignment assumption about the ring buffer slice.
-    let ev: MetadataEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+pub fn decode(bytes: &[u8]) -> Result<Observation, RecordError> {
+    let ev: MetadataEvent = record::read(bytes)?;
     observation(&ev)
 }
 
@@ -74,7 +66,7 @@ pub fn unanswered(flow: &Flow, now_ns: u64) -> Observation {
     observation(&ev).expect("a no-response event always decodes")
 }
 
-fn observation(ev: &MetadataEvent) -> Result<Observation, DecodeError> {
+fn observation(ev: &MetadataEvent) -> Result<Observation, RecordError> {
     let kind = RequestKind::from_u8(ev.kind);
     let endpoint = EndpointKind::from_u8(ev.endpoint);
     let what = match ev.event {
@@ -85,7 +77,7 @@ fn observation(ev: &MetadataEvent) -> Result<Observation, DecodeError> {
         },
         EVENT_EXPIRATION => What::Expiration { packed: ev.expiration },
         EVENT_NO_RESPONSE => What::NoResponse { imdsv1: is_imdsv1(ev, kind, endpoint) },
-        other => return Err(DecodeError::Type(other)),
+        other => return Err(RecordError::unknown_type::<MetadataEvent>(other)),
     };
     Ok(Observation {
         cgroup_id: ev.cgroup_id,
@@ -154,8 +146,7 @@ mod tests {
             _pad: [0; 7],
             role,
         };
-        let p = &ev as *const MetadataEvent as *const u8;
-        unsafe { std::slice::from_raw_parts(p, size_of::<MetadataEvent>()) }.to_vec()
+        record::bytes_of(&ev)
     }
 
     #[test]
@@ -249,9 +240,9 @@ mod tests {
 
     #[test]
     fn short_or_unknown_events_are_errors_not_panics() {
-        assert!(matches!(decode(&[0u8; 10]), Err(DecodeError::Size(10, _))));
+        assert!(matches!(decode(&[0u8; 10]), Err(RecordError::Size { got: 10, .. })));
         let mut b = raw(EVENT_RESPONSE, RequestKind::Token, Method::Put, 0, CredentialSource::None);
         b[32] = 99;
-        assert_eq!(decode(&b), Err(DecodeError::Type(99)));
+        assert_eq!(decode(&b), Err(RecordError::Type { what: "metadata event", kind: 99 }));
     }
 }

@@ -1,6 +1,6 @@
 //! The kernel sends an expiration as the decimal number `YYYYMMDDhhmmss` (UTC). This turns it
-//! into Unix time, rejecting impossible dates, and places kernel monotonic time on the wall
-//! clock so remaining lifetime is measured at the moment the response passed.
+//! into Unix time, rejecting impossible dates (crate::clock places the event itself on the wall
+//! clock, so remaining lifetime is measured at the moment the response passed).
 
 /// Unix seconds for a packed `YYYYMMDDhhmmss`, or None for an impossible date or time.
 pub fn unix_seconds(packed: u64) -> Option<i64> {
@@ -45,29 +45,6 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Converts CLOCK_MONOTONIC nanoseconds (what `bpf_ktime_get_ns` returns) to Unix seconds.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// realtime − monotonic, nanoseconds, read once at start.
-    offset_ns: i128,
-}
-
-impl Clock {
-    pub fn now() -> Self {
-        let ns = |clock| {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: clock_gettime writes into the timespec it is given.
-            unsafe { libc::clock_gettime(clock, &mut ts) };
-            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-        };
-        Self { offset_ns: ns(libc::CLOCK_REALTIME) - ns(libc::CLOCK_MONOTONIC) }
-    }
-
-    pub fn unix_seconds(&self, ktime_ns: u64) -> f64 {
-        (i128::from(ktime_ns) + self.offset_ns) as f64 / 1e9
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,18 +69,5 @@ mod tests {
         ] {
             assert_eq!(unix_seconds(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn clock_maps_monotonic_now_to_wall_now() {
-        let clock = Clock::now();
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let mono = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
-        assert!((clock.unix_seconds(mono) - wall).abs() < 1.0);
     }
 }

@@ -6,27 +6,20 @@ use agent_common::tcp::{
     TcpEvent,
 };
 
+use crate::record::{self, KernelRecord, RecordError};
+
+impl KernelRecord for TcpEvent {
+    const WHAT: &'static str = "TCP event";
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum TcpObservation {
     Connect { cgroup_id: u64, addr: IpAddr, port: u16, result: &'static str, latency_ns: u64 },
     Accept { cgroup_id: u64, port: u16 },
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("TCP event of {0} bytes, expected {1}")]
-    Size(usize, usize),
-    #[error("unknown TCP event type {0}")]
-    Type(u8),
-}
-
-pub fn decode(bytes: &[u8]) -> Result<TcpObservation, DecodeError> {
-    let want = size_of::<TcpEvent>();
-    if bytes.len() < want {
-        return Err(DecodeError::Size(bytes.len(), want));
-    }
-    // SAFETY: length checked; TcpEvent is plain old data valid for any bit pattern.
-    let ev: TcpEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+pub fn decode(bytes: &[u8]) -> Result<TcpObservation, RecordError> {
+    let ev: TcpEvent = record::read(bytes)?;
     match ev.event {
         EVENT_CONNECT => {
             let v6 = Ipv6Addr::from(ev.addr);
@@ -40,7 +33,7 @@ pub fn decode(bytes: &[u8]) -> Result<TcpObservation, DecodeError> {
             })
         }
         EVENT_ACCEPT => Ok(TcpObservation::Accept { cgroup_id: ev.cgroup_id, port: ev.port }),
-        other => Err(DecodeError::Type(other)),
+        other => Err(RecordError::unknown_type::<TcpEvent>(other)),
     }
 }
 
@@ -73,9 +66,7 @@ mod tests {
             result: RESULT_REFUSED,
             _pad: [0; 4],
         };
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&ev as *const TcpEvent).cast::<u8>(), size_of::<TcpEvent>())
-        };
+        let bytes = &record::bytes_of(&ev);
         assert_eq!(
             decode(bytes),
             Ok(TcpObservation::Connect {
@@ -86,6 +77,7 @@ mod tests {
                 latency_ns: 1000
             })
         );
-        assert_eq!(decode(&bytes[..8]), Err(DecodeError::Size(8, size_of::<TcpEvent>())));
+        let want = size_of::<TcpEvent>();
+        assert_eq!(decode(&bytes[..8]), Err(RecordError::Size { what: "TCP event", got: 8, want }));
     }
 }
