@@ -18,7 +18,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::attribution::labels::Workload;
+use crate::{
+    attribution::labels::Workload,
+    series::{Tracked, workload_labels},
+};
 
 pub const DURATION_BUCKETS: [f64; 13] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -95,6 +98,18 @@ pub struct TcpDestinationLabels {
     pub destination: &'static str,
 }
 
+workload_labels!(
+    RequestLabels,
+    DurationLabels,
+    CredentialLabels,
+    StormLabels,
+    TcpConnectLabels,
+    TcpDestinationLabels,
+    DnsLabels,
+    DnsQtypeLabels,
+    DnsNameLabels,
+);
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgramLabels {
     pub program: &'static str,
@@ -110,7 +125,7 @@ pub struct VersionLabels {
     pub version: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Tracked<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
@@ -178,84 +193,86 @@ fn tcp_histogram() -> Histogram {
 
 #[derive(Clone)]
 pub struct TcpMetrics {
-    pub connects: Family<TcpConnectLabels, Counter>,
+    pub connects: Tracked<TcpConnectLabels, Counter>,
     pub duration: HistogramFamily<TcpDestinationLabels>,
-    pub accepts: Family<Workload, Counter>,
+    pub accepts: Tracked<Workload, Counter>,
 }
 
 impl TcpMetrics {
     fn register(r: &mut Registry) -> Self {
-        let m = Self {
-            connects: Family::default(),
-            duration: Family::new_with_constructor(tcp_histogram),
-            accepts: Family::default(),
-        };
-        r.register(
-            "credwatch_tcp_connects",
-            "Outbound TCP connection attempts by destination class (as the application asked, before DNAT) and result",
-            m.connects.clone(),
-        );
-        r.register(
-            "credwatch_tcp_connect_duration_seconds",
-            "connect() to established, for connections that were established",
-            m.duration.clone(),
-        );
-        r.register("credwatch_tcp_accepts", "Inbound TCP connections accepted", m.accepts.clone());
-        m
+        Self {
+            connects: Tracked::register(
+                r,
+                "credwatch_tcp_connects",
+                "Outbound TCP connection attempts by destination class (as the application asked, before DNAT) and result",
+                Family::default(),
+            ),
+            duration: Tracked::register(
+                r,
+                "credwatch_tcp_connect_duration_seconds",
+                "connect() to established, for connections that were established",
+                Family::new_with_constructor(tcp_histogram),
+            ),
+            accepts: Tracked::register(
+                r,
+                "credwatch_tcp_accepts",
+                "Inbound TCP connections accepted",
+                Family::default(),
+            ),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct DnsMetrics {
-    pub requests: Family<DnsLabels, Counter>,
-    pub duration: Family<DnsQtypeLabels, KernelHistogram>,
-    pub expansion_queries: Family<Workload, Counter>,
-    pub expansion_seconds: Family<Workload, Counter<f64, AtomicU64>>,
-    pub truncated: Family<Workload, Counter>,
-    pub names: Family<DnsNameLabels, Counter>,
+    pub requests: Tracked<DnsLabels, Counter>,
+    pub duration: Tracked<DnsQtypeLabels, KernelHistogram>,
+    pub expansion_queries: Tracked<Workload, Counter>,
+    pub expansion_seconds: Tracked<Workload, Counter<f64, AtomicU64>>,
+    pub truncated: Tracked<Workload, Counter>,
+    pub names: Tracked<DnsNameLabels, Counter>,
 }
 
 impl DnsMetrics {
     fn register(r: &mut Registry) -> Self {
-        let m = Self {
-            requests: Family::default(),
-            duration: Family::default(),
-            expansion_queries: Family::default(),
-            expansion_seconds: Family::default(),
-            truncated: Family::default(),
-            names: Family::default(),
-        };
-        r.register(
-            "credwatch_dns_requests",
-            "DNS queries by type and response code (rcode=\"timeout\": no answer in time)",
-            m.requests.clone(),
-        );
-        r.register(
-            "credwatch_dns_request_duration_seconds",
-            "Time from a DNS query to its response, measured in the kernel",
-            m.duration.clone(),
-        );
-        r.register(
-            "credwatch_dns_search_expansion_queries",
-            "Queries sent only because of the search list (suffix tried, NXDOMAIN)",
-            m.expansion_queries.clone(),
-        );
-        r.register(
-            "credwatch_dns_search_expansion_seconds",
-            "Time spent waiting on search-list expansion queries",
-            m.expansion_seconds.clone(),
-        );
-        r.register(
-            "credwatch_dns_truncated_responses",
-            "UDP responses with the TC bit (the resolver retries over TCP)",
-            m.truncated.clone(),
-        );
-        r.register(
-            "credwatch_dns_name_queries",
-            "Queries per name, opt-in (--dns-top-names N): the first N names per pod, the rest as ~other",
-            m.names.clone(),
-        );
-        m
+        Self {
+            requests: Tracked::register(
+                r,
+                "credwatch_dns_requests",
+                "DNS queries by type and response code (rcode=\"timeout\": no answer in time)",
+                Family::default(),
+            ),
+            duration: Tracked::register(
+                r,
+                "credwatch_dns_request_duration_seconds",
+                "Time from a DNS query to its response, measured in the kernel",
+                Family::default(),
+            ),
+            expansion_queries: Tracked::register(
+                r,
+                "credwatch_dns_search_expansion_queries",
+                "Queries sent only because of the search list (suffix tried, NXDOMAIN)",
+                Family::default(),
+            ),
+            expansion_seconds: Tracked::register(
+                r,
+                "credwatch_dns_search_expansion_seconds",
+                "Time spent waiting on search-list expansion queries",
+                Family::default(),
+            ),
+            truncated: Tracked::register(
+                r,
+                "credwatch_dns_truncated_responses",
+                "UDP responses with the TC bit (the resolver retries over TCP)",
+                Family::default(),
+            ),
+            names: Tracked::register(
+                r,
+                "credwatch_dns_name_queries",
+                "Queries per name, opt-in (--dns-top-names N): the first N names per pod, the rest as ~other",
+                Family::default(),
+            ),
+        }
     }
 }
 
@@ -270,12 +287,12 @@ pub struct UserspaceCounters {
 
 #[derive(Clone)]
 pub struct Metrics {
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Tracked<RequestLabels, Counter>,
     pub duration: HistogramFamily<DurationLabels>,
-    pub imdsv1: Family<Workload, Counter>,
-    pub fetches: Family<CredentialLabels, Counter>,
+    pub imdsv1: Tracked<Workload, Counter>,
+    pub fetches: Tracked<CredentialLabels, Counter>,
     pub lifetime: HistogramFamily<CredentialLabels>,
-    pub storm: Family<StormLabels, Gauge>,
+    pub storm: Tracked<StormLabels, Gauge>,
     pub attached: Family<ProgramLabels, Gauge>,
     pub kernel_features: Family<FeatureLabels, Gauge>,
     pub cgroups_known: Gauge,
@@ -289,50 +306,52 @@ impl Metrics {
     /// given).
     pub fn new(kernel: Option<KernelCounters>) -> (Self, Registry) {
         let mut r = Registry::default();
+        let dns = DnsMetrics::register(&mut r);
+        let tcp = TcpMetrics::register(&mut r);
         let m = Self {
-            dns: DnsMetrics::register(&mut r),
-            tcp: TcpMetrics::register(&mut r),
-            requests: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-            imdsv1: Family::default(),
-            fetches: Family::default(),
-            lifetime: Family::new_with_constructor(lifetime_histogram),
-            storm: Family::default(),
+            dns,
+            tcp,
+            requests: Tracked::register(
+                &mut r,
+                "credwatch_metadata_requests",
+                "Requests to metadata/credential endpoints, by HTTP status of the response (code=\"no_response\": none came)",
+                Family::default(),
+            ),
+            duration: Tracked::register(
+                &mut r,
+                "credwatch_metadata_request_duration_seconds",
+                "Time from a metadata request to the first byte of its response",
+                Family::new_with_constructor(duration_histogram),
+            ),
+            imdsv1: Tracked::register(
+                &mut r,
+                "credwatch_metadata_imdsv1_requests",
+                "IMDS GET requests made without an IMDSv2 session token",
+                Family::default(),
+            ),
+            fetches: Tracked::register(
+                &mut r,
+                "credwatch_credential_fetches",
+                "Credential documents delivered (HTTP 200) to the workload",
+                Family::default(),
+            ),
+            lifetime: Tracked::register(
+                &mut r,
+                "credwatch_credential_remaining_lifetime_seconds",
+                "Time the delivered credentials had left (Expiration minus delivery time)",
+                Family::new_with_constructor(lifetime_histogram),
+            ),
+            storm: Tracked::register(
+                &mut r,
+                "credwatch_credential_refresh_storm",
+                "1 while the workload fetches credentials far more often than their lifetime requires",
+                Family::default(),
+            ),
             attached: Family::default(),
             kernel_features: Family::default(),
             cgroups_known: Gauge::default(),
             userspace: Arc::default(),
         };
-        r.register(
-            "credwatch_metadata_requests",
-            "Requests to metadata/credential endpoints, by HTTP status of the response (code=\"no_response\": none came)",
-            m.requests.clone(),
-        );
-        r.register(
-            "credwatch_metadata_request_duration_seconds",
-            "Time from a metadata request to the first byte of its response",
-            m.duration.clone(),
-        );
-        r.register(
-            "credwatch_metadata_imdsv1_requests",
-            "IMDS GET requests made without an IMDSv2 session token",
-            m.imdsv1.clone(),
-        );
-        r.register(
-            "credwatch_credential_fetches",
-            "Credential documents delivered (HTTP 200) to the workload",
-            m.fetches.clone(),
-        );
-        r.register(
-            "credwatch_credential_remaining_lifetime_seconds",
-            "Time the delivered credentials had left (Expiration minus delivery time)",
-            m.lifetime.clone(),
-        );
-        r.register(
-            "credwatch_credential_refresh_storm",
-            "1 while the workload fetches credentials far more often than their lifetime requires",
-            m.storm.clone(),
-        );
         r.register(
             "credwatch_program_attached",
             "1 for each kernel program attached",

@@ -43,16 +43,6 @@ const TICK: Duration = Duration::from_secs(1);
 /// A (workload, role) with no fetch for this long is forgotten and its storm series removed.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-/// Names under which per-workload series are recorded for removal (crate::series).
-const REQUESTS: &str = "metadata_requests";
-const DURATION: &str = "metadata_request_duration";
-const IMDSV1: &str = "metadata_imdsv1_requests";
-const FETCHES: &str = "credential_fetches";
-const LIFETIME: &str = "credential_remaining_lifetime";
-const STORM: &str = "credential_refresh_storm";
-const TCP_CONNECTS: &str = "tcp_connects";
-const TCP_DURATION: &str = "tcp_connect_duration";
-const TCP_ACCEPTS: &str = "tcp_accepts";
 /// The `code` of a metadata request that got no response status line.
 pub const NO_RESPONSE: &str = "no_response";
 
@@ -178,13 +168,13 @@ impl Pipeline {
             What::Response { status, latency_ns, imdsv1 } => {
                 let code = status.to_string();
                 let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
-                self.series.get_or_create(REQUESTS, &self.metrics.requests, &labels).inc();
+                self.series.get_or_create(&self.metrics.requests, &labels).inc();
                 let labels = DurationLabels { workload: workload.clone(), endpoint, kind };
                 self.series
-                    .get_or_create(DURATION, &self.metrics.duration, &labels)
+                    .get_or_create(&self.metrics.duration, &labels)
                     .observe(latency_ns as f64 / 1e9);
                 if imdsv1 {
-                    self.series.get_or_create(IMDSV1, &self.metrics.imdsv1, &workload).inc();
+                    self.series.get_or_create(&self.metrics.imdsv1, &workload).inc();
                 }
                 if o.kind == RequestKind::Credentials && status == 200 {
                     let labels = CredentialLabels {
@@ -192,7 +182,7 @@ impl Pipeline {
                         endpoint,
                         role: o.role.clone(),
                     };
-                    self.series.get_or_create(FETCHES, &self.metrics.fetches, &labels).inc();
+                    self.series.get_or_create(&self.metrics.fetches, &labels).inc();
                     let key = StormLabels { workload, role: o.role };
                     self.storm_key_seen(&key);
                     let change = self.detector.on_fetch(&key, now);
@@ -203,9 +193,9 @@ impl Pipeline {
                 // Counted, but not timed: there is no response to time.
                 let code = NO_RESPONSE.to_string();
                 let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
-                self.series.get_or_create(REQUESTS, &self.metrics.requests, &labels).inc();
+                self.series.get_or_create(&self.metrics.requests, &labels).inc();
                 if imdsv1 {
-                    self.series.get_or_create(IMDSV1, &self.metrics.imdsv1, &workload).inc();
+                    self.series.get_or_create(&self.metrics.imdsv1, &workload).inc();
                 }
             }
             What::Expiration { packed } => {
@@ -217,7 +207,7 @@ impl Pipeline {
                 let labels =
                     CredentialLabels { workload: workload.clone(), endpoint, role: o.role.clone() };
                 self.series
-                    .get_or_create(LIFETIME, &self.metrics.lifetime, &labels)
+                    .get_or_create(&self.metrics.lifetime, &labels)
                     .observe(expires_at - now);
                 let key = StormLabels { workload, role: o.role };
                 let change = self.detector.on_expiration(&key, now, expires_at);
@@ -232,24 +222,24 @@ impl Pipeline {
                 let workload = self.resolver.workload_or_fallback(cgroup_id);
                 let destination = self.classifier.classify(addr, port);
                 let labels = TcpConnectLabels { workload: workload.clone(), destination, result };
-                self.series.get_or_create(TCP_CONNECTS, &self.metrics.tcp.connects, &labels).inc();
+                self.series.get_or_create(&self.metrics.tcp.connects, &labels).inc();
                 if result == "established" {
                     let labels = TcpDestinationLabels { workload, destination };
                     self.series
-                        .get_or_create(TCP_DURATION, &self.metrics.tcp.duration, &labels)
+                        .get_or_create(&self.metrics.tcp.duration, &labels)
                         .observe(latency_ns as f64 / 1e9);
                 }
             }
             TcpObservation::Accept { cgroup_id, .. } => {
                 let workload = self.resolver.workload_or_fallback(cgroup_id);
-                self.series.get_or_create(TCP_ACCEPTS, &self.metrics.tcp.accepts, &workload).inc();
+                self.series.get_or_create(&self.metrics.tcp.accepts, &workload).inc();
             }
         }
     }
 
     /// A storm series exists (at 0) from a key's first fetch, so "no storm" is visible.
     fn storm_key_seen(&mut self, key: &StormLabels) {
-        let _ = self.series.get_or_create(STORM, &self.metrics.storm, key);
+        let _ = self.series.get_or_create(&self.metrics.storm, key);
     }
 
     fn apply(&mut self, change: Option<FlagChange<StormLabels>>) {
@@ -268,7 +258,7 @@ impl Pipeline {
                     key.role
                 );
             }
-            self.series.get_or_create(STORM, &self.metrics.storm, &key).set(i64::from(storm));
+            self.series.get_or_create(&self.metrics.storm, &key).set(i64::from(storm));
         }
     }
 
@@ -284,7 +274,7 @@ impl Pipeline {
             self.apply(Some(c));
         }
         for key in forgotten {
-            self.series.remove(STORM, &self.metrics.storm, &key);
+            self.series.remove(&self.metrics.storm, &key);
         }
         self.dns.tick(
             self.clock.monotonic_ns(),

@@ -141,26 +141,26 @@ fn print_summary(elapsed: Duration, pods: &[DemoPod], metrics: &Metrics) {
                     kind,
                     code: "200".into(),
                 };
-                metrics.requests.get(&labels).map(|c| c.get())
+                metrics.requests.family().get(&labels).map(|c| c.get())
             })
             .sum();
         let cred =
             CredentialLabels { workload: w.clone(), endpoint: "imds", role: server::ROLE.into() };
-        let fetches = metrics.fetches.get(&cred).map_or(0, |c| c.get());
+        let fetches = metrics.fetches.family().get(&cred).map_or(0, |c| c.get());
         let storm = StormLabels { workload: w.clone(), role: server::ROLE.into() };
-        let flagged = metrics.storm.get(&storm).is_some_and(|g| g.get() == 1);
+        let flagged = metrics.storm.family().get(&storm).is_some_and(|g| g.get() == 1);
         let api =
             TcpConnectLabels { workload: w.clone(), destination: "aws_api", result: "established" };
-        let api_calls = metrics.tcp.connects.get(&api).map_or(0, |c| c.get());
+        let api_calls = metrics.tcp.connects.family().get(&api).map_or(0, |c| c.get());
         let dns: u64 = ["A", "AAAA"]
             .into_iter()
             .flat_map(|qtype| ["NOERROR", "NXDOMAIN"].map(|rcode| (qtype, rcode)))
             .filter_map(|(qtype, rcode)| {
                 let labels = DnsLabels { workload: w.clone(), qtype, rcode };
-                metrics.dns.requests.get(&labels).map(|c| c.get())
+                metrics.dns.requests.family().get(&labels).map(|c| c.get())
             })
             .sum();
-        let extra = metrics.dns.expansion_queries.get(w).map_or(0, |c| c.get());
+        let extra = metrics.dns.expansion_queries.family().get(w).map_or(0, |c| c.get());
         println!(
             "  pod {} ({}): API calls {api_calls:>4} | metadata calls {calls:>4}, credential fetches {fetches:>4} {} | DNS queries {dns:>4}, {extra:>4} only for the search list",
             &w.pod[..8],

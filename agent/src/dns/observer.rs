@@ -23,14 +23,6 @@ use crate::{
 
 /// How often a pod's resolv.conf is read again.
 const RESOLV_CONF_TTL: Duration = Duration::from_secs(60);
-// Family names for the series registry (crate::series).
-const DNS_REQUESTS: &str = "dns_requests";
-const DNS_DURATION: &str = "dns_request_duration";
-const DNS_TRUNCATED: &str = "dns_truncated_responses";
-const DNS_EXPANSION: &str = "dns_search_expansion_queries";
-const DNS_EXPANSION_SECONDS: &str = "dns_search_expansion_seconds";
-const DNS_NAMES: &str = "dns_name_queries";
-
 /// Label for names past a pod's cap.
 pub const OTHER_NAMES: &str = "~other";
 
@@ -84,15 +76,15 @@ impl DnsObserver {
                 OTHER_NAMES.to_string()
             };
             let labels = DnsNameLabels { workload: workload.clone(), name: shown };
-            series.get_or_create(DNS_NAMES, &m.dns.names, &labels).inc();
+            series.get_or_create(&m.dns.names, &labels).inc();
         }
         // Answers other than NXDOMAIN (seen with --dns-top-names) still record their base, so
         // that the absolute query after a successful expansion is recognised.
         let expansion = self.is_expansion(a.cgroup_id, &a.name, resolver, now_unix);
         if a.rcode == RCODE_NXDOMAIN && expansion {
-            series.get_or_create(DNS_EXPANSION, &m.dns.expansion_queries, &workload).inc();
+            series.get_or_create(&m.dns.expansion_queries, &workload).inc();
             series
-                .get_or_create(DNS_EXPANSION_SECONDS, &m.dns.expansion_seconds, &workload)
+                .get_or_create(&m.dns.expansion_seconds, &workload)
                 .inc_by(a.latency_ns as f64 / 1e9);
         }
     }
@@ -131,7 +123,7 @@ impl DnsObserver {
             let workload: Workload = resolver.workload_or_fallback(q.cgroup_id);
             let labels =
                 DnsLabels { workload, qtype: event::qtype_label(q.qtype), rcode: "timeout" };
-            series.get_or_create(DNS_REQUESTS, &m.dns.requests, &labels).inc();
+            series.get_or_create(&m.dns.requests, &labels).inc();
         }
     }
 }
@@ -150,16 +142,14 @@ fn record_answers(
         if n > 0 {
             let rcode = event::rcode_label(slot as u8);
             let labels = DnsLabels { workload: workload.clone(), qtype, rcode };
-            series.get_or_create(DNS_REQUESTS, &m.dns.requests, &labels).inc_by(n);
+            series.get_or_create(&m.dns.requests, &labels).inc_by(n);
         }
     }
     if inc.truncated > 0 {
-        series.get_or_create(DNS_TRUNCATED, &m.dns.truncated, &workload).inc_by(inc.truncated);
+        series.get_or_create(&m.dns.truncated, &workload).inc_by(inc.truncated);
     }
     let labels = DnsQtypeLabels { workload, qtype };
-    series
-        .get_or_create(DNS_DURATION, &m.dns.duration, &labels)
-        .add(&inc.latency, inc.latency_sum_ns);
+    series.get_or_create(&m.dns.duration, &labels).add(&inc.latency, inc.latency_sum_ns);
 }
 
 /// The resolv.conf a process in the cgroup sees, through `/proc/<pid>/root` (its own mount
