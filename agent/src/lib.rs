@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod memory;
 pub mod metadata;
 pub mod metrics;
+pub mod observer;
 pub mod pipeline;
 pub mod record;
 pub mod run;

@@ -191,7 +191,7 @@ fn tcp_histogram() -> Histogram {
     Histogram::new(TCP_DURATION_BUCKETS)
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TcpMetrics {
     pub connects: Tracked<TcpConnectLabels, Counter>,
     pub duration: HistogramFamily<TcpDestinationLabels>,
@@ -223,7 +223,7 @@ impl TcpMetrics {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DnsMetrics {
     pub requests: Tracked<DnsLabels, Counter>,
     pub duration: Tracked<DnsQtypeLabels, KernelHistogram>,
@@ -285,7 +285,7 @@ pub struct UserspaceCounters {
     pub undecodable_event: AtomicU64,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     pub requests: Tracked<RequestLabels, Counter>,
     pub duration: HistogramFamily<DurationLabels>,

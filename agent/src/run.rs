@@ -16,14 +16,17 @@ use crate::{
         resolver::Resolver,
     },
     cli::RunArgs,
+    clock::Clock,
     dns::observer::DnsObserver,
     endpoints, harden, http,
     http::Ready,
     kernel,
-    metadata::{detector::Rule, unanswered::Unanswered},
+    metadata::{detector::Rule, observer::MetadataObserver, unanswered::Unanswered},
     metrics::{FeatureLabels, KernelCounters, Metrics, ProgramLabels},
-    pipeline::Pipeline,
-    tcp::classify::Classifier,
+    observer::{Context, Delivery, Feature},
+    pipeline::{Pipeline, PipelineGauges},
+    series::SeriesRegistry,
+    tcp::{classify::Classifier, observer::TcpObserver},
 };
 
 /// What an embedding caller (the demo) gets from a running agent.
@@ -108,22 +111,54 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     attribution.register(&mut registry, pod_watch.is_some());
     let (pod_events, pod_task) = pod_watch.map(|s| (s.events, s.task)).unzip();
     let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace);
-    let dns = DnsObserver::new(dns_timeout, args.dns.dns_top_names, dns_tables);
+    let dns =
+        DnsObserver::new(dns_timeout, args.dns.dns_top_names, dns_tables, metrics.dns.clone());
     let classifier = Classifier {
         metadata: endpoints.clone(),
         dns_ports: args.dns.dns_ports.clone(),
         cluster: args.tcp.cluster_cidrs.clone(),
         aws_api: args.tcp.aws_api_cidrs.clone(),
     };
-    let pipeline =
-        Pipeline::new(resolver, Rule::from(&args.detector), dns, classifier, metrics.clone())
-            .with_attribution(grace, attribution, pod_events)
-            .with_unanswered(Unanswered::new(flows, metadata_timeout));
+    let features = vec![
+        // DNS events (NXDOMAIN answers) are read as they come: the search-list analysis reads
+        // the pod's resolv.conf through one of its processes, and a short-lived resolver may be
+        // gone a poll later. They are few (the kernel counts everything else).
+        Feature {
+            name: "dns",
+            ring: dns_events,
+            delivery: Delivery::Woken,
+            observer: Box::new(dns),
+        },
+        Feature {
+            name: "tcp",
+            ring: tcp_events,
+            delivery: Delivery::Polled,
+            observer: Box::new(TcpObserver::new(classifier, metrics.tcp.clone())),
+        },
+        Feature {
+            name: "metadata",
+            ring: events,
+            delivery: Delivery::Polled,
+            observer: Box::new(MetadataObserver::new(
+                Rule::from(&args.detector),
+                Unanswered::new(flows, metadata_timeout),
+                metrics.clone(),
+            )),
+        },
+    ];
+    let cx = Context {
+        resolver,
+        series: SeriesRegistry::new(grace),
+        clock: Clock::new(),
+        rejects: metrics.userspace.clone(),
+    };
+    let gauges = PipelineGauges { cgroups_known: metrics.cgroups_known.clone(), attribution };
+    let pipeline = Pipeline::new(cx, features, gauges, pod_events);
 
     let ready: Ready = Arc::default();
     let server =
         tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), stop_rx.clone()));
-    let events = tokio::spawn(pipeline.run([events, dns_events, tcp_events], stop_rx.clone()));
+    let events = tokio::spawn(pipeline.run(stop_rx.clone()));
     ready.store(true, Ordering::Release);
     log::info!("ready: metrics on http://{listen}/metrics, observing {}", attach_to.display());
     if let Some(tx) = hooks.on_ready {

@@ -17,7 +17,9 @@ use super::{
 };
 use crate::{
     attribution::{labels::Workload, resolver::Resolver},
-    metrics::{DnsLabels, DnsNameLabels, DnsQtypeLabels, Metrics},
+    metrics::{DnsLabels, DnsMetrics, DnsNameLabels, DnsQtypeLabels},
+    observer::{Context, Observer},
+    record::RecordError,
     series::SeriesRegistry,
 };
 
@@ -36,6 +38,7 @@ struct PodDns {
 
 #[derive(Debug)]
 pub struct DnsObserver {
+    metrics: DnsMetrics,
     tables: DnsTables,
     timeout_ns: u64,
     pods: HashMap<u64, PodDns>,
@@ -43,29 +46,27 @@ pub struct DnsObserver {
 }
 
 impl DnsObserver {
-    pub fn new(timeout: Duration, top_names: usize, tables: DnsTables) -> Self {
-        Self { tables, timeout_ns: timeout.as_nanos() as u64, pods: HashMap::new(), top_names }
-    }
-
-    /// Drops what is kept per cgroup (resolv.conf, recent expansions, names seen) for the cgroups
-    /// `gone` says have gone; a cgroup that speaks again starts afresh.
-    pub fn forget(&mut self, gone: impl Fn(u64) -> bool) {
-        self.pods.retain(|&cgroup_id, _| !gone(cgroup_id));
-        if self.pods.capacity() > 4 * self.pods.len().max(64) {
-            self.pods.shrink_to_fit();
+    pub fn new(
+        timeout: Duration,
+        top_names: usize,
+        tables: DnsTables,
+        metrics: DnsMetrics,
+    ) -> Self {
+        Self {
+            metrics,
+            tables,
+            timeout_ns: timeout.as_nanos() as u64,
+            pods: HashMap::new(),
+            top_names,
         }
     }
 
     /// An answer the kernel sent by name: NXDOMAIN (search-list analysis), or any answer when
     /// names are counted. Counts, latency and truncation come from [`Self::tick`].
-    pub fn observe(
-        &mut self,
-        a: DnsAnswer,
-        resolver: &mut Resolver,
-        m: &Metrics,
-        series: &mut SeriesRegistry,
-        now_unix: f64,
-    ) {
+    fn observe(&mut self, a: DnsAnswer, cx: &mut Context) {
+        let now_unix = cx.clock.unix_seconds(a.ktime_ns);
+        let Context { resolver, series, .. } = cx;
+        let m = &self.metrics;
         let workload = resolver.workload_or_fallback(a.cgroup_id);
         if self.top_names > 0 {
             let pod = self.pods.entry(a.cgroup_id).or_default();
@@ -76,27 +77,26 @@ impl DnsObserver {
                 OTHER_NAMES.to_string()
             };
             let labels = DnsNameLabels { workload: workload.clone(), name: shown };
-            series.get_or_create(&m.dns.names, &labels).inc();
+            series.get_or_create(&m.names, &labels).inc();
         }
         // Answers other than NXDOMAIN (seen with --dns-top-names) still record their base, so
         // that the absolute query after a successful expansion is recognised.
-        let expansion = self.is_expansion(a.cgroup_id, &a.name, resolver, now_unix);
+        let expansion =
+            Self::is_expansion(&mut self.pods, a.cgroup_id, &a.name, resolver, now_unix);
         if a.rcode == RCODE_NXDOMAIN && expansion {
-            series.get_or_create(&m.dns.expansion_queries, &workload).inc();
-            series
-                .get_or_create(&m.dns.expansion_seconds, &workload)
-                .inc_by(a.latency_ns as f64 / 1e9);
+            series.get_or_create(&m.expansion_queries, &workload).inc();
+            series.get_or_create(&m.expansion_seconds, &workload).inc_by(a.latency_ns as f64 / 1e9);
         }
     }
 
     fn is_expansion(
-        &mut self,
+        pods: &mut HashMap<u64, PodDns>,
         cgroup_id: u64,
         name: &str,
         resolver: &mut Resolver,
         now: f64,
     ) -> bool {
-        let pod = self.pods.entry(cgroup_id).or_default();
+        let pod = pods.entry(cgroup_id).or_default();
         if pod.read_at.is_none_or(|t| t.elapsed() >= RESOLV_CONF_TTL) {
             pod.read_at = Some(Instant::now());
             if let Some(conf) = resolver.cgroup_dir(cgroup_id).and_then(|d| read_resolv_conf(&d)) {
@@ -106,24 +106,35 @@ impl DnsObserver {
         let Some(conf) = &pod.conf else { return false };
         pod.expansion.is_expansion(conf, name, now)
     }
+}
 
-    /// Once a second: the kernel's counts since the last tick, and queries that got no answer in
-    /// time, reported as `rcode="timeout"`.
-    pub fn tick(
-        &mut self,
-        now_ktime_ns: u64,
-        resolver: &mut Resolver,
-        m: &Metrics,
-        series: &mut SeriesRegistry,
-    ) {
+impl Observer for DnsObserver {
+    fn on_record(&mut self, record: &[u8], cx: &mut Context) -> Result<(), RecordError> {
+        self.observe(event::decode(record)?, cx);
+        Ok(())
+    }
+
+    /// The kernel's counts since the last tick, and queries that got no answer in time, reported
+    /// as `rcode="timeout"`.
+    fn tick(&mut self, cx: &mut Context) {
+        let m = &self.metrics;
         for (key, inc) in self.tables.read_increments() {
-            record_answers(&key, &inc, resolver, m, series);
+            record_answers(&key, &inc, &mut cx.resolver, m, &mut cx.series);
         }
-        for q in self.tables.take_timed_out(now_ktime_ns, self.timeout_ns) {
-            let workload: Workload = resolver.workload_or_fallback(q.cgroup_id);
+        for q in self.tables.take_timed_out(cx.clock.monotonic_ns(), self.timeout_ns) {
+            let workload: Workload = cx.resolver.workload_or_fallback(q.cgroup_id);
             let labels =
                 DnsLabels { workload, qtype: event::qtype_label(q.qtype), rcode: "timeout" };
-            series.get_or_create(&m.dns.requests, &labels).inc();
+            cx.series.get_or_create(&m.requests, &labels).inc();
+        }
+    }
+
+    /// What is kept per cgroup (resolv.conf, recent expansions, names seen) goes with the
+    /// cgroup; a cgroup that speaks again starts afresh.
+    fn sweep(&mut self, cx: &Context, _removed: &HashSet<Workload>) {
+        self.pods.retain(|&cgroup_id, _| cx.resolver.holds(cgroup_id));
+        if self.pods.capacity() > 4 * self.pods.len().max(64) {
+            self.pods.shrink_to_fit();
         }
     }
 }
@@ -133,7 +144,7 @@ fn record_answers(
     key: &DnsStatsKey,
     inc: &DnsStats,
     resolver: &mut Resolver,
-    m: &Metrics,
+    m: &DnsMetrics,
     series: &mut SeriesRegistry,
 ) {
     let workload = resolver.workload_or_fallback(key.cgroup_id);
@@ -142,14 +153,14 @@ fn record_answers(
         if n > 0 {
             let rcode = event::rcode_label(slot as u8);
             let labels = DnsLabels { workload: workload.clone(), qtype, rcode };
-            series.get_or_create(&m.dns.requests, &labels).inc_by(n);
+            series.get_or_create(&m.requests, &labels).inc_by(n);
         }
     }
     if inc.truncated > 0 {
-        series.get_or_create(&m.dns.truncated, &workload).inc_by(inc.truncated);
+        series.get_or_create(&m.truncated, &workload).inc_by(inc.truncated);
     }
     let labels = DnsQtypeLabels { workload, qtype };
-    series.get_or_create(&m.dns.duration, &labels).add(&inc.latency, inc.latency_sum_ns);
+    series.get_or_create(&m.duration, &labels).add(&inc.latency, inc.latency_sum_ns);
 }
 
 /// The resolv.conf a process in the cgroup sees, through `/proc/<pid>/root` (its own mount

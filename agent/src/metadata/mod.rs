@@ -3,4 +3,5 @@
 pub mod detector;
 pub mod event;
 pub mod expiration;
+pub mod observer;
 pub mod unanswered;

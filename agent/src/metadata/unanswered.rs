@@ -19,6 +19,12 @@ pub struct Unanswered {
     timeout: Duration,
 }
 
+impl std::fmt::Debug for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unanswered").field("timeout", &self.timeout).finish()
+    }
+}
+
 impl Unanswered {
     pub fn new(flows: HashMap<MapData, u64, Flow>, timeout: Duration) -> Self {
         Self { flows, timeout }

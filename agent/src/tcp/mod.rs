@@ -2,3 +2,4 @@
 //! destination the application asked for into a small, bounded set of classes.
 pub mod classify;
 pub mod event;
+pub mod observer;
