@@ -69,7 +69,7 @@ pub struct RunArgs {
     pub detector: DetectorArgs,
 
     #[command(flatten)]
-    pub dns: DnsArgs,
+    pub dns: crate::features::dns::args::DnsArgs,
 
     #[command(flatten)]
     pub tcp: TcpArgs,
@@ -89,34 +89,6 @@ pub struct TcpArgs {
     /// AWS API address range: connects there are labelled destination="aws_api" (repeatable).
     #[arg(long = "aws-api-cidr", env = "CREDWATCH_AWS_API_CIDRS", value_delimiter = ',')]
     pub aws_api_cidrs: Vec<crate::tcp::classify::Cidr>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DnsArgs {
-    /// DNS server port to watch, UDP and TCP (repeatable; in the environment comma-separated).
-    /// Queries to any address on it are observed.
-    #[arg(
-        long = "dns-port",
-        env = "CREDWATCH_DNS_PORTS",
-        value_delimiter = ',',
-        default_value = "53"
-    )]
-    pub dns_ports: Vec<u16>,
-
-    /// A query with no answer after this many seconds is counted with rcode="timeout".
-    #[arg(long, env = "CREDWATCH_DNS_TIMEOUT", default_value_t = 5)]
-    pub dns_timeout: u64,
-
-    /// Export query counts per name for the first N names each pod asks for (the rest as
-    /// "~other"). 0 (the default) exports no names. Series: at most N+1 per pod.
-    #[arg(long, env = "CREDWATCH_DNS_TOP_NAMES", default_value_t = 0)]
-    pub dns_top_names: usize,
-}
-
-impl Default for DnsArgs {
-    fn default() -> Self {
-        Self { dns_ports: vec![53], dns_timeout: 5, dns_top_names: 0 }
-    }
 }
 
 /// The storm rule (docs/metrics.md#credential-refresh-storm): within `window`, at least

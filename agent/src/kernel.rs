@@ -15,8 +15,8 @@ use aya::{
 };
 
 use crate::{
-    dns::{pending::PendingTable, tables::DnsTables},
     endpoints::EndpointSpec,
+    features::dns::{pending::PendingTable, tables::DnsTables},
 };
 
 /// The kernel object built by agent/build.rs.

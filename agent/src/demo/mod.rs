@@ -16,9 +16,10 @@ use tokio::sync::{oneshot, watch};
 
 use crate::{
     attribution::labels::Workload,
-    cli::{DemoArgs, DetectorArgs, DnsArgs, RunArgs, TcpArgs},
+    cli::{DemoArgs, DetectorArgs, RunArgs, TcpArgs},
     endpoints::EndpointSpec,
-    metrics::{CredentialLabels, DnsLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels},
+    features::dns::{args::DnsArgs, metrics::DnsLabels},
+    metrics::{CredentialLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels},
     run::{self, Hooks},
 };
 

@@ -10,14 +10,14 @@ use std::{
 use agent_common::dns::{DnsStats, DnsStatsKey};
 
 use super::{
-    event::{self, DnsAnswer, RCODE_NXDOMAIN},
     expansion::Expansion,
+    metrics::{DnsLabels, DnsMetrics, DnsNameLabels, DnsQtypeLabels},
+    record::{self, DnsAnswer, RCODE_NXDOMAIN},
     resolvconf::{self, ResolvConf},
     tables::DnsTables,
 };
 use crate::{
     attribution::{labels::Workload, resolver::Resolver},
-    metrics::{DnsLabels, DnsMetrics, DnsNameLabels, DnsQtypeLabels},
     observer::{Context, Observer},
     record::RecordError,
     series::SeriesRegistry,
@@ -109,8 +109,8 @@ impl DnsObserver {
 }
 
 impl Observer for DnsObserver {
-    fn on_record(&mut self, record: &[u8], cx: &mut Context) -> Result<(), RecordError> {
-        self.observe(event::decode(record)?, cx);
+    fn on_record(&mut self, bytes: &[u8], cx: &mut Context) -> Result<(), RecordError> {
+        self.observe(record::decode(bytes)?, cx);
         Ok(())
     }
 
@@ -124,7 +124,7 @@ impl Observer for DnsObserver {
         for q in self.tables.take_timed_out(cx.clock.monotonic_ns(), self.timeout_ns) {
             let workload: Workload = cx.resolver.workload_or_fallback(q.cgroup_id);
             let labels =
-                DnsLabels { workload, qtype: event::qtype_label(q.qtype), rcode: "timeout" };
+                DnsLabels { workload, qtype: record::qtype_label(q.qtype), rcode: "timeout" };
             cx.series.get_or_create(&m.requests, &labels).inc();
         }
     }
@@ -148,10 +148,10 @@ fn record_answers(
     series: &mut SeriesRegistry,
 ) {
     let workload = resolver.workload_or_fallback(key.cgroup_id);
-    let qtype = event::qtype_label(key.qtype);
+    let qtype = record::qtype_label(key.qtype);
     for (slot, &n) in inc.responses.iter().enumerate() {
         if n > 0 {
-            let rcode = event::rcode_label(slot as u8);
+            let rcode = record::rcode_label(slot as u8);
             let labels = DnsLabels { workload: workload.clone(), qtype, rcode };
             series.get_or_create(&m.requests, &labels).inc_by(n);
         }
