@@ -72,23 +72,11 @@ pub struct RunArgs {
     pub dns: crate::features::dns::args::DnsArgs,
 
     #[command(flatten)]
-    pub tcp: TcpArgs,
+    pub tcp: crate::features::tcp::args::TcpArgs,
 
     /// Kubernetes attribution and series lifecycle (docs/metrics.md#kubernetes-attribution).
     #[command(flatten)]
     pub kubernetes: crate::attribution::pods::config::KubeArgs,
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct TcpArgs {
-    /// Pod and service address range: connects there are labelled destination="cluster"
-    /// (repeatable; in the environment comma-separated).
-    #[arg(long = "cluster-cidr", env = "CREDWATCH_CLUSTER_CIDRS", value_delimiter = ',')]
-    pub cluster_cidrs: Vec<crate::tcp::classify::Cidr>,
-
-    /// AWS API address range: connects there are labelled destination="aws_api" (repeatable).
-    #[arg(long = "aws-api-cidr", env = "CREDWATCH_AWS_API_CIDRS", value_delimiter = ',')]
-    pub aws_api_cidrs: Vec<crate::tcp::classify::Cidr>,
 }
 
 /// The storm rule (docs/metrics.md#credential-refresh-storm): within `window`, at least

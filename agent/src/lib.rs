@@ -17,4 +17,3 @@ pub mod pipeline;
 pub mod record;
 pub mod run;
 pub mod series;
-pub mod tcp;

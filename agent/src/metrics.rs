@@ -20,8 +20,8 @@ use prometheus_client::{
 
 use crate::{
     attribution::labels::Workload,
-    features::dns::metrics::DnsMetrics,
-    series::{Tracked, workload_labels},
+    features::{dns::metrics::DnsMetrics, tcp::metrics::TcpMetrics},
+    series::{Tracked, TrackedHistogram, workload_labels},
 };
 
 pub const DURATION_BUCKETS: [f64; 13] =
@@ -62,29 +62,7 @@ pub struct StormLabels {
     pub role: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TcpConnectLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub destination: &'static str,
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TcpDestinationLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub destination: &'static str,
-}
-
-workload_labels!(
-    RequestLabels,
-    DurationLabels,
-    CredentialLabels,
-    StormLabels,
-    TcpConnectLabels,
-    TcpDestinationLabels,
-);
+workload_labels!(RequestLabels, DurationLabels, CredentialLabels, StormLabels,);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgramLabels {
@@ -101,54 +79,12 @@ pub struct VersionLabels {
     pub version: &'static str,
 }
 
-type HistogramFamily<L> = Tracked<L, Histogram, fn() -> Histogram>;
-
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 fn lifetime_histogram() -> Histogram {
     Histogram::new(LIFETIME_BUCKETS)
 }
-/// Loopback connects take tens of microseconds; cross-zone ones milliseconds; SYN retries seconds.
-pub const TCP_DURATION_BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 3.0, 10.0];
-
-fn tcp_histogram() -> Histogram {
-    Histogram::new(TCP_DURATION_BUCKETS)
-}
-
-#[derive(Clone, Debug)]
-pub struct TcpMetrics {
-    pub connects: Tracked<TcpConnectLabels, Counter>,
-    pub duration: HistogramFamily<TcpDestinationLabels>,
-    pub accepts: Tracked<Workload, Counter>,
-}
-
-impl TcpMetrics {
-    fn register(r: &mut Registry) -> Self {
-        Self {
-            connects: Tracked::register(
-                r,
-                "credwatch_tcp_connects",
-                "Outbound TCP connection attempts by destination class (as the application asked, before DNAT) and result",
-                Family::default(),
-            ),
-            duration: Tracked::register(
-                r,
-                "credwatch_tcp_connect_duration_seconds",
-                "connect() to established, for connections that were established",
-                Family::new_with_constructor(tcp_histogram),
-            ),
-            accepts: Tracked::register(
-                r,
-                "credwatch_tcp_accepts",
-                "Inbound TCP connections accepted",
-                Family::default(),
-            ),
-        }
-    }
-}
-
 /// Rejects found in userspace, exported with the kernel's under the same metric.
 #[derive(Debug, Default)]
 pub struct UserspaceCounters {
@@ -161,10 +97,10 @@ pub struct UserspaceCounters {
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub requests: Tracked<RequestLabels, Counter>,
-    pub duration: HistogramFamily<DurationLabels>,
+    pub duration: TrackedHistogram<DurationLabels>,
     pub imdsv1: Tracked<Workload, Counter>,
     pub fetches: Tracked<CredentialLabels, Counter>,
-    pub lifetime: HistogramFamily<CredentialLabels>,
+    pub lifetime: TrackedHistogram<CredentialLabels>,
     pub storm: Tracked<StormLabels, Gauge>,
     pub attached: Family<ProgramLabels, Gauge>,
     pub kernel_features: Family<FeatureLabels, Gauge>,

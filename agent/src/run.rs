@@ -18,7 +18,10 @@ use crate::{
     cli::RunArgs,
     clock::Clock,
     endpoints,
-    features::dns::observer::DnsObserver,
+    features::{
+        dns::observer::DnsObserver,
+        tcp::{classify::Classifier, observer::TcpObserver},
+    },
     harden, http,
     http::Ready,
     kernel,
@@ -27,7 +30,6 @@ use crate::{
     observer::{Context, Delivery, Feature},
     pipeline::{Pipeline, PipelineGauges},
     series::SeriesRegistry,
-    tcp::{classify::Classifier, observer::TcpObserver},
 };
 
 /// What an embedding caller (the demo) gets from a running agent.

@@ -22,6 +22,7 @@ use prometheus_client::{
     metrics::{
         TypedMetric,
         family::{Family, MetricConstructor},
+        histogram::Histogram,
     },
     registry::Registry,
 };
@@ -113,6 +114,9 @@ impl<L, M, C> Tracked<L, M, C> {
         &self.family
     }
 }
+
+/// A tracked histogram family, its buckets given by a constructor.
+pub type TrackedHistogram<L> = Tracked<L, Histogram, fn() -> Histogram>;
 
 /// The label sets one family holds for one workload.
 struct FamilySeries<L, M, C> {

@@ -16,10 +16,13 @@ use tokio::sync::{oneshot, watch};
 
 use crate::{
     attribution::labels::Workload,
-    cli::{DemoArgs, DetectorArgs, RunArgs, TcpArgs},
+    cli::{DemoArgs, DetectorArgs, RunArgs},
     endpoints::EndpointSpec,
-    features::dns::{args::DnsArgs, metrics::DnsLabels},
-    metrics::{CredentialLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels},
+    features::{
+        dns::{args::DnsArgs, metrics::DnsLabels},
+        tcp::{args::TcpArgs, metrics::TcpConnectLabels},
+    },
+    metrics::{CredentialLabels, Metrics, RequestLabels, StormLabels},
     run::{self, Hooks},
 };
 

@@ -2,10 +2,10 @@
 //! latency.
 use super::{
     classify::Classifier,
-    event::{self, TcpObservation},
+    metrics::{TcpConnectLabels, TcpDestinationLabels, TcpMetrics},
+    record::{self, TcpObservation},
 };
 use crate::{
-    metrics::{TcpConnectLabels, TcpDestinationLabels, TcpMetrics},
     observer::{Context, Observer},
     record::RecordError,
 };
@@ -23,9 +23,9 @@ impl TcpObserver {
 }
 
 impl Observer for TcpObserver {
-    fn on_record(&mut self, record: &[u8], cx: &mut Context) -> Result<(), RecordError> {
+    fn on_record(&mut self, bytes: &[u8], cx: &mut Context) -> Result<(), RecordError> {
         let m = &self.metrics;
-        match event::decode(record)? {
+        match record::decode(bytes)? {
             TcpObservation::Connect { cgroup_id, addr, port, result, latency_ns } => {
                 let workload = cx.resolver.workload_or_fallback(cgroup_id);
                 let destination = self.classifier.classify(addr, port);
