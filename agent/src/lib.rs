@@ -10,7 +10,6 @@ pub mod harden;
 pub mod http;
 pub mod kernel;
 pub mod memory;
-pub mod metadata;
 pub mod metrics;
 pub mod observer;
 pub mod pipeline;

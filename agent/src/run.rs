@@ -20,12 +20,12 @@ use crate::{
     endpoints,
     features::{
         dns::observer::DnsObserver,
+        metadata::{detector::Rule, observer::MetadataObserver, unanswered::Unanswered},
         tcp::{classify::Classifier, observer::TcpObserver},
     },
     harden, http,
     http::Ready,
     kernel,
-    metadata::{detector::Rule, observer::MetadataObserver, unanswered::Unanswered},
     metrics::{FeatureLabels, KernelCounters, Metrics, ProgramLabels},
     observer::{Context, Delivery, Feature},
     pipeline::{Pipeline, PipelineGauges},
@@ -145,7 +145,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
             observer: Box::new(MetadataObserver::new(
                 Rule::from(&args.detector),
                 Unanswered::new(flows, metadata_timeout),
-                metrics.clone(),
+                metrics.metadata.clone(),
             )),
         },
     ];

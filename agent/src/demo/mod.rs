@@ -16,13 +16,17 @@ use tokio::sync::{oneshot, watch};
 
 use crate::{
     attribution::labels::Workload,
-    cli::{DemoArgs, DetectorArgs, RunArgs},
+    cli::{DemoArgs, RunArgs},
     endpoints::EndpointSpec,
     features::{
         dns::{args::DnsArgs, metrics::DnsLabels},
+        metadata::{
+            args::DetectorArgs,
+            metrics::{CredentialLabels, RequestLabels, StormLabels},
+        },
         tcp::{args::TcpArgs, metrics::TcpConnectLabels},
     },
-    metrics::{CredentialLabels, Metrics, RequestLabels, StormLabels},
+    metrics::Metrics,
     run::{self, Hooks},
 };
 
@@ -145,14 +149,14 @@ fn print_summary(elapsed: Duration, pods: &[DemoPod], metrics: &Metrics) {
                     kind,
                     code: "200".into(),
                 };
-                metrics.requests.family().get(&labels).map(|c| c.get())
+                metrics.metadata.requests.family().get(&labels).map(|c| c.get())
             })
             .sum();
         let cred =
             CredentialLabels { workload: w.clone(), endpoint: "imds", role: server::ROLE.into() };
-        let fetches = metrics.fetches.family().get(&cred).map_or(0, |c| c.get());
+        let fetches = metrics.metadata.fetches.family().get(&cred).map_or(0, |c| c.get());
         let storm = StormLabels { workload: w.clone(), role: server::ROLE.into() };
-        let flagged = metrics.storm.family().get(&storm).is_some_and(|g| g.get() == 1);
+        let flagged = metrics.metadata.storm.family().get(&storm).is_some_and(|g| g.get() == 1);
         let api =
             TcpConnectLabels { workload: w.clone(), destination: "aws_api", result: "established" };
         let api_calls = metrics.tcp.connects.family().get(&api).map_or(0, |c| c.get());

@@ -132,7 +132,7 @@ pub fn iso8601(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::expiration::unix_seconds;
+    use crate::features::metadata::expiration::unix_seconds;
 
     #[test]
     fn iso8601_round_trips_through_the_agent_parser() {

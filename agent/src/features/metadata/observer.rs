@@ -6,13 +6,13 @@ use agent_common::RequestKind;
 
 use super::{
     detector::{Detector, FlagChange, Rule},
-    event::{self, Observation, What},
     expiration,
+    metrics::{CredentialLabels, DurationLabels, MetadataMetrics, RequestLabels, StormLabels},
+    record::{self, Observation, What},
     unanswered::Unanswered,
 };
 use crate::{
     attribution::labels::Workload,
-    metrics::{CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels},
     observer::{Context, Observer},
     record::RecordError,
 };
@@ -24,13 +24,13 @@ pub const NO_RESPONSE: &str = "no_response";
 
 #[derive(Debug)]
 pub struct MetadataObserver {
-    metrics: Metrics,
+    metrics: MetadataMetrics,
     detector: Detector<StormLabels>,
     unanswered: Unanswered,
 }
 
 impl MetadataObserver {
-    pub fn new(rule: Rule, unanswered: Unanswered, metrics: Metrics) -> Self {
+    pub fn new(rule: Rule, unanswered: Unanswered, metrics: MetadataMetrics) -> Self {
         Self { metrics, detector: Detector::new(rule), unanswered }
     }
 
@@ -108,8 +108,8 @@ impl MetadataObserver {
 }
 
 impl Observer for MetadataObserver {
-    fn on_record(&mut self, record: &[u8], cx: &mut Context) -> Result<(), RecordError> {
-        self.observe(event::decode(record)?, cx);
+    fn on_record(&mut self, bytes: &[u8], cx: &mut Context) -> Result<(), RecordError> {
+        self.observe(record::decode(bytes)?, cx);
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use agent_common::{Flow, PHASE_LATE, PHASE_REQUEST_SENT};
 use aya::maps::{HashMap, MapData};
 
-use super::event::{self, Observation};
+use super::record::{self, Observation};
 
 const MARGIN: Duration = Duration::from_millis(100);
 
@@ -39,7 +39,7 @@ impl Unanswered {
             let Ok(flow) = self.flows.get(&key, 0) else { continue };
             // A failed removal means the kernel removed it first (the connection ended).
             if overdue(&flow, now_ns, self.timeout) && self.flows.remove(&key).is_ok() {
-                out.push(event::unanswered(&flow, now_ns));
+                out.push(record::unanswered(&flow, now_ns));
             }
         }
         out
