@@ -93,3 +93,11 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 2.0)]
     pub rate: f64,
 }
+
+impl RunArgs {
+    /// `--metadata-timeout` (at least a second): the kernel and the unanswered-request sweep
+    /// apply the same one.
+    pub fn metadata_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.metadata_timeout.max(1))
+    }
+}

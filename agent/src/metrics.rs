@@ -1,6 +1,7 @@
-//! The exported metrics. Names and labels are a contract for dashboards and alerts
-//! (docs/metrics.md). Per-event metrics are updated by the event pipeline; kernel counters are
-//! read at scrape time by [`KernelCounters`].
+//! The agent's own metrics: what is attached, which kernel features it found, its build, the
+//! events lost and the traffic refused (the kernel's counters, read at scrape time by
+//! [`KernelCounters`], with the userspace ones), and its heap. Names and labels are a contract
+//! for dashboards and alerts (docs/metrics.md); each feature's own families are in its folder.
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicU64, Ordering},
@@ -13,10 +14,6 @@ use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{MetricType, counter::ConstCounter, family::Family, gauge::Gauge},
     registry::Registry,
-};
-
-use crate::features::{
-    dns::metrics::DnsMetrics, metadata::metrics::MetadataMetrics, tcp::metrics::TcpMetrics,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,28 +41,18 @@ pub struct UserspaceCounters {
 }
 
 #[derive(Clone, Debug)]
-pub struct Metrics {
-    pub metadata: MetadataMetrics,
+pub struct AgentMetrics {
     pub attached: Family<ProgramLabels, Gauge>,
     pub kernel_features: Family<FeatureLabels, Gauge>,
     pub cgroups_known: Gauge,
-    pub dns: DnsMetrics,
-    pub tcp: TcpMetrics,
     pub userspace: Arc<UserspaceCounters>,
 }
 
-impl Metrics {
-    /// Creates the metrics and a registry that exports them (and `kernel`'s counters, when
-    /// given).
-    pub fn new(kernel: Option<KernelCounters>) -> (Self, Registry) {
-        let mut r = Registry::default();
-        let dns = DnsMetrics::register(&mut r);
-        let tcp = TcpMetrics::register(&mut r);
-        let metadata = MetadataMetrics::register(&mut r);
+impl AgentMetrics {
+    /// Registers the agent's metrics (after the features': the order of /metrics), and
+    /// `kernel`'s counters when given.
+    pub fn register(r: &mut Registry, kernel: Option<KernelCounters>) -> Self {
         let m = Self {
-            dns,
-            tcp,
-            metadata,
             attached: Family::default(),
             kernel_features: Family::default(),
             cgroups_known: Gauge::default(),
@@ -91,7 +78,7 @@ impl Metrics {
         r.register("credwatch_build_info", "credwatch version; always 1", build_info);
         r.register_collector(Box::new(LossAndRejects { kernel, userspace: m.userspace.clone() }));
         r.register_collector(Box::new(crate::memory::HeapInUse));
-        (m, r)
+        m
     }
 }
 
@@ -234,7 +221,8 @@ mod tests {
 
     #[test]
     fn loss_and_reject_series_exist_before_anything_happens() {
-        let (_m, r) = Metrics::new(None);
+        let mut r = Registry::default();
+        let _ = AgentMetrics::register(&mut r, None);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
         for line in [

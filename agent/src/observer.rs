@@ -7,10 +7,14 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
+use prometheus_client::registry::Registry;
 
 use crate::{
     attribution::{labels::Workload, resolver::Resolver},
+    cli::RunArgs,
     clock::Clock,
+    endpoints::EndpointSpec,
+    kernel::Attachment,
     metrics::UserspaceCounters,
     record::RecordError,
     series::SeriesRegistry,
@@ -55,6 +59,16 @@ pub enum Delivery {
     Polled,
     /// As soon as the kernel signals data: for records whose context may be gone a poll later.
     Woken,
+}
+
+/// What a feature is built from: the configuration, the kernel object to take its maps from
+/// (rings, tables), and the registry to register its families in.
+pub struct Setup<'a> {
+    pub args: &'a RunArgs,
+    /// The metadata endpoints watched (defaults and flags together).
+    pub endpoints: &'a [EndpointSpec],
+    pub kernel: &'a mut Attachment,
+    pub registry: &'a mut Registry,
 }
 
 /// A feature as the pipeline runs it.

@@ -108,13 +108,6 @@ where
     }
 }
 
-impl<L, M, C> Tracked<L, M, C> {
-    /// The family itself, to read a series (tests).
-    pub fn family(&self) -> &Family<L, M, C> {
-        &self.family
-    }
-}
-
 /// A tracked histogram family, its buckets given by a constructor.
 pub type TrackedHistogram<L> = Tracked<L, Histogram, fn() -> Histogram>;
 

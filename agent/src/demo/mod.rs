@@ -7,26 +7,20 @@ pub mod client;
 mod dns_server;
 mod sandbox;
 mod server;
+mod summary;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agent_common::EndpointKind;
 use anyhow::Context as _;
+use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio::sync::{oneshot, watch};
 
 use crate::{
     attribution::labels::Workload,
     cli::{DemoArgs, RunArgs},
     endpoints::EndpointSpec,
-    features::{
-        dns::{args::DnsArgs, metrics::DnsLabels},
-        metadata::{
-            args::DetectorArgs,
-            metrics::{CredentialLabels, RequestLabels, StormLabels},
-        },
-        tcp::{args::TcpArgs, metrics::TcpConnectLabels},
-    },
-    metrics::Metrics,
+    features::{dns::args::DnsArgs, metadata::args::DetectorArgs, tcp::args::TcpArgs},
     run::{self, Hooks},
 };
 
@@ -107,9 +101,9 @@ async fn drive(
     sandbox: &sandbox::Sandbox,
     pods: &[DemoPod],
     (upstream, resolv_conf): (&str, &std::path::Path),
-    ready: oneshot::Receiver<Metrics>,
+    ready: oneshot::Receiver<Arc<Registry>>,
 ) -> anyhow::Result<()> {
-    let Ok(metrics) = ready.await else {
+    let Ok(registry) = ready.await else {
         return Ok(()); // the agent failed to start and says why
     };
     let mut clients = Vec::new();
@@ -125,7 +119,7 @@ async fn drive(
             _ = every.tick() => {}
             _ = tokio::signal::ctrl_c() => break,
         }
-        print_summary(started.elapsed(), pods, &metrics);
+        print_summary(started.elapsed(), pods, &registry);
         if args.duration > 0 && started.elapsed() >= Duration::from_secs(args.duration) {
             break;
         }
@@ -136,39 +130,39 @@ async fn drive(
     Ok(())
 }
 
-fn print_summary(elapsed: Duration, pods: &[DemoPod], metrics: &Metrics) {
+fn print_summary(elapsed: Duration, pods: &[DemoPod], registry: &Registry) {
+    let mut text = String::new();
+    if let Err(e) = encode(&mut text, registry) {
+        log::warn!("encoding the metrics for the summary: {e}");
+        return;
+    }
+    let samples = summary::samples(&text);
+    let sum = |name: &str, w: &Workload, labels: &[(&str, &str)]| {
+        summary::sum(&samples, name, w, labels) as u64
+    };
     println!("[{:>4}s]", elapsed.as_secs());
     for pod in pods {
         let w = &pod.workload;
         let calls: u64 = ["token", "role_list", "credentials"]
             .into_iter()
-            .filter_map(|kind| {
-                let labels = RequestLabels {
-                    workload: w.clone(),
-                    endpoint: "imds",
-                    kind,
-                    code: "200".into(),
-                };
-                metrics.metadata.requests.family().get(&labels).map(|c| c.get())
+            .map(|kind| {
+                let labels = [("endpoint", "imds"), ("kind", kind), ("code", "200")];
+                sum("credwatch_metadata_requests_total", w, &labels)
             })
             .sum();
-        let cred =
-            CredentialLabels { workload: w.clone(), endpoint: "imds", role: server::ROLE.into() };
-        let fetches = metrics.metadata.fetches.family().get(&cred).map_or(0, |c| c.get());
-        let storm = StormLabels { workload: w.clone(), role: server::ROLE.into() };
-        let flagged = metrics.metadata.storm.family().get(&storm).is_some_and(|g| g.get() == 1);
-        let api =
-            TcpConnectLabels { workload: w.clone(), destination: "aws_api", result: "established" };
-        let api_calls = metrics.tcp.connects.family().get(&api).map_or(0, |c| c.get());
+        let role = [("endpoint", "imds"), ("role", server::ROLE)];
+        let fetches = sum("credwatch_credential_fetches_total", w, &role);
+        let flagged = sum("credwatch_credential_refresh_storm", w, &[("role", server::ROLE)]) == 1;
+        let api = [("destination", "aws_api"), ("result", "established")];
+        let api_calls = sum("credwatch_tcp_connects_total", w, &api);
         let dns: u64 = ["A", "AAAA"]
             .into_iter()
             .flat_map(|qtype| ["NOERROR", "NXDOMAIN"].map(|rcode| (qtype, rcode)))
-            .filter_map(|(qtype, rcode)| {
-                let labels = DnsLabels { workload: w.clone(), qtype, rcode };
-                metrics.dns.requests.family().get(&labels).map(|c| c.get())
+            .map(|(qtype, rcode)| {
+                sum("credwatch_dns_requests_total", w, &[("qtype", qtype), ("rcode", rcode)])
             })
             .sum();
-        let extra = metrics.dns.expansion_queries.family().get(w).map_or(0, |c| c.get());
+        let extra = sum("credwatch_dns_search_expansion_queries_total", w, &[]);
         println!(
             "  pod {} ({}): API calls {api_calls:>4} | metadata calls {calls:>4}, credential fetches {fetches:>4} {} | DNS queries {dns:>4}, {extra:>4} only for the search list",
             &w.pod[..8],

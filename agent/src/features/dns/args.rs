@@ -23,6 +23,13 @@ pub struct DnsArgs {
     pub dns_top_names: usize,
 }
 
+impl DnsArgs {
+    /// How long a query may wait for its answer (at least a second).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.dns_timeout.max(1))
+    }
+}
+
 impl Default for DnsArgs {
     fn default() -> Self {
         Self { dns_ports: vec![53], dns_timeout: 5, dns_top_names: 0 }

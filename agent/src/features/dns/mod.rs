@@ -12,3 +12,26 @@ pub mod pending;
 pub mod record;
 pub mod resolvconf;
 pub mod tables;
+
+use agent_common::names;
+
+use crate::{
+    features::dns::{metrics::DnsMetrics, observer::DnsObserver, tables::DnsTables},
+    kernel::KernelError,
+    observer::{Delivery, Feature, Setup},
+};
+
+pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
+    let args = &setup.args.dns;
+    let tables = DnsTables::take(setup.kernel)?;
+    let metrics = DnsMetrics::register(setup.registry);
+    Ok(Feature {
+        name: "dns",
+        ring: setup.kernel.take_map(names::MAP_DNS_EVENTS)?,
+        // Events (NXDOMAIN answers) are read as they come: the search-list analysis reads the
+        // pod's resolv.conf through one of its processes, and a short-lived resolver may be gone
+        // a poll later. They are few (the kernel counts everything else).
+        delivery: Delivery::Woken,
+        observer: Box::new(DnsObserver::new(args.timeout(), args.dns_top_names, tables, metrics)),
+    })
+}

@@ -7,9 +7,10 @@ use agent_common::{
     dns::{DnsStats, DnsStatsKey, DnsStatsSlot, STATS_CACHE_SLOTS},
     names,
 };
-use aya::maps::{self, MapData};
+use aya::maps::{self, Map, MapData};
 
 use super::pending::{PendingTable, TimedOut};
+use crate::kernel::{Attachment, KernelError};
 
 /// Reads without a change this many times in a row (one a second) and a statistics entry is
 /// removed from the kernel table, to make room for new cgroups. Its counts were already
@@ -51,6 +52,22 @@ impl DnsTables {
             last_cpu: HashMap::new(),
             epoch: 0,
         }
+    }
+
+    /// Takes the DNS maps out of the kernel object, the pending table mapped into this process.
+    pub fn take(kernel: &mut Attachment) -> Result<Self, KernelError> {
+        let name = names::MAP_DNS_PENDING;
+        let Map::Array(data) = kernel.take_raw_map(name)? else {
+            return Err(KernelError::NotAnArray(name));
+        };
+        let pending =
+            PendingTable::new(data).map_err(|source| KernelError::Mmap { name, source })?;
+        Ok(Self::new(
+            kernel.take_map(names::MAP_DNS_STATS)?,
+            kernel.take_map(names::MAP_DNS_STATS_CPU)?,
+            pending,
+            kernel.take_map(names::MAP_CONFIG)?,
+        ))
     }
 
     /// The increments of every entry that changed since the previous call.
