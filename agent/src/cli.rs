@@ -29,13 +29,6 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a cgroup v2 subtree and export metrics (what the DaemonSet runs).
     Run(Box<RunArgs>),
-    /// Show the credential-refresh storm on this host with no cluster: a private cgroup
-    /// subtree, a KIAM-like fake credential server on loopback, a Java-SDK-v1-like client and a
-    /// healthy one. Needs root, like `run`.
-    Demo(DemoArgs),
-    /// Internal: a demo client process (the demo starts two of these in its cgroups).
-    #[command(hide = true)]
-    DemoClient(crate::demo::client::ClientArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -77,21 +70,6 @@ pub struct RunArgs {
     /// Kubernetes attribution and series lifecycle (docs/metrics.md#kubernetes-attribution).
     #[command(flatten)]
     pub kubernetes: crate::attribution::pods::config::KubeArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DemoArgs {
-    /// Address for /metrics while the demo runs.
-    #[arg(long, env = "CREDWATCH_LISTEN", default_value = "127.0.0.1:9500")]
-    pub listen: SocketAddr,
-
-    /// Stop after this many seconds (0: run until Ctrl-C).
-    #[arg(long, default_value_t = 0)]
-    pub duration: u64,
-
-    /// Application requests per second made by each demo client.
-    #[arg(long, default_value_t = 2.0)]
-    pub rate: f64,
 }
 
 impl RunArgs {

@@ -1,9 +1,9 @@
 //! credwatch's userspace agent as a library: the `credwatch` binary (src/main.rs) is its command
-//! line, and the demo and the fuzz targets link it too.
+//! line; the demo (`credwatch-demo`, demo/) and the fuzz targets (fuzz/) link it too.
+//! docs/architecture.md walks through the modules.
 pub mod attribution;
 pub mod cli;
 pub mod clock;
-pub mod demo;
 pub mod endpoints;
 pub mod features;
 pub mod harden;

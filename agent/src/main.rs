@@ -1,5 +1,5 @@
-//! credwatch: wires the command line to the agent library, the demo and the demo's client.
-use agent::{cli, demo, harden, run};
+//! credwatch: the agent's command line (`credwatch run`); everything else is the agent library.
+use agent::{cli, harden, run};
 use anyhow::Context as _;
 use clap::Parser as _;
 
@@ -10,22 +10,17 @@ fn main() -> std::process::ExitCode {
         log::error!("disabling core dumps: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    let result = match cli.command {
-        cli::Command::DemoClient(args) => demo::client::run(&args),
-        command => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-            .and_then(|rt| {
-                rt.block_on(async {
-                    match command {
-                        cli::Command::Run(args) => run::run(*args, run::Hooks::default()).await,
-                        cli::Command::Demo(args) => demo::run(args).await,
-                        cli::Command::DemoClient(_) => unreachable!("handled above"),
-                    }
-                })
-            }),
-    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                match cli.command {
+                    cli::Command::Run(args) => run::run(*args, run::Hooks::default()).await,
+                }
+            })
+        });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -69,7 +69,7 @@ enum Task {
         /// (6.12), SUITE:PACKAGE or a package name (default: the first five).
         kernels: Vec<String>,
     },
-    /// Build and run `credwatch demo` (needs root).
+    /// Build and run the demo, `credwatch-demo` (needs root).
     Demo {
         #[arg(last = true)]
         args: Vec<String>,
@@ -89,9 +89,9 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, targets),
         Task::VmTest { kernels } => vm_test(&root, kernels),
         Task::Demo { args } => {
-            cargo(&["build", "-p", "agent"])?;
-            let mut cmd = Command::new(root.join("target/debug/credwatch"));
-            cmd.arg("demo").args(args);
+            cargo(&["build", "-p", "credwatch-demo"])?;
+            let mut cmd = Command::new(root.join("target/debug/credwatch-demo"));
+            cmd.args(args);
             run(&mut cmd)
         }
     }

@@ -1,6 +1,6 @@
 //! What the demo prints every few seconds, read from the agent's own exposition (what a scrape of
 //! /metrics returns), so the summary shows the exported contract and nothing internal.
-use crate::attribution::labels::Workload;
+use agent::attribution::labels::Workload;
 
 /// One sample line: `name{label="value",…} value`.
 #[derive(Debug, PartialEq)]

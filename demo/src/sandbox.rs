@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::attribution::{cgroup, identify::from_cgroup_path, labels::Workload};
+use agent::attribution::{cgroup, identify::from_cgroup_path, labels::Workload};
 
 pub struct Sandbox {
     root: PathBuf,
@@ -61,7 +61,7 @@ impl Sandbox {
         self.workloads[i].clone()
     }
 
-    /// Starts `credwatch demo-client` inside pod `i`'s cgroup (it joins before exec, so its first
+    /// Starts `credwatch-demo demo-client` inside pod `i`'s cgroup (it joins before exec, so its first
     /// request is already attributed), in a mount namespace of its own where `/etc/resolv.conf`
     /// is `resolv_conf` (a pod's: cluster search list, `ndots:5`).
     pub fn spawn_client(
@@ -74,7 +74,7 @@ impl Sandbox {
     ) -> anyhow::Result<Client> {
         let procs = CString::new(self.leaves[i].join("cgroup.procs").as_os_str().as_bytes())?;
         let resolv = CString::new(resolv_conf.as_os_str().as_bytes())?;
-        let exe = std::env::current_exe().context("locating the credwatch binary")?;
+        let exe = std::env::current_exe().context("locating the credwatch-demo binary")?;
         let mut cmd = Command::new(exe);
         cmd.args(["demo-client", "--endpoint", &server.to_string(), "--rate", &rate.to_string()])
             .args(["--upstream", upstream])

@@ -11,7 +11,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::sandbox::random_hex;
+use crate::sandbox::random_hex;
 
 pub const ROLE: &str = "demo-app-role";
 
@@ -132,7 +132,7 @@ pub fn iso8601(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::metadata::expiration::unix_seconds;
+    use agent::features::metadata::expiration::unix_seconds;
 
     #[test]
     fn iso8601_round_trips_through_the_agent_parser() {

@@ -1,14 +1,8 @@
-//! `credwatch demo`: the incident on one host, no cluster needed. Two pod-shaped cgroups under a
+//! The demo: the incident on one host, no cluster needed. Two pod-shaped cgroups under a
 //! private subtree; a KIAM-like credential server (15-minute credentials) and an IMDS-like one
 //! (6-hour credentials) on loopback; in each pod a client that follows the AWS Java SDK v1 rule
 //! (refresh when less than 15 minutes remain). The agent runs attached to that subtree only, and a
 //! live summary shows the KIAM pod flagged as a refresh storm while the other stays healthy.
-pub mod client;
-mod dns_server;
-mod sandbox;
-mod server;
-mod summary;
-
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agent_common::EndpointKind;
@@ -16,13 +10,15 @@ use anyhow::Context as _;
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio::sync::{oneshot, watch};
 
-use crate::{
-    attribution::labels::Workload,
-    cli::{DemoArgs, RunArgs},
+use agent::{
+    attribution::{labels::Workload, pods::config::KubeArgs},
+    cli::RunArgs,
     endpoints::EndpointSpec,
     features::{dns::args::DnsArgs, metadata::args::DetectorArgs, tcp::args::TcpArgs},
     run::{self, Hooks},
 };
+
+use crate::{DemoArgs, dns_server, sandbox, server, summary};
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
@@ -80,7 +76,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             aws_api_cidrs: vec![format!("{}/32", api.ip()).parse()?],
         },
         // The demo's pods exist only as cgroups: label them by UID and container id.
-        kubernetes: crate::attribution::pods::config::KubeArgs::default(),
+        kubernetes: KubeArgs::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Args;
 
-use crate::features::metadata::expiration::unix_seconds;
+use agent::features::metadata::expiration::unix_seconds;
 
 /// The SDK's refresh threshold.
 const REFRESH_WITHIN: Duration = Duration::from_secs(15 * 60);
