@@ -17,9 +17,9 @@ pub struct Workload {
 /// What `#[derive(EncodeLabelSet)]` would write (`namespace="…",pod="…",container="…",
 /// workload="…"`, values escaped), in two encoder calls instead of twelve: the first three labels
 /// are written, escaped here, as the text encoder's label *key* (which it copies as it is), the
-/// last as an ordinary label. Every per-pod line of /metrics carries these labels, and the
-/// encoder's per-label calls were half of a scrape's CPU with 1,000 pods (`perf`,
-/// `cargo xtask bench footprint`). Sound because this crate enables only prometheus-client's text
+/// last as an ordinary label. Every per-pod line of /metrics carries these labels, so with many
+/// pods the encoder's per-label calls are most of a scrape's CPU (docs/benchmarks.md, "Figures
+/// behind userspace design choices"). Sound because this crate enables only prometheus-client's text
 /// encoders (no protobuf feature, where a key is a field of its own); a test compares the output
 /// with the derived encoding, escapes included, in both text formats.
 impl EncodeLabelSet for Workload {

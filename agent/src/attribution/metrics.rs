@@ -28,7 +28,7 @@ impl AttributionMetrics {
     pub fn register(&self, registry: &mut Registry, kubernetes: bool) {
         registry.register(
             "credwatch_cgroups_unresolved",
-            "cgroups that made metadata calls and look like a pod's, but have no Kubernetes metadata (pod or container not known yet)",
+            "cgroups that produced events (metadata, DNS or TCP) and look like a pod's, but have no Kubernetes metadata (pod or container not known yet)",
             self.cgroups_unresolved.clone(),
         );
         if !kubernetes {
