@@ -4,7 +4,11 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::endpoints::EndpointSpec;
+use crate::{
+    attribution::pods::config::KubeArgs,
+    endpoints::EndpointSpec,
+    features::{dns::args::DnsArgs, metadata::args::DetectorArgs, tcp::args::TcpArgs},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,17 +63,17 @@ pub struct RunArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
-    pub detector: crate::features::metadata::args::DetectorArgs,
+    pub detector: DetectorArgs,
 
     #[command(flatten)]
-    pub dns: crate::features::dns::args::DnsArgs,
+    pub dns: DnsArgs,
 
     #[command(flatten)]
-    pub tcp: crate::features::tcp::args::TcpArgs,
+    pub tcp: TcpArgs,
 
     /// Kubernetes attribution and series lifecycle (docs/metrics.md#kubernetes-attribution).
     #[command(flatten)]
-    pub kubernetes: crate::attribution::pods::config::KubeArgs,
+    pub kubernetes: KubeArgs,
 }
 
 impl RunArgs {

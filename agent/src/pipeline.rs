@@ -69,7 +69,8 @@ impl Pipeline {
         let Self { mut cx, features, gauges, mut pod_events } = self;
         let mut polled = Vec::new();
         let mut woken = Vec::new();
-        for Feature { ring, delivery, observer, .. } in features {
+        for Feature { name, ring, delivery, observer } in features {
+            log::debug!("reading the {name} ring ({delivery:?})");
             match delivery {
                 Delivery::Polled => polled.push(Polled { ring, observer }),
                 Delivery::Woken => woken.push(Woken { ring: register(ring)?, observer }),
