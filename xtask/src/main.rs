@@ -311,12 +311,12 @@ fn bench(
     seconds: u32,
 ) -> anyhow::Result<()> {
     // Footprint and CPU figures are only meaningful for the release build; the load generator
-    // (loadgen/) is built with the same profile.
+    // (loadgen/) and the demo's storm client (credwatch-demo demo-client) with the same profile.
     let profile = if quick {
-        cargo(&["build", "-p", "agent", "-p", "loadgen"])?;
+        cargo(&["build", "-p", "agent", "-p", "loadgen", "-p", "credwatch-demo"])?;
         root.join("target/debug")
     } else {
-        cargo(&["build", "-p", "agent", "-p", "loadgen", "--release"])?;
+        cargo(&["build", "-p", "agent", "-p", "loadgen", "-p", "credwatch-demo", "--release"])?;
         root.join("target/release")
     };
     let mut cmd = Command::new(root.join(".venv/bin/python"));
@@ -325,6 +325,8 @@ fn bench(
         .arg(profile.join("credwatch"))
         .arg("--loadgen")
         .arg(profile.join("credwatch-loadgen"))
+        .arg("--demo")
+        .arg(profile.join("credwatch-demo"))
         .args(names);
     cmd.args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()]);
     if quick {
