@@ -357,6 +357,7 @@ class Bench:
         self.seconds = 1 if args.quick else args.seconds
         self.binary = Path(args.binary)
         self.loadgen_bin = Path(args.loadgen)
+        self.demo_bin = Path(args.demo)
         cpus = sorted(os.sched_getaffinity(0))
         # The compiled generators run on one CPU (the last one we may use), their server side and
         # dnsmasq with them: a ping-pong between two threads on one core does not depend on
@@ -517,9 +518,17 @@ class Bench:
         out = []
         for i in range(clients):
             cg = self.cg.child(f"storm/pod{i}")
-            out.append(self.cg.spawn(cg, [str(self.binary), "demo-client", "--endpoint", f"127.0.0.1:{port}",
+            out.append(self.cg.spawn(cg, [str(self.demo_bin), "demo-client", "--endpoint", f"127.0.0.1:{port}",
                                           "--rate", str(rate), "--requests", str(requests)]))
         return out
+
+    @staticmethod
+    def wait_ok(p: subprocess.Popen, timeout: float) -> None:
+        """Waits for a load client and fails the benchmark if it failed: a client that never ran
+        would otherwise read as zero traffic (a 0-ns slow path, an exactness row that misses)."""
+        rc = p.wait(timeout=timeout)
+        if rc != 0:
+            raise RuntimeError(f"load client {p.args!r} exited {rc}")
 
     def dns_flood(self, clients: int, queries: int) -> list[subprocess.Popen]:
         code = (
@@ -568,7 +577,7 @@ class Bench:
             names = {"cw_skb_egress", "cw_skb_ingress"}
             ns0, cnt0 = agent.stats(names)
             for p in self.storm_clients(port, 2, 20 if self.quick else 300, 1000):
-                p.wait(timeout=120)
+                self.wait_ok(p, 120)
             ns1, cnt1 = agent.stats(names)
             self.record("slowpath", "metadata traffic, ns/packet", [(ns1 - ns0) / max(cnt1 - cnt0, 1)], "ns")
             self.dnsmasq()
@@ -837,7 +846,7 @@ class Bench:
         clients, requests = (4, 20) if self.quick else (16, 500)
         t0 = time.monotonic()
         for p in self.storm_clients(port, clients, requests, 1000):
-            p.wait(timeout=300)
+            self.wait_ok(p, 300)
         storm_s = time.monotonic() - t0
         generated_fetches = clients * requests
         dclients, dq = (2, 200) if self.quick else (8, 10000)
@@ -875,6 +884,8 @@ class Bench:
         while any(p.poll() is None for p in storm + flood):
             rss.append(agent.rss_mb())
             time.sleep(0.5)
+        for p in storm:
+            self.wait_ok(p, 0)
         elapsed = time.monotonic() - t0
         load_cpu = (agent.cpu_seconds() - c0) / elapsed * 100
         m = scrape(agent.port)
@@ -1042,6 +1053,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--binary", required=True)
     ap.add_argument("--loadgen", required=True, help="the credwatch-loadgen binary")
+    ap.add_argument("--demo", required=True,
+                    help="the credwatch-demo binary (its demo-client is the storm benchmarks' client)")
     ap.add_argument("--pin-cpu", type=int, default=None,
                     help="CPU for the compiled load generators (default: the last usable one; -1: not pinned)")
     args = ap.parse_args()

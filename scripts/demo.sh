@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs credwatch's built-in demo on this host (needs root): installs what is missing first.
+# Runs credwatch's demo (credwatch-demo, the agent library attached to a private cgroup subtree)
+# on this host (needs root): installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

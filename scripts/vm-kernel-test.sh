@@ -2,7 +2,7 @@
 # Boots a packaged distribution kernel under qemu-system-x86_64 with a tiny initramfs that
 # loads and attaches credwatch's programs and checks them with real traffic inside the VM:
 #   0. the BPF_PROG_TEST_RUN suite (when built), and the verifier's instruction counts;
-#   1. `credwatch demo` (its own cgroups, a KIAM-like credential server, Java-v1-like clients,
+#   1. `credwatch-demo` (its own cgroups, a KIAM-like credential server, Java-v1-like clients,
 #      DNS with a search list): a refresh storm must be flagged for the KIAM pod only, and API
 #      connects and DNS queries counted;
 #   2. `credwatch run` on the root cgroup: attaches all five programs, drops capabilities (keeping
@@ -35,11 +35,15 @@ cd "$(dirname "$0")/.."
 
 WORK=$PWD/target/vm
 BIN=${CREDWATCH_BIN:-target/debug/credwatch}
+DEMO_BIN=${CREDWATCH_DEMO_BIN:-$(dirname "$BIN")/credwatch-demo}
 TIMEOUT=${VM_TIMEOUT:-600}
 DEBS=$WORK/debs
 log() { printf 'vm-kernel-test: %s\n' "$*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then log "needs root (apt, and the VM's /dev/kvm)"; exit 1; fi
+for b in "$BIN" "$DEMO_BIN"; do
+  [ -x "$b" ] || { log "$b is not built (cargo build -p agent -p credwatch-demo)"; exit 1; }
+done
 if ! command -v qemu-system-x86_64 >/dev/null; then
   log "apt: installing qemu-system-x86"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
@@ -143,16 +147,17 @@ dpkg-deb -x "$busybox" "$WORK/busybox"
 vmlinuz=$(ls "$WORK"/kernel/boot/vmlinuz-* | head -1)
 log "kernel $(basename "$vmlinuz") from $(basename "$deb")"
 
-# The initramfs: busybox, credwatch and the shared libraries it links, and /init.
+# The initramfs: busybox, credwatch, credwatch-demo and the shared libraries they link, and /init.
 root="$WORK/initramfs"
 mkdir -p "$root"/{bin,etc,proc,sys,dev,tmp,run}
 cp "$WORK/busybox/bin/busybox" "$root/bin/busybox"
 cp "$BIN" "$root/bin/credwatch"
+cp "$DEMO_BIN" "$root/bin/credwatch-demo"
 # The BPF_PROG_TEST_RUN suite too (agent/tests/prog_test_run), when built: the kernel parsers on
 # crafted packets, and the full verifier log if a program is rejected.
 tests=$(ls -t target/debug/deps/prog_test_run-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
 [ -n "$tests" ] && cp "$tests" "$root/bin/prog_test_run"
-for lib in $(ldd "$BIN" | grep -o '/[^ ]*'); do
+for lib in $( { ldd "$BIN"; ldd "$DEMO_BIN"; } | grep -o '/[^ ]*' | sort -u); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
@@ -192,7 +197,7 @@ if [ -x /bin/prog_test_run ]; then
 fi
 
 # 1. The demo: programs attached to its sandbox, real clients, a refresh storm.
-credwatch demo --duration 25 --listen 127.0.0.1:9500 > /tmp/demo.log 2>&1
+credwatch-demo --duration 25 --listen 127.0.0.1:9500 > /tmp/demo.log 2>&1
 echo "vm-check: demo exited $?"
 sed -n '/credwatch demo: metrics/,$p' /tmp/demo.log | tail -4
 last=$(grep '  pod ' /tmp/demo.log | tail -2)
@@ -250,7 +255,7 @@ EOF
 # right after the boot loader (seen here). VM_ACCEL=kvm to try it. The CPU model is `max`, except
 # for Debian 13's 6.12, which oopses early in boot under it (int3 in
 # sched_clock_idle_wakeup_event) and boots as qemu64. Not qemu64 for all: without RDRAND, 5.10
-# and 5.15 take minutes to seed their random generator, and `credwatch demo` waits for it on
+# and 5.15 take minutes to seed their random generator, and `credwatch-demo` waits for it on
 # 5.15 past the timeout. VM_CPU to choose another.
 cpu=max
 [ "$spec" = debian13 ] && cpu=qemu64

@@ -4,7 +4,11 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::endpoints::EndpointSpec;
+use crate::{
+    attribution::pods::config::KubeArgs,
+    endpoints::EndpointSpec,
+    features::{dns::args::DnsArgs, metadata::args::DetectorArgs, tcp::args::TcpArgs},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,13 +33,6 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a cgroup v2 subtree and export metrics (what the DaemonSet runs).
     Run(Box<RunArgs>),
-    /// Show the credential-refresh storm on this host with no cluster: a private cgroup
-    /// subtree, a KIAM-like fake credential server on loopback, a Java-SDK-v1-like client and a
-    /// healthy one. Needs root, like `run`.
-    Demo(DemoArgs),
-    /// Internal: a demo client process (the demo starts two of these in its cgroups).
-    #[command(hide = true)]
-    DemoClient(crate::demo::client::ClientArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,96 +73,13 @@ pub struct RunArgs {
 
     /// Kubernetes attribution and series lifecycle (docs/metrics.md#kubernetes-attribution).
     #[command(flatten)]
-    pub kubernetes: crate::pods::KubeArgs,
+    pub kubernetes: KubeArgs,
 }
 
-#[derive(Args, Debug, Clone, Default)]
-pub struct TcpArgs {
-    /// Pod and service address range: connects there are labelled destination="cluster"
-    /// (repeatable; in the environment comma-separated).
-    #[arg(long = "cluster-cidr", env = "CREDWATCH_CLUSTER_CIDRS", value_delimiter = ',')]
-    pub cluster_cidrs: Vec<crate::tcp::classify::Cidr>,
-
-    /// AWS API address range: connects there are labelled destination="aws_api" (repeatable).
-    #[arg(long = "aws-api-cidr", env = "CREDWATCH_AWS_API_CIDRS", value_delimiter = ',')]
-    pub aws_api_cidrs: Vec<crate::tcp::classify::Cidr>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DnsArgs {
-    /// DNS server port to watch, UDP and TCP (repeatable; in the environment comma-separated).
-    /// Queries to any address on it are observed.
-    #[arg(
-        long = "dns-port",
-        env = "CREDWATCH_DNS_PORTS",
-        value_delimiter = ',',
-        default_value = "53"
-    )]
-    pub dns_ports: Vec<u16>,
-
-    /// A query with no answer after this many seconds is counted with rcode="timeout".
-    #[arg(long, env = "CREDWATCH_DNS_TIMEOUT", default_value_t = 5)]
-    pub dns_timeout: u64,
-
-    /// Export query counts per name for the first N names each pod asks for (the rest as
-    /// "~other"). 0 (the default) exports no names. Series: at most N+1 per pod.
-    #[arg(long, env = "CREDWATCH_DNS_TOP_NAMES", default_value_t = 0)]
-    pub dns_top_names: usize,
-}
-
-impl Default for DnsArgs {
-    fn default() -> Self {
-        Self { dns_ports: vec![53], dns_timeout: 5, dns_top_names: 0 }
+impl RunArgs {
+    /// `--metadata-timeout` (at least a second): the kernel and the unanswered-request sweep
+    /// apply the same one.
+    pub fn metadata_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.metadata_timeout.max(1))
     }
-}
-
-/// The storm rule (docs/metrics.md#credential-refresh-storm): within `window`, at least
-/// `min_fetches` credential fetches happened while the previously delivered credentials still
-/// had more than `valid_margin` to live, and that rate is at least `factor` times one fetch
-/// per credential lifetime.
-#[derive(Args, Debug, Clone)]
-pub struct DetectorArgs {
-    /// Sliding window the storm rule looks at, seconds.
-    #[arg(long, env = "CREDWATCH_STORM_WINDOW", default_value_t = 120)]
-    pub storm_window: u64,
-
-    /// Early fetches within the window needed to flag a storm.
-    #[arg(long, env = "CREDWATCH_STORM_MIN_FETCHES", default_value_t = 5)]
-    pub storm_min_fetches: u32,
-
-    /// How many times above one fetch per lifetime the early-fetch rate must be.
-    #[arg(long, env = "CREDWATCH_STORM_FACTOR", default_value_t = 10.0)]
-    pub storm_factor: f64,
-
-    /// A fetch is early when the previous credentials had more than this left, seconds.
-    #[arg(long, env = "CREDWATCH_STORM_VALID_MARGIN", default_value_t = 60)]
-    pub storm_valid_margin: u64,
-}
-
-// Here rather than in the detector, which then depends on nothing else in the agent (the fuzz
-// targets compile it on its own).
-impl From<&DetectorArgs> for crate::metadata::detector::Rule {
-    fn from(a: &DetectorArgs) -> Self {
-        Self {
-            window: std::time::Duration::from_secs(a.storm_window.max(1)),
-            min_fetches: a.storm_min_fetches.max(1),
-            factor: a.storm_factor.max(0.0),
-            valid_margin: std::time::Duration::from_secs(a.storm_valid_margin),
-        }
-    }
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DemoArgs {
-    /// Address for /metrics while the demo runs.
-    #[arg(long, env = "CREDWATCH_LISTEN", default_value = "127.0.0.1:9500")]
-    pub listen: SocketAddr,
-
-    /// Stop after this many seconds (0: run until Ctrl-C).
-    #[arg(long, default_value_t = 0)]
-    pub duration: u64,
-
-    /// Application requests per second made by each demo client.
-    #[arg(long, default_value_t = 2.0)]
-    pub rate: f64,
 }

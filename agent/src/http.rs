@@ -93,8 +93,8 @@ async fn handle(mut stream: TcpStream, registry: &Registry, ready: &Ready) {
             // OpenMetrics when the scraper asks for it (Prometheus does), else the classic text
             // format that promtool, curl and older tools read.
             let openmetrics = wants_openmetrics(&buf);
-            // Sized from the previous scrape: growing a multi-megabyte String by doubling
-            // copied it about ten times (a tenth of the scrape's time with 1,000 pods).
+            // Sized from the previous scrape: growing a multi-megabyte String by doubling copies
+            // it about ten times, a visible share of a large scrape (docs/benchmarks.md).
             let mut body = String::with_capacity(LAST_BODY.load(Ordering::Relaxed) * 9 / 8);
             let (encoded, content_type) = if openmetrics {
                 (encoding::text::encode(&mut body, registry), OPENMETRICS)

@@ -3,21 +3,14 @@
 //! go away if the process dies.
 use std::{fs::File, path::Path};
 
-use agent_common::{
-    EndpointValue, Flow, PORT_FLAG_DNS, PORT_FLAG_METADATA,
-    dns::{DnsStats, DnsStatsKey, DnsStatsSlot},
-    names,
-};
+use agent_common::{EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA, names};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps},
 };
 
-use crate::{
-    dns::{pending::PendingTable, tables::DnsTables},
-    endpoints::EndpointSpec,
-};
+use crate::endpoints::EndpointSpec;
 
 /// The kernel object built by agent/build.rs.
 pub static EBPF_OBJECT: &[u8] =
@@ -61,25 +54,34 @@ pub enum KernelError {
     TooManyEndpoints(usize, u32),
 }
 
-/// The loaded, attached programs and the maps userspace reads.
+/// The loaded, attached programs, and the maps the agent reads whatever the features.
 pub struct Kernel {
     pub attachment: Attachment,
-    pub events: RingBuf<MapData>,
-    pub dns_events: RingBuf<MapData>,
-    pub tcp_events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
-    /// Metadata requests per socket, read for the ones left unanswered.
-    pub flows: HashMap<MapData, u64, Flow>,
-    /// Answered DNS queries counted in the kernel, and queries waiting for an answer.
-    pub dns_tables: DnsTables,
     /// Optional kernel features and whether this kernel has them.
     pub features: Vec<(&'static str, bool)>,
 }
 
-/// Owns the programs and their links: dropping it detaches them.
+/// Owns the programs and their links: dropping it detaches them. The features take the maps
+/// they read out of it (a map lives on as long as a program or a descriptor holds it).
 pub struct Attachment {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     pub programs: Vec<&'static str>,
+}
+
+impl Attachment {
+    /// Takes map `name` out of the object as the typed map userspace reads it through.
+    pub fn take_map<T>(&mut self, name: &'static str) -> Result<T, KernelError>
+    where
+        T: TryFrom<Map, Error = aya::maps::MapError>,
+    {
+        typed_map(&mut self.ebpf, name)
+    }
+
+    /// Takes map `name` out of the object untyped (e.g. to map it into memory).
+    pub fn take_raw_map(&mut self, name: &'static str) -> Result<Map, KernelError> {
+        self.ebpf.take_map(name).ok_or(KernelError::MissingMap(name))
+    }
 }
 
 /// Kernel features some kernels lack, which the agent works without (see docs/metrics.md,
@@ -119,27 +121,21 @@ pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, Ker
         result => result?,
     };
 
-    let events = typed_map(&mut ebpf, names::MAP_EVENTS)?;
-    let dns_events = typed_map(&mut ebpf, names::MAP_DNS_EVENTS)?;
-    let tcp_events = typed_map(&mut ebpf, names::MAP_TCP_EVENTS)?;
     let counters = typed_map(&mut ebpf, names::MAP_COUNTERS)?;
-    let flows = typed_map(&mut ebpf, names::MAP_FLOWS)?;
-    let dns_stats: HashMap<_, DnsStatsKey, DnsStats> = typed_map(&mut ebpf, names::MAP_DNS_STATS)?;
-    let dns_stats_cpu: PerCpuArray<_, DnsStatsSlot> =
-        typed_map(&mut ebpf, names::MAP_DNS_STATS_CPU)?;
-    let dns_pending = pending_table(&mut ebpf)?;
-    let mut config: Array<_, u32> = typed_map(&mut ebpf, names::MAP_CONFIG)?;
+    // Before attaching, so that no packet sees the defaults.
+    let map_err = |source| KernelError::Map { name: names::MAP_CONFIG, source };
+    let mut config: Array<_, u32> = Array::try_from(
+        ebpf.map_mut(names::MAP_CONFIG).ok_or(KernelError::MissingMap(names::MAP_CONFIG))?,
+    )
+    .map_err(map_err)?;
     let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     for (index, value) in [
         (names::config::DNS_ALL_NAMES, u32::from(dns_all_names)),
         (names::config::DNS_TIMEOUT_MS, ms(dns_timeout)),
         (names::config::METADATA_TIMEOUT_MS, ms(metadata_timeout)),
     ] {
-        config
-            .set(index, &value, 0)
-            .map_err(|source| KernelError::Map { name: names::MAP_CONFIG, source })?;
+        config.set(index, &value, 0).map_err(map_err)?;
     }
-    let dns_tables = DnsTables::new(dns_stats, dns_stats_cpu, dns_pending, config);
 
     let cgroup_fd = File::open(cgroup)
         .map_err(|source| KernelError::Cgroup { path: cgroup.display().to_string(), source })?;
@@ -165,16 +161,7 @@ pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, Ker
         .map_err(|source| KernelError::Program { name, source })?;
     attached.push(name);
     log::info!("attached {} to {}", attached.join(", "), cgroup.display());
-    Ok(Kernel {
-        attachment: Attachment { _ebpf: ebpf, programs: attached },
-        events,
-        dns_events,
-        tcp_events,
-        counters,
-        flows,
-        dns_tables,
-        features,
-    })
+    Ok(Kernel { attachment: Attachment { ebpf, programs: attached }, counters, features })
 }
 
 /// Loads the object, configures it and loads (verifies) every program; nothing is attached.
@@ -221,20 +208,9 @@ where
         .map_err(|source| KernelError::Program { name, source })
 }
 
-/// Takes map `name` out of the object as the typed map userspace reads it through.
-/// The pending-query table, mapped into this process.
-fn pending_table(ebpf: &mut Ebpf) -> Result<PendingTable, KernelError> {
-    let name = names::MAP_DNS_PENDING;
-    let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
-    let aya::maps::Map::Array(data) = map else {
-        return Err(KernelError::NotAnArray(name));
-    };
-    PendingTable::new(data).map_err(|source| KernelError::Mmap { name, source })
-}
-
 fn typed_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
 where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
     T::try_from(map).map_err(|source| KernelError::Map { name, source })

@@ -1,22 +1,5 @@
-//! credwatch: wires the command line to the agent, the demo and the demo's client.
-mod cgroup;
-mod cli;
-mod demo;
-mod dns;
-mod endpoints;
-mod harden;
-mod http;
-mod kernel;
-mod memory;
-mod metadata;
-mod metrics;
-mod pipeline;
-mod pods;
-mod run;
-mod series;
-mod tcp;
-mod workload;
-
+//! credwatch: the agent's command line (`credwatch run`); everything else is the agent library.
+use agent::{cli, harden, run};
 use anyhow::Context as _;
 use clap::Parser as _;
 
@@ -27,22 +10,17 @@ fn main() -> std::process::ExitCode {
         log::error!("disabling core dumps: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    let result = match cli.command {
-        cli::Command::DemoClient(args) => demo::client::run(&args),
-        command => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-            .and_then(|rt| {
-                rt.block_on(async {
-                    match command {
-                        cli::Command::Run(args) => run::run(*args, run::Hooks::default()).await,
-                        cli::Command::Demo(args) => demo::run(args).await,
-                        cli::Command::DemoClient(_) => unreachable!("handled above"),
-                    }
-                })
-            }),
-    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                match cli.command {
+                    cli::Command::Run(args) => run::run(*args, run::Hooks::default()).await,
+                }
+            })
+        });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -54,7 +32,7 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging(level: &str) {
     env_logger::Builder::new()
-        // The Kubernetes client logs each failed request itself; crate::pods says the same once,
+        // The Kubernetes client logs each failed request itself; agent::attribution::pods says the same once,
         // with the retry delay. `--log-level info,kube_client=debug` brings them back.
         .filter_module("kube_client", log::LevelFilter::Off)
         .parse_filters(level)

@@ -1,99 +1,20 @@
-//! The exported metrics. Names and labels are a contract for dashboards and alerts
-//! (docs/metrics.md). Per-event metrics are updated by the event pipeline; kernel counters are
-//! read at scrape time by [`KernelCounters`].
+//! The agent's own metrics: what is attached, which kernel features it found, its build, the
+//! events lost and the traffic refused (the kernel's counters, read at scrape time by
+//! [`KernelCounters`], with the userspace ones), and its heap. Names and labels are a contract
+//! for dashboards and alerts (docs/metrics.md); each feature's own families are in its folder.
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicU64, Ordering},
 };
 
-use agent_common::{counter, dns};
+use agent_common::counter;
 use aya::maps::{MapData, PerCpuArray};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet},
-    metrics::{
-        MetricType, TypedMetric, counter::ConstCounter, counter::Counter, family::Family,
-        gauge::Gauge, histogram::Histogram,
-    },
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-
-use crate::workload::Workload;
-
-pub const DURATION_BUCKETS: [f64; 13] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-/// 1 minute to 12 hours: KIAM's 15 minutes, kube2iam's 30, IMDS's 6 hours all fall on an edge.
-pub const LIFETIME_BUCKETS: [f64; 11] =
-    [60.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0, 43200.0];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub endpoint: &'static str,
-    pub kind: &'static str,
-    pub code: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DurationLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub endpoint: &'static str,
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CredentialLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub endpoint: &'static str,
-    pub role: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-pub struct StormLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub role: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DnsLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub qtype: &'static str,
-    pub rcode: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DnsQtypeLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub qtype: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DnsNameLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TcpConnectLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub destination: &'static str,
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TcpDestinationLabels {
-    #[prometheus(flatten)]
-    pub workload: Workload,
-    pub destination: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProgramLabels {
@@ -110,155 +31,6 @@ pub struct VersionLabels {
     pub version: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
-}
-fn lifetime_histogram() -> Histogram {
-    Histogram::new(LIFETIME_BUCKETS)
-}
-/// A histogram filled with bucket counts the kernel measured (`agent_common::dns::DnsStats`):
-/// prometheus-client's `Histogram` can only observe one value at a time. Bounds are
-/// `agent_common::dns::LATENCY_BOUNDS_NS`.
-#[derive(Clone, Debug, Default)]
-pub struct KernelHistogram(Arc<Mutex<KernelHistogramState>>);
-
-#[derive(Debug, Default)]
-struct KernelHistogramState {
-    sum_seconds: f64,
-    /// Not cumulative; the last slot is +Inf.
-    buckets: [u64; dns::LATENCY_BOUNDS_NS.len() + 1],
-}
-
-impl KernelHistogram {
-    /// Adds the kernel's per-slot counts (slot i: latencies in (bound[i-1], bound[i]]).
-    pub fn add(&self, slots: &[u64; dns::LATENCY_SLOTS], sum_ns: u64) {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        state.sum_seconds += sum_ns as f64 / 1e9;
-        for (bucket, add) in state.buckets.iter_mut().zip(slots) {
-            *bucket += add;
-        }
-    }
-}
-
-impl TypedMetric for KernelHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for KernelHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Per-bucket counts: the encoder accumulates them.
-        let buckets: Vec<(f64, u64)> = state
-            .buckets
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                let le = dns::LATENCY_BOUNDS_NS.get(i).map_or(f64::INFINITY, |&ns| ns as f64 / 1e9);
-                (le, n)
-            })
-            .collect();
-        let count = state.buckets.iter().sum();
-        encoder.encode_histogram::<NoLabelSet>(state.sum_seconds, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
-
-/// Loopback connects take tens of microseconds; cross-zone ones milliseconds; SYN retries seconds.
-pub const TCP_DURATION_BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 3.0, 10.0];
-
-fn tcp_histogram() -> Histogram {
-    Histogram::new(TCP_DURATION_BUCKETS)
-}
-
-#[derive(Clone)]
-pub struct TcpMetrics {
-    pub connects: Family<TcpConnectLabels, Counter>,
-    pub duration: HistogramFamily<TcpDestinationLabels>,
-    pub accepts: Family<Workload, Counter>,
-}
-
-impl TcpMetrics {
-    fn register(r: &mut Registry) -> Self {
-        let m = Self {
-            connects: Family::default(),
-            duration: Family::new_with_constructor(tcp_histogram),
-            accepts: Family::default(),
-        };
-        r.register(
-            "credwatch_tcp_connects",
-            "Outbound TCP connection attempts by destination class (as the application asked, before DNAT) and result",
-            m.connects.clone(),
-        );
-        r.register(
-            "credwatch_tcp_connect_duration_seconds",
-            "connect() to established, for connections that were established",
-            m.duration.clone(),
-        );
-        r.register("credwatch_tcp_accepts", "Inbound TCP connections accepted", m.accepts.clone());
-        m
-    }
-}
-
-#[derive(Clone)]
-pub struct DnsMetrics {
-    pub requests: Family<DnsLabels, Counter>,
-    pub duration: Family<DnsQtypeLabels, KernelHistogram>,
-    pub expansion_queries: Family<Workload, Counter>,
-    pub expansion_seconds: Family<Workload, Counter<f64, AtomicU64>>,
-    pub truncated: Family<Workload, Counter>,
-    pub names: Family<DnsNameLabels, Counter>,
-}
-
-impl DnsMetrics {
-    fn register(r: &mut Registry) -> Self {
-        let m = Self {
-            requests: Family::default(),
-            duration: Family::default(),
-            expansion_queries: Family::default(),
-            expansion_seconds: Family::default(),
-            truncated: Family::default(),
-            names: Family::default(),
-        };
-        r.register(
-            "credwatch_dns_requests",
-            "DNS queries by type and response code (rcode=\"timeout\": no answer in time)",
-            m.requests.clone(),
-        );
-        r.register(
-            "credwatch_dns_request_duration_seconds",
-            "Time from a DNS query to its response, measured in the kernel",
-            m.duration.clone(),
-        );
-        r.register(
-            "credwatch_dns_search_expansion_queries",
-            "Queries sent only because of the search list (suffix tried, NXDOMAIN)",
-            m.expansion_queries.clone(),
-        );
-        r.register(
-            "credwatch_dns_search_expansion_seconds",
-            "Time spent waiting on search-list expansion queries",
-            m.expansion_seconds.clone(),
-        );
-        r.register(
-            "credwatch_dns_truncated_responses",
-            "UDP responses with the TC bit (the resolver retries over TCP)",
-            m.truncated.clone(),
-        );
-        r.register(
-            "credwatch_dns_name_queries",
-            "Queries per name, opt-in (--dns-top-names N): the first N names per pod, the rest as ~other",
-            m.names.clone(),
-        );
-        m
-    }
-}
-
 /// Rejects found in userspace, exported with the kernel's under the same metric.
 #[derive(Debug, Default)]
 pub struct UserspaceCounters {
@@ -268,71 +40,24 @@ pub struct UserspaceCounters {
     pub undecodable_event: AtomicU64,
 }
 
-#[derive(Clone)]
-pub struct Metrics {
-    pub requests: Family<RequestLabels, Counter>,
-    pub duration: HistogramFamily<DurationLabels>,
-    pub imdsv1: Family<Workload, Counter>,
-    pub fetches: Family<CredentialLabels, Counter>,
-    pub lifetime: HistogramFamily<CredentialLabels>,
-    pub storm: Family<StormLabels, Gauge>,
+#[derive(Clone, Debug)]
+pub struct AgentMetrics {
     pub attached: Family<ProgramLabels, Gauge>,
     pub kernel_features: Family<FeatureLabels, Gauge>,
     pub cgroups_known: Gauge,
-    pub dns: DnsMetrics,
-    pub tcp: TcpMetrics,
     pub userspace: Arc<UserspaceCounters>,
 }
 
-impl Metrics {
-    /// Creates the metrics and a registry that exports them (and `kernel`'s counters, when
-    /// given).
-    pub fn new(kernel: Option<KernelCounters>) -> (Self, Registry) {
-        let mut r = Registry::default();
+impl AgentMetrics {
+    /// Registers the agent's metrics (after the features': the order of /metrics), and
+    /// `kernel`'s counters when given.
+    pub fn register(r: &mut Registry, kernel: Option<KernelCounters>) -> Self {
         let m = Self {
-            dns: DnsMetrics::register(&mut r),
-            tcp: TcpMetrics::register(&mut r),
-            requests: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-            imdsv1: Family::default(),
-            fetches: Family::default(),
-            lifetime: Family::new_with_constructor(lifetime_histogram),
-            storm: Family::default(),
             attached: Family::default(),
             kernel_features: Family::default(),
             cgroups_known: Gauge::default(),
             userspace: Arc::default(),
         };
-        r.register(
-            "credwatch_metadata_requests",
-            "Requests to metadata/credential endpoints, by HTTP status of the response (code=\"no_response\": none came)",
-            m.requests.clone(),
-        );
-        r.register(
-            "credwatch_metadata_request_duration_seconds",
-            "Time from a metadata request to the first byte of its response",
-            m.duration.clone(),
-        );
-        r.register(
-            "credwatch_metadata_imdsv1_requests",
-            "IMDS GET requests made without an IMDSv2 session token",
-            m.imdsv1.clone(),
-        );
-        r.register(
-            "credwatch_credential_fetches",
-            "Credential documents delivered (HTTP 200) to the workload",
-            m.fetches.clone(),
-        );
-        r.register(
-            "credwatch_credential_remaining_lifetime_seconds",
-            "Time the delivered credentials had left (Expiration minus delivery time)",
-            m.lifetime.clone(),
-        );
-        r.register(
-            "credwatch_credential_refresh_storm",
-            "1 while the workload fetches credentials far more often than their lifetime requires",
-            m.storm.clone(),
-        );
         r.register(
             "credwatch_program_attached",
             "1 for each kernel program attached",
@@ -353,7 +78,7 @@ impl Metrics {
         r.register("credwatch_build_info", "credwatch version; always 1", build_info);
         r.register_collector(Box::new(LossAndRejects { kernel, userspace: m.userspace.clone() }));
         r.register_collector(Box::new(crate::memory::HeapInUse));
-        (m, r)
+        m
     }
 }
 
@@ -496,7 +221,8 @@ mod tests {
 
     #[test]
     fn loss_and_reject_series_exist_before_anything_happens() {
-        let (_m, r) = Metrics::new(None);
+        let mut r = Registry::default();
+        let _ = AgentMetrics::register(&mut r, None);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
         for line in [

@@ -1,308 +1,158 @@
-//! From kernel events to metrics: attribution, counting, the storm detector, DNS and TCP.
+//! Reads the features' ring buffers and hands each record to its feature's observer, with one
+//! shared context; runs the observers' ticks and the series lifecycle, and applies what the
+//! Kubernetes watch says about pods.
 use std::{
     collections::HashSet,
-    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
-use agent_common::RequestKind;
 use aya::maps::{MapData, RingBuf};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
-    io::unix::AsyncFd,
+    io::unix::{AsyncFd, AsyncFdReadyMutGuard},
     sync::{mpsc, watch},
 };
 
 use crate::{
-    dns::{
-        self,
-        observer::{DnsObserver, monotonic_ns},
-    },
-    metadata::{
-        detector::{Detector, FlagChange, Rule},
-        event::{self, Observation, What},
-        expiration::{self, Clock},
-        unanswered::Unanswered,
-    },
-    metrics::{
-        CredentialLabels, DurationLabels, Metrics, RequestLabels, StormLabels, TcpConnectLabels,
-        TcpDestinationLabels,
-    },
-    pods::{AttributionMetrics, PodEvent},
-    series::SeriesRegistry,
-    tcp::{self, classify::Classifier, event::TcpObservation},
-    workload::{Resolver, Workload},
+    attribution::{labels::Workload, metrics::AttributionMetrics, pods::cache::PodEvent},
+    observer::{Context, Delivery, Feature, Observer},
 };
 
-/// How often the metadata and TCP rings are read. Polling on a timer instead of waiting for each ring's wakeup
-/// costs at most this much delay and saves a thread wakeup (and context switch) per event burst:
-/// at ~1k metadata requests/s that was about a third of the agent's CPU. The rings hold far more
-/// than arrives in this time (docs/benchmarks.md).
+/// How often polled rings are read. Polling on a timer instead of waiting for each ring's
+/// wakeup costs at most this much delay and saves a thread wakeup (and context switch) per event
+/// burst, a large share of the agent's CPU under a steady stream of metadata requests. The rings
+/// hold far more than arrives in this time (docs/benchmarks.md).
 const RING_POLL: Duration = Duration::from_millis(25);
-/// How often storm flags are re-evaluated (so they clear when fetching stops) and DNS timeouts
-/// are reported.
+/// How often the observers' ticks run.
 const TICK: Duration = Duration::from_secs(1);
-/// A (workload, role) with no fetch for this long is forgotten and its storm series removed.
-const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-/// Names under which per-workload series are recorded for removal (crate::series).
-const REQUESTS: &str = "metadata_requests";
-const DURATION: &str = "metadata_request_duration";
-const IMDSV1: &str = "metadata_imdsv1_requests";
-const FETCHES: &str = "credential_fetches";
-const LIFETIME: &str = "credential_remaining_lifetime";
-const STORM: &str = "credential_refresh_storm";
-const TCP_CONNECTS: &str = "tcp_connects";
-const TCP_DURATION: &str = "tcp_connect_duration";
-const TCP_ACCEPTS: &str = "tcp_accepts";
-/// The `code` of a metadata request that got no response status line.
-pub const NO_RESPONSE: &str = "no_response";
+/// The gauges the pipeline keeps current.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineGauges {
+    /// `credwatch_cgroups_known`.
+    pub cgroups_known: Gauge,
+    pub attribution: AttributionMetrics,
+}
 
 pub struct Pipeline {
-    resolver: Resolver,
-    detector: Detector<StormLabels>,
-    dns: DnsObserver,
-    classifier: Classifier,
-    metrics: Metrics,
-    clock: Clock,
-    series: SeriesRegistry,
-    attribution: AttributionMetrics,
+    cx: Context,
+    features: Vec<Feature>,
+    gauges: PipelineGauges,
     pod_events: Option<mpsc::Receiver<PodEvent>>,
-    unanswered: Option<Unanswered>,
+}
+
+/// A ring read on the poll timer, and the observer of its records.
+struct Polled {
+    ring: RingBuf<MapData>,
+    observer: Box<dyn Observer>,
+}
+
+/// A ring read when the kernel signals it.
+struct Woken {
+    ring: AsyncFd<RingBuf<MapData>>,
+    observer: Box<dyn Observer>,
 }
 
 impl Pipeline {
+    /// `pod_events` (from crate::attribution::pods) relabel cgroups.
     pub fn new(
-        resolver: Resolver,
-        rule: Rule,
-        dns: DnsObserver,
-        classifier: Classifier,
-        metrics: Metrics,
-    ) -> Self {
-        Self {
-            resolver,
-            detector: Detector::new(rule),
-            dns,
-            classifier,
-            metrics,
-            clock: Clock::now(),
-            series: SeriesRegistry::new(Duration::from_secs(120)),
-            attribution: AttributionMetrics::default(),
-            pod_events: None,
-            unanswered: None,
-        }
-    }
-
-    /// Counts the requests the kernel's flow table shows unanswered past the timeout.
-    pub fn with_unanswered(mut self, unanswered: Unanswered) -> Self {
-        self.unanswered = Some(unanswered);
-        self
-    }
-
-    /// Series lifecycle and Kubernetes metadata: series of a workload no longer in use are
-    /// removed after `grace`; `pod_events` (from crate::pods) relabel cgroups.
-    pub fn with_attribution(
-        mut self,
-        grace: Duration,
-        attribution: AttributionMetrics,
+        cx: Context,
+        features: Vec<Feature>,
+        gauges: PipelineGauges,
         pod_events: Option<mpsc::Receiver<PodEvent>>,
     ) -> Self {
-        self.series = SeriesRegistry::new(grace);
-        self.attribution = attribution;
-        self.pod_events = pod_events;
-        self
+        Self { cx, features, gauges, pod_events }
     }
 
-    /// Reads the metadata, DNS and TCP rings until `shutdown` changes.
-    pub async fn run(
-        mut self,
-        [mut ring, dns_ring, mut tcp_ring]: [RingBuf<MapData>; 3],
-        mut shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<()> {
-        // DNS events (NXDOMAIN answers) are read as they come: the search-list analysis reads
-        // the pod's resolv.conf through one of its processes, and a short-lived resolver may be
-        // gone 25 ms later. They are few (the kernel counts everything else).
-        let mut dns_ring = register(dns_ring)?;
+    /// Reads every feature's ring until `shutdown` changes.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+        let Self { mut cx, features, gauges, mut pod_events } = self;
+        let mut polled = Vec::new();
+        let mut woken = Vec::new();
+        for Feature { name, ring, delivery, observer } in features {
+            log::debug!("reading the {name} ring ({delivery:?})");
+            match delivery {
+                Delivery::Polled => polled.push(Polled { ring, observer }),
+                Delivery::Woken => woken.push(Woken { ring: register(ring)?, observer }),
+            }
+        }
         let mut poll = tokio::time::interval(RING_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(TICK);
-        let mut sweep = tokio::time::interval(sweep_every(self.series.grace()));
-        let mut pods = self.pod_events.take();
+        let mut sweep = tokio::time::interval(sweep_every(cx.series.grace()));
         loop {
             tokio::select! {
                 _ = poll.tick() => {
-                    drain(&mut ring, event::decode, |r| match r {
-                        Ok(o) => self.observe(o),
-                        Err(e) => self.undecodable(&e),
-                    });
-                    drain(&mut tcp_ring, tcp::event::decode, |r| match r {
-                        Ok(o) => self.observe_tcp(o),
-                        Err(e) => self.undecodable(&e),
-                    });
+                    for p in &mut polled {
+                        drain(&mut p.ring, &mut *p.observer, &mut cx);
+                    }
                 }
-                guard = dns_ring.readable_mut() => {
-                    let mut guard = guard?;
-                    drain(guard.get_inner_mut(), dns::event::decode, |r| match r {
-                        Ok(a) => {
-                            let now = self.clock.unix_seconds(a.ktime_ns);
-                            self.dns.observe(a, &mut self.resolver, &self.metrics, &mut self.series, now);
-                        }
-                        Err(e) => self.undecodable(&e),
-                    });
+                ready = readable(&mut woken) => {
+                    let (mut guard, observer) = ready?;
+                    drain(guard.get_inner_mut(), observer, &mut cx);
                     guard.clear_ready();
                 }
-                _ = tick.tick() => self.tick(),
-                _ = sweep.tick() => self.sweep(),
-                event = next_pod_event(&mut pods) => match event {
-                    Some(e) => self.resolver.apply(e, Instant::now()),
+                _ = tick.tick() => {
+                    for o in observers(&mut polled, &mut woken) {
+                        o.tick(&mut cx);
+                    }
+                    gauges.cgroups_known.set(cx.resolver.known_cgroups() as i64);
+                }
+                _ = sweep.tick() => {
+                    let removed = sweep_series(&mut cx);
+                    for o in observers(&mut polled, &mut woken) {
+                        o.sweep(&cx, &removed);
+                    }
+                    if !removed.is_empty() {
+                        crate::memory::release_freed_memory();
+                    }
+                    gauges.attribution.cgroups_unresolved.set(cx.resolver.unresolved() as i64);
+                    gauges.attribution.pods.set(cx.resolver.pods_known() as i64);
+                }
+                event = next_pod_event(&mut pod_events) => match event {
+                    Some(e) => cx.resolver.apply(e, Instant::now()),
                     None => {
                         log::warn!("pod watch ended: keeping the last known pods");
-                        pods = None;
+                        pod_events = None;
                     }
                 },
                 _ = shutdown.changed() => return Ok(()),
             }
         }
     }
+}
 
-    fn undecodable(&self, e: &dyn std::fmt::Display) {
-        self.metrics.userspace.undecodable_event.fetch_add(1, Ordering::Relaxed);
-        log::warn!("dropping kernel event: {e}");
-    }
+fn observers<'a>(
+    polled: &'a mut [Polled],
+    woken: &'a mut [Woken],
+) -> impl Iterator<Item = &'a mut Box<dyn Observer>> {
+    polled.iter_mut().map(|p| &mut p.observer).chain(woken.iter_mut().map(|w| &mut w.observer))
+}
 
-    pub fn observe(&mut self, o: Observation) {
-        let workload = self.resolver.workload_or_fallback(o.cgroup_id);
-        let now = self.clock.unix_seconds(o.ktime_ns);
-        let endpoint = o.endpoint.as_str();
-        let kind = o.kind.as_str();
-        log::debug!("{endpoint} {kind} role={:?} {:?} ({workload:?})", o.role, o.what);
-        match o.what {
-            What::Response { status, latency_ns, imdsv1 } => {
-                let code = status.to_string();
-                let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
-                self.series.get_or_create(REQUESTS, &self.metrics.requests, &labels).inc();
-                let labels = DurationLabels { workload: workload.clone(), endpoint, kind };
-                self.series
-                    .get_or_create(DURATION, &self.metrics.duration, &labels)
-                    .observe(latency_ns as f64 / 1e9);
-                if imdsv1 {
-                    self.series.get_or_create(IMDSV1, &self.metrics.imdsv1, &workload).inc();
-                }
-                if o.kind == RequestKind::Credentials && status == 200 {
-                    let labels = CredentialLabels {
-                        workload: workload.clone(),
-                        endpoint,
-                        role: o.role.clone(),
-                    };
-                    self.series.get_or_create(FETCHES, &self.metrics.fetches, &labels).inc();
-                    let key = StormLabels { workload, role: o.role };
-                    self.storm_key_seen(&key);
-                    let change = self.detector.on_fetch(&key, now);
-                    self.apply(change);
-                }
-            }
-            What::NoResponse { imdsv1 } => {
-                // Counted, but not timed: there is no response to time.
-                let code = NO_RESPONSE.to_string();
-                let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
-                self.series.get_or_create(REQUESTS, &self.metrics.requests, &labels).inc();
-                if imdsv1 {
-                    self.series.get_or_create(IMDSV1, &self.metrics.imdsv1, &workload).inc();
-                }
-            }
-            What::Expiration { packed } => {
-                let Some(expires_at) = expiration::unix_seconds(packed) else {
-                    self.metrics.userspace.bad_timestamp.fetch_add(1, Ordering::Relaxed);
-                    return;
-                };
-                let expires_at = expires_at as f64;
-                let labels =
-                    CredentialLabels { workload: workload.clone(), endpoint, role: o.role.clone() };
-                self.series
-                    .get_or_create(LIFETIME, &self.metrics.lifetime, &labels)
-                    .observe(expires_at - now);
-                let key = StormLabels { workload, role: o.role };
-                let change = self.detector.on_expiration(&key, now, expires_at);
-                self.apply(change);
-            }
+/// Hands every record waiting in `ring` to `observer`; counts those it cannot decode.
+fn drain(ring: &mut RingBuf<MapData>, observer: &mut dyn Observer, cx: &mut Context) {
+    while let Some(record) = ring.next() {
+        if let Err(e) = observer.on_record(&record, cx) {
+            cx.undecodable(&e);
         }
-    }
-
-    fn observe_tcp(&mut self, o: TcpObservation) {
-        match o {
-            TcpObservation::Connect { cgroup_id, addr, port, result, latency_ns } => {
-                let workload = self.resolver.workload_or_fallback(cgroup_id);
-                let destination = self.classifier.classify(addr, port);
-                let labels = TcpConnectLabels { workload: workload.clone(), destination, result };
-                self.series.get_or_create(TCP_CONNECTS, &self.metrics.tcp.connects, &labels).inc();
-                if result == "established" {
-                    let labels = TcpDestinationLabels { workload, destination };
-                    self.series
-                        .get_or_create(TCP_DURATION, &self.metrics.tcp.duration, &labels)
-                        .observe(latency_ns as f64 / 1e9);
-                }
-            }
-            TcpObservation::Accept { cgroup_id, .. } => {
-                let workload = self.resolver.workload_or_fallback(cgroup_id);
-                self.series.get_or_create(TCP_ACCEPTS, &self.metrics.tcp.accepts, &workload).inc();
-            }
-        }
-    }
-
-    /// A storm series exists (at 0) from a key's first fetch, so "no storm" is visible.
-    fn storm_key_seen(&mut self, key: &StormLabels) {
-        let _ = self.series.get_or_create(STORM, &self.metrics.storm, key);
-    }
-
-    fn apply(&mut self, change: Option<FlagChange<StormLabels>>) {
-        if let Some(FlagChange { key, storm }) = change {
-            if storm {
-                log::warn!(
-                    "credential refresh storm: pod={} container={} role={} fetches credentials far more often than their lifetime requires",
-                    key.workload.pod,
-                    key.workload.container,
-                    key.role
-                );
-            } else {
-                log::info!(
-                    "credential refresh storm over: pod={} role={}",
-                    key.workload.pod,
-                    key.role
-                );
-            }
-            self.series.get_or_create(STORM, &self.metrics.storm, &key).set(i64::from(storm));
-        }
-    }
-
-    fn tick(&mut self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        if let Some(unanswered) = self.unanswered.as_mut() {
-            for o in unanswered.sweep(monotonic_ns()) {
-                self.observe(o);
-            }
-        }
-        let (changes, forgotten) = self.detector.tick(now, FORGET_AFTER);
-        for c in changes {
-            self.apply(Some(c));
-        }
-        for key in forgotten {
-            self.series.remove(STORM, &self.metrics.storm, &key);
-        }
-        self.dns.tick(monotonic_ns(), &mut self.resolver, &self.metrics, &mut self.series);
-        self.metrics.cgroups_known.set(self.resolver.known_cgroups() as i64);
     }
 }
 
-/// Decodes every record waiting in `ring` and hands each result to `each`.
-fn drain<T, E>(
-    ring: &mut RingBuf<MapData>,
-    decode: fn(&[u8]) -> Result<T, E>,
-    mut each: impl FnMut(Result<T, E>),
-) {
-    while let Some(item) = ring.next() {
-        each(decode(&item));
+/// The first of the woken rings to have data, with its observer; never, if there are none.
+async fn readable(
+    woken: &mut [Woken],
+) -> std::io::Result<(AsyncFdReadyMutGuard<'_, RingBuf<MapData>>, &mut dyn Observer)> {
+    if woken.is_empty() {
+        return std::future::pending().await;
     }
+    let waits = woken.iter_mut().map(|w| {
+        Box::pin(async move {
+            let guard = w.ring.readable_mut().await;
+            (guard, &mut *w.observer)
+        })
+    });
+    let ((guard, observer), _, _) = futures_util::future::select_all(waits).await;
+    Ok((guard?, observer))
 }
 
 fn register(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
@@ -311,29 +161,23 @@ fn register(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>
     unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)
 }
 
-impl Pipeline {
-    /// Series lifecycle: forget vanished cgroups and expired pods, retire the label sets nothing
-    /// holds any more, and remove those whose grace period is over.
-    fn sweep(&mut self) {
-        let now = Instant::now();
-        self.resolver.sweep(now);
-        let resolver = &self.resolver;
-        self.dns.forget(|cgroup_id| !resolver.holds(cgroup_id));
-        let held = self.resolver.held();
-        self.series.retire_unheld(|w| held.contains(w), now);
-        let removed: HashSet<Workload> = self.series.expire(now).into_iter().collect();
-        if !removed.is_empty() {
-            log::debug!("removed the series of {} workloads", removed.len());
-            self.detector.forget(|k| removed.contains(&k.workload));
-            crate::memory::release_freed_memory();
-        }
-        self.attribution.cgroups_unresolved.set(self.resolver.unresolved() as i64);
-        self.attribution.pods.set(self.resolver.pods_known() as i64);
+/// Series lifecycle: forget vanished cgroups and expired pods, retire the label sets nothing
+/// holds any more, and remove those whose grace period is over. Returns the workloads removed.
+fn sweep_series(cx: &mut Context) -> HashSet<Workload> {
+    let now = Instant::now();
+    cx.resolver.sweep(now);
+    let held = cx.resolver.held();
+    cx.series.retire_unheld(|w| held.contains(w), now);
+    let removed: HashSet<Workload> = cx.series.expire(now).into_iter().collect();
+    if !removed.is_empty() {
+        log::debug!("removed the series of {} workloads", removed.len());
     }
+    removed
 }
 
-/// Often enough that series go within about a quarter of the grace period after it ends; never
-/// more than every 5 s (a sweep stats each cgroup that produced events).
+/// Often enough that series go within about a quarter of the grace period after it ends, and at
+/// least once a second; at most four times a second (a sweep stats each cgroup that produced
+/// events).
 fn sweep_every(grace: Duration) -> Duration {
     (grace / 4).clamp(Duration::from_millis(250), TICK)
 }

@@ -2,32 +2,36 @@
 use std::{
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
-    time::Duration,
 };
 
 use anyhow::Context as _;
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
 
+use prometheus_client::registry::Registry;
+
 use crate::{
-    cgroup::{self, CgroupIndex},
+    attribution::{
+        cgroup::{self, CgroupIndex},
+        metrics::AttributionMetrics,
+        pods,
+        resolver::Resolver,
+    },
     cli::RunArgs,
-    dns::observer::DnsObserver,
-    endpoints, harden, http,
+    clock::Clock,
+    endpoints, features, harden, http,
     http::Ready,
     kernel,
-    metadata::{detector::Rule, unanswered::Unanswered},
-    metrics::{FeatureLabels, KernelCounters, Metrics, ProgramLabels},
-    pipeline::Pipeline,
-    pods::{self, AttributionMetrics},
-    tcp::classify::Classifier,
-    workload::Resolver,
+    metrics::{AgentMetrics, FeatureLabels, KernelCounters, ProgramLabels},
+    observer::{Context, Setup},
+    pipeline::{Pipeline, PipelineGauges},
+    series::SeriesRegistry,
 };
 
 /// What an embedding caller (the demo) gets from a running agent.
 #[derive(Default)]
 pub struct Hooks {
-    /// Receives the metrics once the agent is ready.
-    pub on_ready: Option<tokio::sync::oneshot::Sender<Metrics>>,
+    /// Receives the registry /metrics is encoded from, once the agent is ready.
+    pub on_ready: Option<tokio::sync::oneshot::Sender<Arc<Registry>>>,
     /// Stops the agent when it changes (besides SIGTERM/SIGINT).
     pub stop: Option<watch::Receiver<bool>>,
     /// Keep every capability after attaching (the demo still creates sandboxes then).
@@ -59,29 +63,27 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     if args.dns.dns_ports.contains(&0) {
         anyhow::bail!("--dns-port 0 is not a port");
     }
-    let dns_timeout = Duration::from_secs(args.dns.dns_timeout.max(1));
-    let metadata_timeout = Duration::from_secs(args.metadata_timeout.max(1));
     let settings = kernel::Settings {
         endpoints: &endpoints,
         dns_ports: &args.dns.dns_ports,
         dns_all_names: args.dns.dns_top_names > 0,
-        dns_timeout,
-        metadata_timeout,
+        dns_timeout: args.dns.timeout(),
+        metadata_timeout: args.metadata_wait(),
     };
-    let kernel::Kernel {
-        attachment,
-        events,
-        dns_events,
-        tcp_events,
-        counters,
-        flows,
-        dns_tables,
-        features,
-    } = kernel::load_and_attach(&attach_to, &settings).context(
-        "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
-                 CAP_NET_ADMIN; see docs/deploy.md)",
-    )?;
+    let kernel::Kernel { mut attachment, counters, features: kernel_features } =
+        kernel::load_and_attach(&attach_to, &settings).context(
+            "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
+             CAP_NET_ADMIN; see docs/deploy.md)",
+        )?;
     let counters = KernelCounters::new(counters);
+    let mut registry = Registry::default();
+    let features = features::all(&mut Setup {
+        args: &args,
+        endpoints: &endpoints,
+        kernel: &mut attachment,
+        registry: &mut registry,
+    })
+    .context("setting up the features' kernel maps")?;
     if !hooks.keep_capabilities {
         // Before any other thread exists: capabilities are per thread.
         match harden::drop_capabilities(|| counters.readable()) {
@@ -89,12 +91,12 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
             Err(e) => log::error!("dropping capabilities: {e:#}; running with all of them"),
         }
     }
-    let (metrics, mut registry) = Metrics::new(Some(counters));
+    let own = AgentMetrics::register(&mut registry, Some(counters));
     for program in &attachment.programs {
-        metrics.attached.get_or_create(&ProgramLabels { program }).set(1);
+        own.attached.get_or_create(&ProgramLabels { program }).set(1);
     }
-    for (feature, available) in features {
-        metrics.kernel_features.get_or_create(&FeatureLabels { feature }).set(available.into());
+    for (feature, available) in kernel_features {
+        own.kernel_features.get_or_create(&FeatureLabels { feature }).set(available.into());
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = args.kubernetes.series_grace;
@@ -104,27 +106,24 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         .context("setting up Kubernetes attribution (--kubernetes off disables it)")?;
     attribution.register(&mut registry, pod_watch.is_some());
     let (pod_events, pod_task) = pod_watch.map(|s| (s.events, s.task)).unzip();
-    let resolver = Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace);
-    let dns = DnsObserver::new(dns_timeout, args.dns.dns_top_names, dns_tables);
-    let classifier = Classifier {
-        metadata: endpoints.clone(),
-        dns_ports: args.dns.dns_ports.clone(),
-        cluster: args.tcp.cluster_cidrs.clone(),
-        aws_api: args.tcp.aws_api_cidrs.clone(),
+    let cx = Context {
+        resolver: Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace),
+        series: SeriesRegistry::new(grace),
+        clock: Clock::new(),
+        rejects: own.userspace.clone(),
     };
-    let pipeline =
-        Pipeline::new(resolver, Rule::from(&args.detector), dns, classifier, metrics.clone())
-            .with_attribution(grace, attribution, pod_events)
-            .with_unanswered(Unanswered::new(flows, metadata_timeout));
+    let gauges = PipelineGauges { cgroups_known: own.cgroups_known.clone(), attribution };
+    let pipeline = Pipeline::new(cx, features, gauges, pod_events);
 
     let ready: Ready = Arc::default();
+    let registry = Arc::new(registry);
     let server =
-        tokio::spawn(http::serve(listener, Arc::new(registry), ready.clone(), stop_rx.clone()));
-    let events = tokio::spawn(pipeline.run([events, dns_events, tcp_events], stop_rx.clone()));
+        tokio::spawn(http::serve(listener, registry.clone(), ready.clone(), stop_rx.clone()));
+    let events = tokio::spawn(pipeline.run(stop_rx.clone()));
     ready.store(true, Ordering::Release);
     log::info!("ready: metrics on http://{listen}/metrics, observing {}", attach_to.display());
     if let Some(tx) = hooks.on_ready {
-        let _ = tx.send(metrics);
+        let _ = tx.send(registry);
     }
 
     wait_for_stop(hooks.stop).await?;

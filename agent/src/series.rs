@@ -1,28 +1,33 @@
 //! Series lifecycle. prometheus-client's `Family` can remove a label set but cannot list them,
-//! so every per-workload series is created through [`SeriesRegistry::get_or_create`], which
-//! records it under its [`Workload`]. When a workload's labels are no longer in use (pod deleted,
-//! cgroup gone, cgroup relabelled) it is *retired*; after the grace period, so that scrapes see
-//! the final increments, all of its series are removed together.
+//! so every per-workload family is a [`Tracked`] one, and its series are created through
+//! [`SeriesRegistry::get_or_create`], which records each under its [`Workload`]. When a
+//! workload's labels are no longer in use (pod deleted, cgroup gone, cgroup relabelled) it is
+//! *retired*; after the grace period, so that scrapes see the final increments, all of its series
+//! are removed together.
+//!
+//! A [`Tracked`] family is registered once, with its name and help, where it is declared; the
+//! handle carries an identity issued at registration, and the registry keeps each workload's
+//! label sets per family identity. The registry knows no family and no label type: a label type
+//! says which workload it belongs to by implementing [`WorkloadLabels`].
 use std::{
     any::Any,
     hash::Hash,
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
-
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::family::{Family, MetricConstructor},
+    encoding::{EncodeLabelSet, EncodeMetric},
+    metrics::{
+        TypedMetric,
+        family::{Family, MetricConstructor},
+        histogram::Histogram,
+    },
+    registry::Registry,
 };
 
-use crate::{
-    metrics::{
-        CredentialLabels, DnsLabels, DnsNameLabels, DnsQtypeLabels, DurationLabels, RequestLabels,
-        StormLabels, TcpConnectLabels, TcpDestinationLabels,
-    },
-    workload::Workload,
-};
+use crate::attribution::labels::Workload;
 
 /// A label set that belongs to one workload.
 pub trait WorkloadLabels {
@@ -35,26 +40,76 @@ impl WorkloadLabels for Workload {
     }
 }
 
+/// Implements [`WorkloadLabels`] for label sets with a `workload: Workload` field.
 macro_rules! workload_labels {
     ($($t:ty),* $(,)?) => {$(
-        impl WorkloadLabels for $t {
-            fn workload(&self) -> &Workload {
+        impl $crate::series::WorkloadLabels for $t {
+            fn workload(&self) -> &$crate::attribution::labels::Workload {
                 &self.workload
             }
         }
     )*};
 }
-workload_labels!(
-    RequestLabels,
-    DurationLabels,
-    CredentialLabels,
-    StormLabels,
-    TcpConnectLabels,
-    TcpDestinationLabels,
-    DnsLabels,
-    DnsQtypeLabels,
-    DnsNameLabels,
-);
+pub(crate) use workload_labels;
+
+/// What every label type of a tracked family must be.
+pub trait SeriesLabels:
+    WorkloadLabels + EncodeLabelSet + Clone + Hash + Eq + std::fmt::Debug + Send + Sync + 'static
+{
+}
+impl<L> SeriesLabels for L where
+    L: WorkloadLabels
+        + EncodeLabelSet
+        + Clone
+        + Hash
+        + Eq
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Identity of one registered family; issued once per [`Tracked::register`], process-wide, so
+/// two families never share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FamilyId(u32);
+
+static NEXT_FAMILY: AtomicU32 = AtomicU32::new(0);
+
+/// A per-workload metric family, registered, whose series go with their workload.
+#[derive(Debug)]
+pub struct Tracked<L, M, C = fn() -> M> {
+    family: Family<L, M, C>,
+    id: FamilyId,
+}
+
+impl<L, M, C: Clone> Clone for Tracked<L, M, C> {
+    fn clone(&self) -> Self {
+        Self { family: self.family.clone(), id: self.id }
+    }
+}
+
+impl<L, M, C> Tracked<L, M, C>
+where
+    L: SeriesLabels,
+    M: EncodeMetric + TypedMetric + std::fmt::Debug + Send + Sync + 'static,
+    C: MetricConstructor<M> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// Registers `family` under `name` (without `_total`, as prometheus-client wants it).
+    pub fn register(
+        registry: &mut Registry,
+        name: &str,
+        help: &str,
+        family: Family<L, M, C>,
+    ) -> Self {
+        registry.register(name, help, family.clone());
+        Self { family, id: FamilyId(NEXT_FAMILY.fetch_add(1, Ordering::Relaxed)) }
+    }
+}
+
+/// A tracked histogram family, its buckets given by a constructor.
+pub type TrackedHistogram<L> = Tracked<L, Histogram, fn() -> Histogram>;
 
 /// The label sets one family holds for one workload.
 struct FamilySeries<L, M, C> {
@@ -63,14 +118,14 @@ struct FamilySeries<L, M, C> {
 }
 
 /// Type-erased [`FamilySeries`], so one workload can hold series of every family.
-trait Tracked: Send {
+trait Erased: Send {
     /// Removes every recorded series from the family; returns how many there were.
     fn remove_all(&self) -> usize;
     fn len(&self) -> usize;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-impl<L, M, C> Tracked for FamilySeries<L, M, C>
+impl<L, M, C> Erased for FamilySeries<L, M, C>
 where
     L: Clone + Hash + Eq + Send + Sync + 'static,
     M: Send + Sync + 'static,
@@ -94,9 +149,24 @@ where
 
 #[derive(Default)]
 struct Record {
-    /// Keyed by the family's name as given to `get_or_create`.
-    families: HashMap<&'static str, Box<dyn Tracked>>,
+    /// At most one entry per family (a workload has series in about ten): a scan is cheaper
+    /// than hashing.
+    families: Vec<(FamilyId, Box<dyn Erased>)>,
     retire_at: Option<Instant>,
+}
+
+impl Record {
+    /// This record's label sets of `t`'s family. The entry under an id was created by the
+    /// handle that carries that id, whose types are fixed, so the downcast always succeeds.
+    fn series_of<L, M, C>(&mut self, t: &Tracked<L, M, C>) -> Option<&mut FamilySeries<L, M, C>>
+    where
+        L: 'static,
+        M: 'static,
+        C: 'static,
+    {
+        let (_, erased) = self.families.iter_mut().find(|(id, _)| *id == t.id)?;
+        erased.as_any_mut().downcast_mut::<FamilySeries<L, M, C>>()
+    }
 }
 
 pub struct SeriesRegistry {
@@ -123,16 +193,10 @@ impl SeriesRegistry {
         self.grace
     }
 
-    /// `family.get_or_create_owned(labels)`, recording the series under its workload. `name`
-    /// identifies the family (one name per family, e.g. its metric name).
-    pub fn get_or_create<L, M, C>(
-        &mut self,
-        name: &'static str,
-        family: &Family<L, M, C>,
-        labels: &L,
-    ) -> M
+    /// The series of `labels` in `t`'s family (created if new), recorded under its workload.
+    pub fn get_or_create<L, M, C>(&mut self, t: &Tracked<L, M, C>, labels: &L) -> M
     where
-        L: WorkloadLabels + EncodeLabelSet + Clone + Hash + Eq + Send + Sync + 'static,
+        L: SeriesLabels,
         M: Clone + Send + Sync + 'static,
         C: MetricConstructor<M> + Clone + Send + Sync + 'static,
     {
@@ -140,37 +204,32 @@ impl SeriesRegistry {
             Some(r) => r,
             None => self.records.entry(labels.workload().clone()).or_default(),
         };
-        let tracked = record.families.entry(name).or_insert_with(|| {
-            Box::new(FamilySeries { family: family.clone(), labels: HashSet::<L>::new() })
-        });
-        match tracked.as_any_mut().downcast_mut::<FamilySeries<L, M, C>>() {
+        match record.series_of(t) {
             Some(series) => {
                 if !series.labels.contains(labels) {
                     series.labels.insert(labels.clone());
                 }
             }
-            // A programming error (one name used for two families); the series still counts,
-            // it just would not be removed with its workload.
-            None => log::error!("series family {name} registered with two label types"),
+            None => {
+                let mut series =
+                    FamilySeries { family: t.family.clone(), labels: HashSet::default() };
+                series.labels.insert(labels.clone());
+                record.families.push((t.id, Box::new(series)));
+            }
         }
-        family.get_or_create_owned(labels)
+        t.family.get_or_create_owned(labels)
     }
 
     /// Removes one series now (e.g. a storm flag the detector forgot).
-    pub fn remove<L, M, C>(&mut self, name: &'static str, family: &Family<L, M, C>, labels: &L)
+    pub fn remove<L, M, C>(&mut self, t: &Tracked<L, M, C>, labels: &L)
     where
-        L: WorkloadLabels + EncodeLabelSet + Clone + Hash + Eq + Send + Sync + 'static,
+        L: SeriesLabels,
         M: Send + Sync + 'static,
         C: MetricConstructor<M> + Send + Sync + 'static,
     {
-        family.remove(labels);
-        let Some(record) = self.records.get_mut(labels.workload()) else {
-            return;
-        };
-        if let Some(series) = record
-            .families
-            .get_mut(name)
-            .and_then(|t| t.as_any_mut().downcast_mut::<FamilySeries<L, M, C>>())
+        t.family.remove(labels);
+        if let Some(series) =
+            self.records.get_mut(labels.workload()).and_then(|record| record.series_of(t))
         {
             series.labels.remove(labels);
         }
@@ -199,7 +258,7 @@ impl SeriesRegistry {
             if record.retire_at.is_none_or(|at| at > now) {
                 return true;
             }
-            let n: usize = record.families.values().map(|t| t.remove_all()).sum();
+            let n: usize = record.families.iter().map(|(_, t)| t.remove_all()).sum();
             log::debug!("removed {n} series of {workload:?}");
             removed.push(workload.clone());
             false
@@ -218,7 +277,7 @@ impl SeriesRegistry {
 
     /// Series recorded, over every family.
     pub fn series(&self) -> usize {
-        self.records.values().flat_map(|r| r.families.values()).map(|t| t.len()).sum()
+        self.records.values().flat_map(|r| &r.families).map(|(_, t)| t.len()).sum()
     }
 }
 
@@ -227,7 +286,6 @@ mod tests {
     use prometheus_client::{
         encoding::text::encode,
         metrics::{counter::Counter, histogram::Histogram},
-        registry::Registry,
     };
 
     use super::*;
@@ -241,10 +299,18 @@ mod tests {
         }
     }
 
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct CodeLabels {
+        #[prometheus(flatten)]
+        workload: Workload,
+        code: String,
+    }
+    workload_labels!(CodeLabels);
+
     struct Fixture {
-        requests: Family<RequestLabels, Counter>,
-        duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
-        imdsv1: Family<Workload, Counter>,
+        requests: Tracked<CodeLabels, Counter>,
+        duration: Tracked<Workload, Histogram, fn() -> Histogram>,
+        imdsv1: Tracked<Workload, Counter>,
         registry: Registry,
     }
 
@@ -252,17 +318,18 @@ mod tests {
         fn histogram() -> Histogram {
             Histogram::new([0.1, 1.0])
         }
-        let f = Fixture {
-            requests: Family::default(),
-            duration: Family::new_with_constructor(histogram),
-            imdsv1: Family::default(),
-            registry: Registry::default(),
-        };
-        let mut f = f;
-        f.registry.register("r", "r", f.requests.clone());
-        f.registry.register("d", "d", f.duration.clone());
-        f.registry.register("i", "i", f.imdsv1.clone());
-        f
+        let mut registry = Registry::default();
+        Fixture {
+            requests: Tracked::register(&mut registry, "r", "r", Family::default()),
+            duration: Tracked::register(
+                &mut registry,
+                "d",
+                "d",
+                Family::new_with_constructor(histogram),
+            ),
+            imdsv1: Tracked::register(&mut registry, "i", "i", Family::default()),
+            registry,
+        }
     }
 
     fn exposition(r: &Registry) -> String {
@@ -272,16 +339,10 @@ mod tests {
     }
 
     fn touch(series: &mut SeriesRegistry, f: &Fixture, w: &Workload, code: &str) {
-        let labels = RequestLabels {
-            workload: w.clone(),
-            endpoint: "imds",
-            kind: "credentials",
-            code: code.into(),
-        };
-        series.get_or_create("r", &f.requests, &labels).inc();
-        let labels = DurationLabels { workload: w.clone(), endpoint: "imds", kind: "credentials" };
-        series.get_or_create("d", &f.duration, &labels).observe(0.5);
-        series.get_or_create("i", &f.imdsv1, w).inc();
+        let labels = CodeLabels { workload: w.clone(), code: code.into() };
+        series.get_or_create(&f.requests, &labels).inc();
+        series.get_or_create(&f.duration, w).observe(0.5);
+        series.get_or_create(&f.imdsv1, w).inc();
     }
 
     #[test]
@@ -328,8 +389,27 @@ mod tests {
         let mut series = SeriesRegistry::new(Duration::from_secs(1));
         let a = pod("a");
         touch(&mut series, &f, &a, "200");
-        series.remove("i", &f.imdsv1, &a);
+        series.remove(&f.imdsv1, &a);
         assert_eq!(series.series(), 2);
         assert!(!exposition(&f.registry).contains("i_total{"));
+    }
+
+    /// Two families with the same label type keep their series apart (a string key shared by
+    /// mistake used to mix them up).
+    #[test]
+    fn families_of_one_label_type_are_told_apart() {
+        let f = fixture();
+        let other: Tracked<Workload, Counter> = {
+            let mut r = Registry::default();
+            Tracked::register(&mut r, "o", "o", Family::default())
+        };
+        let mut series = SeriesRegistry::new(Duration::from_secs(1));
+        let a = pod("a");
+        series.get_or_create(&f.imdsv1, &a).inc();
+        series.get_or_create(&other, &a).inc();
+        assert_eq!(series.series(), 2);
+        series.remove(&other, &a);
+        assert_eq!(series.series(), 1);
+        assert!(exposition(&f.registry).contains("i_total{"));
     }
 }

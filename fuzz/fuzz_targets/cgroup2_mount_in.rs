@@ -1,6 +1,6 @@
 //! /proc/self/mountinfo: mount points are named by whoever mounts, escapes included.
 #![no_main]
-use credwatch_fuzz::cgroup::cgroup2_mount_in;
+use agent::attribution::cgroup::cgroup2_mount_in;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

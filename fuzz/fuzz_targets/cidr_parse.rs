@@ -2,7 +2,7 @@
 #![no_main]
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use credwatch_fuzz::tcp::classify::Cidr;
+use agent::features::tcp::classify::Cidr;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 //! Ring-buffer records of any size and content, as if the kernel (or a bug) wrote them.
 #![no_main]
-use credwatch_fuzz::dns::event::decode;
+use agent::features::dns::record::decode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|record: &[u8]| {

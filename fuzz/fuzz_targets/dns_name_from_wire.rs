@@ -1,6 +1,6 @@
 //! Query names as the kernel sends them: any bytes.
 #![no_main]
-use credwatch_fuzz::dns::event::name_from_wire;
+use agent::features::dns::record::name_from_wire;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|wire: &[u8]| {

@@ -1,7 +1,7 @@
 //! A pod's /etc/resolv.conf is the pod's to write: any bytes. Then the search-list analysis with
 //! what was parsed, over names taken from the same input.
 #![no_main]
-use credwatch_fuzz::dns::{expansion::Expansion, resolvconf::parse};
+use agent::features::dns::{expansion::Expansion, resolvconf::parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 //! `--metadata-endpoint` values: any text. What parses must print back to itself.
 #![no_main]
-use credwatch_fuzz::endpoints::EndpointSpec;
+use agent::endpoints::EndpointSpec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

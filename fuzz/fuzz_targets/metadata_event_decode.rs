@@ -1,6 +1,6 @@
 //! Ring-buffer records of any size and content.
 #![no_main]
-use credwatch_fuzz::metadata::event::decode;
+use agent::features::metadata::record::decode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|record: &[u8]| {

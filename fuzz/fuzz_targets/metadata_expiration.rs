@@ -1,6 +1,6 @@
 //! The packed `YYYYMMDDhhmmss` the kernel assembles from the document's digits: any u64.
 #![no_main]
-use credwatch_fuzz::metadata::expiration::unix_seconds;
+use agent::features::metadata::expiration::unix_seconds;
 use libfuzzer_sys::fuzz_target;
 
 /// 9999-12-31T23:59:60Z, the latest instant the format can name.

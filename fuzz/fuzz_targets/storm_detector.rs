@@ -4,7 +4,7 @@
 #![no_main]
 use std::{collections::HashMap, time::Duration};
 
-use credwatch_fuzz::metadata::{
+use agent::features::metadata::{
     detector::{Detector, FlagChange, Rule},
     expiration::unix_seconds,
 };

@@ -1,6 +1,6 @@
 //! Ring-buffer records of any size and content.
 #![no_main]
-use credwatch_fuzz::tcp::event::decode;
+use agent::features::tcp::record::decode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|record: &[u8]| {

@@ -1,6 +1,6 @@
 //! cgroup paths are named by whoever creates cgroups: any text.
 #![no_main]
-use credwatch_fuzz::workload::from_cgroup_path;
+use agent::attribution::identify::from_cgroup_path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

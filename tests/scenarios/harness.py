@@ -179,6 +179,13 @@ def agent_binary() -> Path:
     return Path(os.environ.get("CREDWATCH_BIN", REPO / "target/debug/credwatch"))
 
 
+def demo_binary() -> Path:
+    """credwatch-demo, built next to the agent (`cargo test` builds it for its own tests)."""
+    binary = Path(os.environ.get("CREDWATCH_DEMO_BIN", agent_binary().parent / "credwatch-demo"))
+    assert binary.exists(), f"{binary} is not built (cargo build -p credwatch-demo)"
+    return binary
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

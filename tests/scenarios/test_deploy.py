@@ -2,7 +2,7 @@
 
 - Alerting rules: `promtool check rules`, `promtool test rules` (every alert fires on a pod in
   trouble and stays silent on a healthy one), runbooks linked and present.
-- End to end: a real Prometheus (Debian's package) scrapes `credwatch demo` and a second agent on
+- End to end: a real Prometheus (Debian's package) scrapes `credwatch-demo` and a second agent on
   loopback, evaluates the rules (a copy with `for:` shortened, generated here) and fires the
   storm alert for the storm pod only; every dashboard query returns data.
 - Consistency: each metric name in rules and dashboards is exported by the built agent (or is
@@ -40,7 +40,7 @@ import yaml
 
 from harness import (
     OPENMETRICS, PROMETHEUS_TEXT, REPO, Agent, Metrics, Processes, agent_binary, credserver,
-    free_port, http_get, wait_for, wait_for_count,
+    demo_binary, free_port, http_get, wait_for, wait_for_count,
 )
 
 DEPLOY = REPO / "deploy"
@@ -366,7 +366,7 @@ def stack(cgroups, tmp_path_factory):
         # The storm scenario: a KIAM-like pod and a healthy one, in the demo's own cgroups.
         demo_port = free_port()
         with open(tmp / "demo.out", "wb") as out, open(tmp / "demo.err", "wb") as err:
-            demo = processes.spawn([str(agent_binary()), "demo", "--listen",
+            demo = processes.spawn([str(demo_binary()), "--listen",
                                     f"127.0.0.1:{demo_port}", "--duration", "170"],
                                    stdout=out, stderr=err, env=env)
         # A second agent on a test pod that calls IMDS without tokens (6-hour credentials).

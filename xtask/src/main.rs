@@ -69,7 +69,7 @@ enum Task {
         /// (6.12), SUITE:PACKAGE or a package name (default: the first five).
         kernels: Vec<String>,
     },
-    /// Build and run `credwatch demo` (needs root).
+    /// Build and run the demo, `credwatch-demo` (needs root).
     Demo {
         #[arg(last = true)]
         args: Vec<String>,
@@ -89,9 +89,9 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, targets),
         Task::VmTest { kernels } => vm_test(&root, kernels),
         Task::Demo { args } => {
-            cargo(&["build", "-p", "agent"])?;
-            let mut cmd = Command::new(root.join("target/debug/credwatch"));
-            cmd.arg("demo").args(args);
+            cargo(&["build", "-p", "credwatch-demo"])?;
+            let mut cmd = Command::new(root.join("target/debug/credwatch-demo"));
+            cmd.args(args);
             run(&mut cmd)
         }
     }
@@ -311,12 +311,12 @@ fn bench(
     seconds: u32,
 ) -> anyhow::Result<()> {
     // Footprint and CPU figures are only meaningful for the release build; the load generator
-    // (loadgen/) is built with the same profile.
+    // (loadgen/) and the demo's storm client (credwatch-demo demo-client) with the same profile.
     let profile = if quick {
-        cargo(&["build", "-p", "agent", "-p", "loadgen"])?;
+        cargo(&["build", "-p", "agent", "-p", "loadgen", "-p", "credwatch-demo"])?;
         root.join("target/debug")
     } else {
-        cargo(&["build", "-p", "agent", "-p", "loadgen", "--release"])?;
+        cargo(&["build", "-p", "agent", "-p", "loadgen", "-p", "credwatch-demo", "--release"])?;
         root.join("target/release")
     };
     let mut cmd = Command::new(root.join(".venv/bin/python"));
@@ -325,6 +325,8 @@ fn bench(
         .arg(profile.join("credwatch"))
         .arg("--loadgen")
         .arg(profile.join("credwatch-loadgen"))
+        .arg("--demo")
+        .arg(profile.join("credwatch-demo"))
         .args(names);
     cmd.args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()]);
     if quick {

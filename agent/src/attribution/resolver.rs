@@ -1,0 +1,304 @@
+//! cgroup id → labels. [`Resolver`] gives Kubernetes metadata for the pod UID and container id
+//! when the API watch (crate::attribution::pods) has it, the path-derived labels
+//! (crate::attribution::identify) otherwise, and relabels cgroups when metadata arrives or goes.
+//! It also says which label sets are still alive, which is what the series lifecycle
+//! (crate::series) removes the others by.
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::attribution::{
+    cgroup::CgroupIndex,
+    identify::{Identity, identify},
+    labels::Workload,
+    pods::cache::{Attribution, PodCache, PodEvent},
+};
+
+/// One cgroup that has produced events.
+#[derive(Debug)]
+struct Entry {
+    /// Relative to the cgroup v2 mount, as indexed.
+    path: String,
+    identity: Identity,
+    labels: Arc<Workload>,
+    attribution: Attribution,
+}
+
+/// cgroup id → labels, cached per cgroup that produced events. A miss rescans the attached
+/// subtree, at most once per `rescan_every`, so a burst of events from a new pod costs one walk.
+#[derive(Debug)]
+pub struct Resolver {
+    index: CgroupIndex,
+    entries: foldhash::HashMap<u64, Entry>,
+    pods: PodCache,
+    last_rescan: Option<Instant>,
+    rescan_every: Duration,
+}
+
+impl Resolver {
+    /// A resolver whose deleted pods keep their labels for `grace` (so their last events are
+    /// still attributed) before they are forgotten.
+    pub fn new(index: CgroupIndex, grace: Duration) -> Self {
+        Self {
+            index,
+            entries: foldhash::HashMap::default(),
+            pods: PodCache::new(grace),
+            last_rescan: None,
+            rescan_every: Duration::from_secs(1),
+        }
+    }
+
+    pub fn resolve(&mut self, cgroup_id: u64) -> Option<Arc<Workload>> {
+        if let Some(e) = self.entries.get(&cgroup_id) {
+            return Some(e.labels.clone());
+        }
+        if self.index.lookup(cgroup_id).is_none() {
+            let due = self.last_rescan.is_none_or(|t| t.elapsed() >= self.rescan_every);
+            if !due {
+                return None;
+            }
+            self.index.rescan();
+            self.last_rescan = Some(Instant::now());
+        }
+        let path = self.index.get(cgroup_id)?.to_string();
+        let identity = identify(&path);
+        let (labels, attribution) = self.pods.labels(&identity);
+        let entry = Entry { path, identity, labels: labels.clone(), attribution };
+        self.entries.insert(cgroup_id, entry);
+        Some(labels)
+    }
+
+    /// Applies news from the Kubernetes API; cgroups of a pod whose labels changed (it was not
+    /// known yet, a container got its name, the owner was resolved) are relabelled at once.
+    pub fn apply(&mut self, event: PodEvent, now: Instant) {
+        match event {
+            PodEvent::Upsert(meta) => {
+                let uid = meta.uid.clone();
+                if self.pods.upsert(meta) {
+                    self.relabel(|u| u == uid);
+                }
+            }
+            PodEvent::Delete { uid } => self.pods.delete(&uid, now),
+            PodEvent::Synced { uids } => {
+                let gone = self.pods.resync(&uids, now);
+                if !gone.is_empty() {
+                    log::info!("{} pods vanished while the watch was down", gone.len());
+                }
+            }
+        }
+    }
+
+    fn relabel(&mut self, pod: impl Fn(&str) -> bool) {
+        for e in self.entries.values_mut() {
+            if !e.identity.pod_uid.as_deref().is_some_and(&pod) {
+                continue;
+            }
+            let (labels, attribution) = self.pods.labels(&e.identity);
+            if labels != e.labels {
+                log::debug!("relabelled {}: {:?} -> {:?}", e.path, e.labels, labels);
+            }
+            e.labels = labels;
+            e.attribution = attribution;
+        }
+    }
+
+    /// Forgets deleted pods whose grace has passed and cgroups that no longer exist (a new
+    /// event from either resolves afresh).
+    pub fn sweep(&mut self, now: Instant) {
+        let expired: HashSet<String> = self.pods.expire(now).into_iter().collect();
+        let index = &self.index;
+        self.entries.retain(|&id, e| {
+            let expired = e.identity.pod_uid.as_ref().is_some_and(|u| expired.contains(u));
+            !expired && index.still_there(id, &e.path)
+        });
+        if self.entries.capacity() > 4 * self.entries.len().max(64) {
+            self.entries.shrink_to_fit();
+        }
+        let entries = &self.entries;
+        self.index.retain(|id| entries.contains_key(&id));
+    }
+
+    /// Label sets still in use: those of existing cgroups (unless their pod was deleted) and
+    /// those of every container of every pod on the node (so a restarted container, whose new
+    /// cgroup has not spoken yet, keeps its series).
+    pub fn held(&self) -> HashSet<&Workload> {
+        let cgroups = self.entries.values().filter_map(|e| {
+            let deleted = matches!(e.attribution, Attribution::Kubernetes | Attribution::PodOnly)
+                && e.identity.pod_uid.as_deref().is_some_and(|u| self.pods.is_deleted(u));
+            (!deleted).then_some(&*e.labels)
+        });
+        cgroups.chain(self.pods.live_labels()).collect()
+    }
+
+    /// cgroups that produced events and look like a pod's, but have no Kubernetes metadata
+    /// (pod unknown, or container not in its statuses).
+    pub fn unresolved(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e.attribution, Attribution::Pending | Attribution::PodOnly))
+            .count()
+    }
+
+    /// Pods on this node, not deleted.
+    pub fn pods_known(&self) -> usize {
+        self.pods.live_count()
+    }
+
+    /// The workload, or a label that says which cgroup it was when it vanished before it could
+    /// be indexed (never a bare "unknown").
+    pub fn workload_or_fallback(&mut self, cgroup_id: u64) -> Workload {
+        match self.resolve(cgroup_id) {
+            Some(w) => (*w).clone(),
+            None => Workload { pod: format!("/cgroup-id/{cgroup_id}"), ..Default::default() },
+        }
+    }
+
+    /// The cgroup's directory, when it is (still) in the index.
+    pub fn cgroup_dir(&mut self, cgroup_id: u64) -> Option<std::path::PathBuf> {
+        self.resolve(cgroup_id)?;
+        self.index.absolute(cgroup_id)
+    }
+
+    pub fn known_cgroups(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the cgroup is one the resolver still holds (it produced events and has not
+    /// vanished since; see [`Self::sweep`]).
+    pub fn holds(&self, cgroup_id: u64) -> bool {
+        self.entries.contains_key(&cgroup_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, os::unix::fs::MetadataExt as _, path::PathBuf};
+
+    use super::*;
+    use crate::attribution::pods::cache::PodMeta;
+
+    const UID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    const CID: &str = "8e3d5c0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6";
+
+    fn w(pod: &str, container: &str) -> Workload {
+        Workload { pod: pod.into(), container: container.into(), ..Default::default() }
+    }
+
+    /// A directory tree standing in for the cgroup mount (cgroup ids are directory inodes).
+    struct Tree(PathBuf);
+
+    impl Tree {
+        fn new(name: &str) -> Self {
+            let root =
+                std::env::temp_dir().join(format!("credwatch-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(&root).unwrap();
+            Self(root)
+        }
+        fn mkdir(&self, rel: &str) -> u64 {
+            let p = self.0.join(rel.trim_start_matches('/'));
+            fs::create_dir_all(&p).unwrap();
+            fs::metadata(p).unwrap().ino()
+        }
+        fn rmdir(&self, rel: &str) {
+            fs::remove_dir(self.0.join(rel.trim_start_matches('/'))).unwrap();
+        }
+        fn resolver(&self, grace: Duration) -> Resolver {
+            Resolver::new(CgroupIndex::new(self.0.clone(), self.0.clone()), grace)
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn pod_meta(containers: &[(&str, &str)]) -> PodMeta {
+        PodMeta {
+            uid: UID.into(),
+            namespace: "shop".into(),
+            name: "api-1".into(),
+            workload: "Deployment/api".into(),
+            containers: containers.iter().map(|(i, n)| (i.to_string(), n.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn cgroups_are_relabelled_when_their_pod_becomes_known() {
+        let tree = Tree::new("relabel");
+        let path = format!("/kubepods/besteffort/pod{UID}/{CID}");
+        let id = tree.mkdir(&path);
+        let mut r = tree.resolver(Duration::from_secs(60));
+        let before = r.resolve(id).unwrap();
+        assert_eq!(*before, w(UID, &CID[..12]));
+        assert_eq!(r.unresolved(), 1);
+
+        // the pod is known, its container not yet: pod labels, short id
+        r.apply(PodEvent::Upsert(pod_meta(&[])), Instant::now());
+        let partial = r.resolve(id).unwrap();
+        assert_eq!((partial.pod.as_str(), partial.container.as_str()), ("api-1", &CID[..12]));
+        assert_eq!(r.unresolved(), 1);
+
+        r.apply(PodEvent::Upsert(pod_meta(&[(CID, "app")])), Instant::now());
+        let after = r.resolve(id).unwrap();
+        assert_eq!(
+            *after,
+            Workload {
+                namespace: "shop".into(),
+                pod: "api-1".into(),
+                container: "app".into(),
+                workload: "Deployment/api".into(),
+            }
+        );
+        assert_eq!(r.unresolved(), 0);
+        assert_eq!(r.pods_known(), 1);
+        let held = r.held();
+        assert!(held.contains(&*after) && !held.contains(&*before) && !held.contains(&*partial));
+    }
+
+    #[test]
+    fn deleted_pods_and_vanished_cgroups_stop_holding_their_labels() {
+        let tree = Tree::new("lifecycle");
+        let grace = Duration::from_secs(60);
+        let pod_path = format!("/kubepods/besteffort/pod{UID}/{CID}");
+        let unit_path = "/system.slice/cron.service";
+        let pod_id = tree.mkdir(&pod_path);
+        let unit_id = tree.mkdir(unit_path);
+        let mut r = tree.resolver(grace);
+        let t0 = Instant::now();
+        r.apply(PodEvent::Upsert(pod_meta(&[(CID, "app")])), t0);
+        let app = r.resolve(pod_id).unwrap();
+        let cron = r.resolve(unit_id).unwrap();
+        assert_eq!(cron.pod, "cron.service");
+        assert!(r.held().contains(&*app) && r.held().contains(&*cron));
+
+        // a restarted container's old cgroup goes: its pod still holds the labels
+        tree.rmdir(&pod_path);
+        r.sweep(t0);
+        assert!(r.held().contains(&*app));
+
+        // the pod is deleted: nothing holds them, though the name resolves during the grace
+        r.apply(PodEvent::Delete { uid: UID.into() }, t0);
+        assert!(!r.held().contains(&*app));
+        assert_eq!(r.pods_known(), 0);
+
+        // the unit's cgroup goes
+        tree.rmdir(unit_path);
+        r.sweep(t0 + grace);
+        assert!(r.held().is_empty(), "{:?}", r.held());
+    }
+
+    #[test]
+    fn a_relist_that_misses_a_pod_deletes_it() {
+        let tree = Tree::new("relist");
+        let id = tree.mkdir(&format!("/kubepods/pod{UID}/{CID}"));
+        let mut r = tree.resolver(Duration::from_secs(60));
+        r.apply(PodEvent::Upsert(pod_meta(&[(CID, "app")])), Instant::now());
+        let app = r.resolve(id).unwrap();
+        r.apply(PodEvent::Synced { uids: HashSet::new() }, Instant::now());
+        assert!(!r.held().contains(&*app));
+    }
+}

@@ -1,0 +1,37 @@
+//! DNS per workload. The kernel counts answered queries per cgroup and query type (read here once
+//! a second, as deltas: `tables`) and sends an event, with the question name, only for NXDOMAIN
+//! answers (or every answer with --dns-top-names): `record`. From those, the search-list
+//! expansion analysis (`expansion`, with the pod's own resolv.conf), and timeouts: queries left
+//! unanswered in the kernel's pending table (`pending`), removed and counted here. `observer`
+//! turns all of it into the series of `metrics`; `args` are its flags.
+pub mod args;
+pub mod expansion;
+pub mod metrics;
+pub mod observer;
+pub mod pending;
+pub mod record;
+pub mod resolvconf;
+pub mod tables;
+
+use agent_common::names;
+
+use crate::{
+    features::dns::{metrics::DnsMetrics, observer::DnsObserver, tables::DnsTables},
+    kernel::KernelError,
+    observer::{Delivery, Feature, Setup},
+};
+
+pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
+    let args = &setup.args.dns;
+    let tables = DnsTables::take(setup.kernel)?;
+    let metrics = DnsMetrics::register(setup.registry);
+    Ok(Feature {
+        name: "dns",
+        ring: setup.kernel.take_map(names::MAP_DNS_EVENTS)?,
+        // Events (NXDOMAIN answers) are read as they come: the search-list analysis reads the
+        // pod's resolv.conf through one of its processes, and a short-lived resolver may be gone
+        // a poll later. They are few (the kernel counts everything else).
+        delivery: Delivery::Woken,
+        observer: Box::new(DnsObserver::new(args.timeout(), args.dns_top_names, tables, metrics)),
+    })
+}
