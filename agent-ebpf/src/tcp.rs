@@ -1,19 +1,27 @@
-//! TCP connects and accepts. `cgroup/connect4|6` runs in the connect() call, before any DNAT:
-//! it records the address the application asked for, its cgroup and the time in the socket's slot
+//! TCP connects and accepts, counted here per (cgroup, destination class): nothing crosses to
+//! userspace per connection. `cgroup/connect4|6` runs in the connect() call, before any DNAT: it
+//! classifies the address the application asked for (metadata endpoint, DNS port, configured
+//! range, loopback, external) and records the class, its cgroup and the time in the socket's slot
 //! of a direct-mapped table (see `agent_common::tcp::PendingConnect`). `sock_ops` on the same
-//! cgroup then reports the outcome, in whatever context the
+//! cgroup then counts the outcome (`CW_TCP_STATS` through `stats`), in whatever context the
 //! kernel is in (often softirq), which is why nothing there depends on the current task:
 //! - ACTIVE_ESTABLISHED: the handshake completed;
 //! - RTO with its third argument set: the SYN retransmission timer gave up (timeout);
 //! - STATE SYN_SENT → CLOSE: refused when a segment (the RST) arrived, else the application or an
 //!   ICMP error ended it;
 //! - LISTEN (process context) records which cgroup listens on a port, so that
-//!   PASSIVE_ESTABLISHED can attribute accepted connections.
+//!   PASSIVE_ESTABLISHED can count accepted connections for it.
+//!
+//! The only record sent is a key counted for the first time on a CPU (`EVENT_NEW_KEY`), so that
+//! userspace resolves its cgroup while it exists.
 use agent_common::{
-    counter,
+    EndpointKey, PORT_FLAG_DNS, PORT_FLAG_METADATA, counter,
+    names::config,
     tcp::{
-        CONNECT_TABLE_SIZE, EVENT_ACCEPT, EVENT_CONNECT, ListenerKey, PendingConnect, RESULT_ERROR,
-        RESULT_ESTABLISHED, RESULT_REFUSED, RESULT_TIMEOUT, TcpEvent,
+        CLASS_ACCEPTED, CLASS_DNS, CLASS_EXTERNAL, CLASS_LOOPBACK, CLASS_METADATA,
+        CONNECT_TABLE_SIZE, EVENT_NEW_KEY, LATENCY_BOUNDS_NS, LATENCY_SLOTS, ListenerKey,
+        PendingConnect, RESULT_ERROR, RESULT_ESTABLISHED, RESULT_REFUSED, RESULT_TIMEOUT, RESULTS,
+        TcpEvent, TcpStatsKey,
     },
 };
 use aya_ebpf::{
@@ -26,10 +34,18 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
+    maps::lpm_trie::Key,
     programs::{SockAddrContext, SockOpsContext},
 };
 
-use crate::maps::{CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS, NO_WAKEUP, count};
+use crate::{
+    maps::{
+        CW_CONFIG, CW_ENDPOINTS, CW_PORTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS,
+        CW_TCP_LISTENERS, CW_TCP_STATS, CW_TCP_STATS_CPU, NO_WAKEUP, count,
+    },
+    opaque::opaque,
+    stats,
+};
 
 /// See `agent_common::names::GLOBAL_SOCK_OPS_CGROUP`. Set when the object is loaded; read with
 /// a volatile load so that the compiler does not fold the built value into the code, while the
@@ -55,7 +71,7 @@ pub fn connect4(ctx: &SockAddrContext) {
     addr[10] = 0xff;
     addr[11] = 0xff;
     addr[12..].copy_from_slice(&ip);
-    record_connect(ctx, addr, sa.user_port);
+    record_connect(ctx, &addr, sa.user_port);
 }
 
 /// connect() on an IPv6 TCP socket (IPv4-mapped addresses included).
@@ -71,11 +87,11 @@ pub fn connect6(ctx: &SockAddrContext) {
         addr[i * 4..i * 4 + 4].copy_from_slice(&w);
         i += 1;
     }
-    record_connect(ctx, addr, sa.user_port);
+    record_connect(ctx, &addr, sa.user_port);
 }
 
 #[inline(always)]
-fn record_connect(ctx: &SockAddrContext, addr: [u8; 16], user_port: u32) {
+fn record_connect(ctx: &SockAddrContext, addr: &[u8; 16], user_port: u32) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let Some(slot) = CW_TCP_CONNECTS.get_ptr_mut(slot_of(cookie)) else {
         return;
@@ -87,18 +103,50 @@ fn record_connect(ctx: &SockAddrContext, addr: [u8; 16], user_port: u32) {
         count(counter::LOST_TCP_TABLE);
         return;
     }
+    // user_port holds the port in network order in its low 16 bits.
+    let class = class_of(addr, u16::from_be(user_port as u16));
     unsafe {
-        *slot = PendingConnect {
-            cookie,
-            start_ns: now,
-            cgroup_id: bpf_get_current_cgroup_id(),
-            addr,
-            // user_port holds the port in network order in its low 16 bits.
-            port: u16::from_be(user_port as u16),
-            expired: 0,
-            _pad: [0; 5],
-        };
+        (*slot).cookie = cookie;
+        (*slot).start_ns = now;
+        (*slot).cgroup_id = bpf_get_current_cgroup_id();
+        (*slot).class = class;
+        (*slot).expired = 0;
     }
+}
+
+/// The destination's class, most specific first (see `agent_common::tcp::CLASS_EXTERNAL`): the
+/// same decision as userspace's `classify`, from the same configuration.
+#[inline(always)]
+fn class_of(addr: &[u8; 16], port: u16) -> u8 {
+    let flags = CW_PORTS.get(u32::from(port)).map_or(0, |f| *f);
+    if flags & PORT_FLAG_METADATA != 0
+        && unsafe { CW_ENDPOINTS.get(&EndpointKey::new(*addr, port)) }.is_some()
+    {
+        return CLASS_METADATA;
+    }
+    if flags & PORT_FLAG_DNS != 0 {
+        return CLASS_DNS;
+    }
+    // The range lookup (a trie walk in a helper) only when ranges are configured.
+    if CW_CONFIG.get(config::TCP_CIDRS).is_some_and(|n| *n != 0)
+        && let Some(class) = CW_TCP_CIDRS.get(&Key::new(128, *addr))
+        && *class != CLASS_EXTERNAL
+    {
+        return *class;
+    }
+    if is_loopback(addr) { CLASS_LOOPBACK } else { CLASS_EXTERNAL }
+}
+
+/// 127.0.0.0/8 (IPv4-mapped) or ::1.
+#[inline(always)]
+fn is_loopback(addr: &[u8; 16]) -> bool {
+    let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    if word(0) != 0 || word(4) != 0 {
+        return false;
+    }
+    let third = word(8);
+    (third == u32::from_ne_bytes([0, 0, 0xff, 0xff]) && addr[12] == 127)
+        || (third == 0 && word(12) == u32::from_ne_bytes([0, 0, 0, 1]))
 }
 
 #[inline(always)]
@@ -174,7 +222,7 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             owner = unsafe { CW_TCP_LISTENERS.get(&key) }.copied();
         }
         if let Some(cgroup_id) = owner {
-            emit(cgroup_id, 0, [0; 16], key.port, EVENT_ACCEPT, RESULT_ESTABLISHED);
+            count_accept(cgroup_id);
         }
     }
 }
@@ -213,19 +261,75 @@ fn local_addr(ctx: &SockOpsContext) -> [u8; 16] {
     addr
 }
 
-/// Reports the connect held in `slot` (from [`pending`]: a socket whose connect() happened before
+/// Counts the connect held in `slot` (from [`pending`]: a socket whose connect() happened before
 /// the agent attached, or was not recorded, has none) and frees the slot.
 #[inline(always)]
 fn finish_connect(slot: *mut PendingConnect, result: u8) {
-    let p = unsafe { *slot };
+    let (cgroup_id, class, start_ns) =
+        unsafe { ((*slot).cgroup_id, (*slot).class, (*slot).start_ns) };
     unsafe { (*slot).start_ns = 0 }; // frees the slot
-    let now = unsafe { bpf_ktime_get_ns() };
-    emit(p.cgroup_id, now.wrapping_sub(p.start_ns), p.addr, p.port, EVENT_CONNECT, result);
+    let key = TcpStatsKey { cgroup_id, class, _pad: [0; 7] };
+    let Some(entry) = stats_entry(&key) else {
+        return;
+    };
+    let result = usize::from(result) & (RESULTS - 1);
+    unsafe { entry.add(|s| &raw mut (*s).connects[result], 1) };
+    if result == usize::from(RESULT_ESTABLISHED) {
+        let latency_ns = unsafe { bpf_ktime_get_ns() }.wrapping_sub(start_ns);
+        let bucket = latency_slot(latency_ns);
+        unsafe {
+            entry.add(|s| &raw mut (*s).latency_sum_ns, latency_ns);
+            entry.add(|s| &raw mut (*s).latency[bucket], 1);
+        }
+    }
+    if entry.new {
+        new_key(&key);
+    }
+}
+
+/// Counts a connection accepted on a listener of `cgroup_id`.
+#[inline(always)]
+fn count_accept(cgroup_id: u64) {
+    let key = TcpStatsKey { cgroup_id, class: CLASS_ACCEPTED, _pad: [0; 7] };
+    let Some(entry) = stats_entry(&key) else {
+        return;
+    };
+    unsafe { entry.add(|s| &raw mut (*s).accepts, 1) };
+    if entry.new {
+        new_key(&key);
+    }
 }
 
 #[inline(always)]
-fn emit(cgroup_id: u64, latency_ns: u64, addr: [u8; 16], port: u16, event: u8, result: u8) {
-    let ev = TcpEvent { cgroup_id, latency_ns, addr, port, event, result, _pad: [0; 4] };
+fn stats_entry(key: &TcpStatsKey) -> Option<stats::Entry<agent_common::tcp::TcpStats>> {
+    stats::entry(
+        &CW_TCP_STATS_CPU,
+        &CW_TCP_STATS,
+        key,
+        config::TCP_STATS_EPOCH,
+        counter::LOST_TCP_STATS_TABLE,
+    )
+}
+
+/// The histogram slot of a latency, without a branch per bound (as `dns::record_stats`): the
+/// number of bounds below it.
+#[inline(always)]
+fn latency_slot(latency_ns: u64) -> usize {
+    let mut slot = 0u64;
+    let mut i = 0;
+    while i < LATENCY_BOUNDS_NS.len() {
+        // 1 when latency_ns > bound (both below 2^63).
+        slot += opaque(LATENCY_BOUNDS_NS[i].wrapping_sub(latency_ns & (u64::MAX >> 1))) >> 63;
+        i += 1;
+    }
+    slot as usize & (LATENCY_SLOTS - 1)
+}
+
+/// Tells userspace a key was counted for the first time on this CPU (see `EVENT_NEW_KEY`).
+#[inline(always)]
+fn new_key(key: &TcpStatsKey) {
+    let ev =
+        TcpEvent { cgroup_id: key.cgroup_id, event: EVENT_NEW_KEY, class: key.class, _pad: [0; 6] };
     if CW_TCP_EVENTS.output(&ev, NO_WAKEUP).is_err() {
         count(counter::LOST_TCP_RINGBUF_FULL);
     }
