@@ -442,11 +442,17 @@ class Bench:
             else:
                 self.record(bench, f"{ratio_prefix}{mode} / none", ratios, "x")
 
-    def record_floor(self, bench: str, rates: dict[str, list[float]], ratio_prefix: str = "") -> None:
+    def record_floor(self, bench: str, rates: dict[str, list[float]], ratio_prefix: str = "",
+                     target: float | None = None) -> None:
         """credwatch against empty programs at the same hooks, turn by turn: what credwatch's own
-        work costs, above what any program there costs."""
+        work costs, above what any program there costs. `target`: the least this ratio may be
+        (where a target is set against the floor rather than against no program at all)."""
         ratios = [c / e for c, e in zip(rates["credwatch"], rates["empty"])]
-        self.record(bench, f"{ratio_prefix}credwatch / empty programs", ratios, "x")
+        if target is None:
+            self.record(bench, f"{ratio_prefix}credwatch / empty programs", ratios, "x")
+        else:
+            self.record(bench, f"{ratio_prefix}credwatch / empty programs", ratios, "x", f"≥ {target}",
+                        lambda v: v >= target)
 
     @contextlib.contextmanager
     def floor_comparison(self, name: str, md: int):
@@ -726,7 +732,9 @@ class Bench:
             rates, _ = self.interleaved(cgs, ["tcp-rr"])
         rates = {m: [r / 1000 for r in vals] for m, vals in rates.items()}
         self.record_interleaved("e2e", rates, "request/response", "k/s", 0.98, "request/response ")
-        self.record_floor("e2e", rates, "request/response ")
+        # The target is against the floor: empty programs at these hooks already cost this
+        # workload more than a target against no program allowed (docs/benchmarks.md).
+        self.record_floor("e2e", rates, "request/response ", target=0.99)
 
     def bulk_interleaved(self, md: int) -> None:
         """Bulk throughput as iperf3 measures it (one loopback connection, 64 KiB writes), from
@@ -819,7 +827,10 @@ class Bench:
         accepts = total(m, "credwatch_tcp_accepts_total")
         lost = total(m, "credwatch_events_lost_total")
         self.record_interleaved("tcp", rates, "connections/s", "conn/s", 0.97)
-        self.record_floor("tcp", rates)
+        # The target is against the floor: empty programs at these hooks already cost this
+        # workload more than a target against no program allowed (docs/benchmarks.md). Its 95 %
+        # CI should sit above 0.98, and the A/A row within ±0.005.
+        self.record_floor("tcp", rates, target=0.985)
         self.record("tcp", "|exported − made| (connects + accepts) − lost", [abs(connects - want) + abs(accepts - want) - lost],
                     "events", "0", lambda v: v <= 0, gate=True)
         self.record("tcp", "events lost", [lost], "events")

@@ -10,7 +10,7 @@
 use agent_common::{
     SCRATCH_LEN, counter,
     dns::{
-        DnsEvent, DnsPendingSlot, DnsStatsKey, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED,
+        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED,
         HEADER_LEN, KNOWN_QTYPES, LABELS_MAX, LATENCY_BOUNDS_NS, LATENCY_SLOTS, NAME_BUF, NAME_MAX,
         PENDING_WAYS, RCODE_NXDOMAIN, RCODE_OTHER_SLOT, RCODE_SLOTS, pending_bucket,
     },
@@ -279,6 +279,14 @@ fn response(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i6
     Ok(())
 }
 
+static STATS: stats::Tables<DnsStatsKey, DnsStats> = stats::Tables {
+    cache: &CW_DNS_STATS_CPU,
+    table: &CW_DNS_STATS,
+    epoch_index: config::DNS_STATS_EPOCH,
+    lost: counter::LOST_DNS_STATS_TABLE,
+    zero: &DnsStats::ZERO,
+};
+
 /// Counts an answered query under its (cgroup, query type): in this CPU's cache slot when it
 /// can, else in the shared table (see `stats`).
 #[inline(always)]
@@ -297,13 +305,7 @@ fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns
     }
     let (rcode_slot, bucket) =
         (rcode_slot & (RCODE_SLOTS - 1), bucket as usize & (LATENCY_SLOTS - 1));
-    let Some(entry) = stats::entry(
-        &CW_DNS_STATS_CPU,
-        &CW_DNS_STATS,
-        &key,
-        config::DNS_STATS_EPOCH,
-        counter::LOST_DNS_STATS_TABLE,
-    ) else {
+    let Some(entry) = stats::entry(&STATS, &key) else {
         return;
     };
     // The shared entry's size does not grow with the number of CPUs, as a per-CPU value's would

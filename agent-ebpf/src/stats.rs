@@ -37,11 +37,14 @@ pub fn cache_slot<K: CountKey, V: Counts>(
 }
 
 /// The shared table's entry for `key`, created if missing (flag: created now); None, counted
-/// under `lost`, when the table is full.
+/// under `lost`, when the table is full. `zero`: a static of zero counts (in `.rodata`, so that
+/// the insert does not copy one onto the stack: with the DNS parser's frames the stack would pass
+/// the verifier's 512 bytes).
 #[inline(always)]
 pub fn shared_entry<K, V: Counts>(
     table: &HashMap<K, V>,
     key: &K,
+    zero: &'static V,
     lost: u32,
 ) -> Option<(*mut V, bool)> {
     if let Some(p) = table.get_ptr_mut(key) {
@@ -49,7 +52,7 @@ pub fn shared_entry<K, V: Counts>(
     }
     // BPF_NOEXIST: another CPU may have created it meanwhile, which is just as good (and then
     // that CPU reports it as new).
-    let created = table.insert(key, &V::ZERO, BPF_NOEXIST).is_ok();
+    let created = table.insert(key, zero, BPF_NOEXIST).is_ok();
     match table.get_ptr_mut(key) {
         Some(p) => Some((p, created)),
         None => {
@@ -81,19 +84,25 @@ impl<V> Entry<V> {
     }
 }
 
+/// A feature's counting tables, as `entry` takes them.
+pub struct Tables<K: 'static, V: 'static> {
+    pub cache: &'static PerCpuArray<CacheSlot<K, V>>,
+    pub table: &'static HashMap<K, V>,
+    /// Its index in `CW_CONFIG`.
+    pub epoch_index: u32,
+    /// The counter a fact the full table refused is counted under.
+    pub lost: u32,
+    /// Zero counts, in `.rodata` (see `shared_entry`).
+    pub zero: &'static V,
+}
+
 /// The entry `key` counts in: its cache slot when it can, else the shared table.
 #[inline(always)]
-pub fn entry<K: CountKey, V: Counts>(
-    cache: &PerCpuArray<CacheSlot<K, V>>,
-    table: &HashMap<K, V>,
-    key: &K,
-    epoch_index: u32,
-    lost: u32,
-) -> Option<Entry<V>> {
-    if let Some((slot, new)) = cache_slot(cache, key, epoch_index) {
+pub fn entry<K: CountKey, V: Counts>(tables: &Tables<K, V>, key: &K) -> Option<Entry<V>> {
+    if let Some((slot, new)) = cache_slot(tables.cache, key, tables.epoch_index) {
         return Some(Entry { stats: unsafe { &raw mut (*slot).stats }, shared: false, new });
     }
-    let (stats, new) = shared_entry(table, key, lost)?;
+    let (stats, new) = shared_entry(tables.table, key, tables.zero, tables.lost)?;
     Some(Entry { stats, shared: true, new })
 }
 

@@ -21,7 +21,7 @@ use agent_common::{
         CLASS_ACCEPTED, CLASS_DNS, CLASS_EXTERNAL, CLASS_LOOPBACK, CLASS_METADATA,
         CONNECT_TABLE_SIZE, EVENT_NEW_KEY, LATENCY_BOUNDS_NS, LATENCY_SLOTS, ListenerKey,
         PendingConnect, RESULT_ERROR, RESULT_ESTABLISHED, RESULT_REFUSED, RESULT_TIMEOUT, RESULTS,
-        TcpEvent, TcpStatsKey,
+        TcpEvent, TcpStats, TcpStatsKey,
     },
 };
 use aya_ebpf::{
@@ -300,15 +300,17 @@ fn count_accept(cgroup_id: u64) {
     }
 }
 
+static STATS: stats::Tables<TcpStatsKey, TcpStats> = stats::Tables {
+    cache: &CW_TCP_STATS_CPU,
+    table: &CW_TCP_STATS,
+    epoch_index: config::TCP_STATS_EPOCH,
+    lost: counter::LOST_TCP_STATS_TABLE,
+    zero: &TcpStats::ZERO,
+};
+
 #[inline(always)]
-fn stats_entry(key: &TcpStatsKey) -> Option<stats::Entry<agent_common::tcp::TcpStats>> {
-    stats::entry(
-        &CW_TCP_STATS_CPU,
-        &CW_TCP_STATS,
-        key,
-        config::TCP_STATS_EPOCH,
-        counter::LOST_TCP_STATS_TABLE,
-    )
+fn stats_entry(key: &TcpStatsKey) -> Option<stats::Entry<TcpStats>> {
+    stats::entry(&STATS, key)
 }
 
 /// The histogram slot of a latency, without a branch per bound (as `dns::record_stats`): the
