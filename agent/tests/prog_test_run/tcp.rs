@@ -1,17 +1,19 @@
-//! The TCP programs on real loopback connections (root only; skipped with a printed reason
-//! otherwise): `cw_connect4`, `cw_connect6` and `cw_sock_ops` attached to a test cgroup, a child
-//! process in it connecting to loopback addresses the test configured into classes, and the
-//! kernel's counts read straight from `CW_TCP_STATS` and every CPU's `CW_TCP_STATS_CPU`.
-//! (`BPF_PROG_TEST_RUN` does not run `sock_addr` or `sock_ops` programs, hence live traffic.)
+//! The TCP programs on real loopback connections: `cw_connect4`, `cw_connect6` and `cw_sock_ops`
+//! attached to a test cgroup, a child process in it connecting to loopback addresses the test
+//! configured into classes, and the kernel's counts read straight from `CW_TCP_STATS` and every
+//! CPU's `CW_TCP_STATS_CPU`. `BPF_PROG_TEST_RUN` does not run `sock_addr` or `sock_ops`
+//! programs, hence live traffic; it needs no packet data from a test run, so these run on every
+//! kernel `cargo xtask vm-test` boots.
 //!
 //! Traffic goes to 127.0.0.0/8 and ::1 only; the cgroup is
-//! `<cgroup2>/credwatch-test-<pid>-tcp-<n>`, removed at the end, programs detached with it.
+//! `<cgroup2>/credwatch-test-<pid>-tcp-<name>`, removed at the end, programs detached with it.
+//! The child is this test binary again, running [`child`] with its plan in [`CHILD_PLAN`].
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::CString,
     fs,
-    io::Write as _,
-    net::{TcpListener, UdpSocket},
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::unix::{fs::MetadataExt as _, process::CommandExt as _},
     path::PathBuf,
     process::Command,
@@ -33,44 +35,45 @@ use aya::{
     util::nr_cpus,
 };
 
+use crate::{can_run, harness};
+
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
-/// The child: listens where told, connects where told (one socket per attempt), reports each
-/// attempt's outcome and how many connections its listeners accepted, as JSON.
-const CHILD: &str = r#"
-import errno, json, socket, sys
-plan = json.loads(sys.argv[1])
-family = {4: socket.AF_INET, 6: socket.AF_INET6}
-listeners = []
-for fam, host, port in plan["listen"]:
-    s = socket.socket(family[fam])
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, port))
-    s.listen(64)
-    listeners.append(s)
-results = []
-for fam, host, port in plan["connect"]:
-    c = socket.socket(family[fam])
-    try:
-        c.connect((host, port))
-        results.append("established")
-    except ConnectionRefusedError:
-        results.append("refused")
-    except OSError as e:
-        results.append(errno.errorcode.get(e.errno, str(e.errno)))
-    c.close()
-accepted = 0
-for s in listeners:
-    s.setblocking(False)
-    while True:
-        try:
-            conn, _ = s.accept()
-        except BlockingIOError:
-            break
-        conn.close()
-        accepted += 1
-print(json.dumps({"results": results, "accepted": accepted}))
-"#;
+/// The child's plan, one action a line: `listen ADDR` or `connect ADDR` (socket addresses).
+const CHILD_PLAN: &str = "CREDWATCH_TCP_CHILD_PLAN";
+/// The line the child reports on: `RESULTS outcome,outcome,… ACCEPTED n`.
+const CHILD_REPORT: &str = "TCP-CHILD";
+
+/// The child (a no-op unless [`CHILD_PLAN`] is set): listens where told, connects where told (a
+/// socket per attempt), then reports each attempt's outcome and how many connections its
+/// listeners accepted.
+#[test]
+fn child() {
+    let Ok(plan) = std::env::var(CHILD_PLAN) else { return };
+    let mut listeners = Vec::new();
+    let mut results = Vec::new();
+    for line in plan.lines() {
+        let (what, addr) = line.split_once(' ').expect("ACTION ADDR");
+        let addr: SocketAddr = addr.parse().expect("a socket address");
+        match what {
+            "listen" => listeners.push(TcpListener::bind(addr).expect("listen")),
+            "connect" => results.push(match TcpStream::connect(addr) {
+                Ok(_) => "established".to_string(),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => "refused".to_string(),
+                Err(e) => format!("{e}"),
+            }),
+            other => panic!("unknown action {other}"),
+        }
+    }
+    let mut accepted = 0;
+    for l in &listeners {
+        l.set_nonblocking(true).unwrap();
+        while l.accept().is_ok() {
+            accepted += 1;
+        }
+    }
+    println!("{CHILD_REPORT} RESULTS {} ACCEPTED {accepted}", results.join(","));
+}
 
 /// The programs attached to a fresh test cgroup; detached and the cgroup removed on drop.
 struct Attached {
@@ -96,13 +99,11 @@ fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
+/// Whether the tests can run: root (else they fail, or skip with the local opt-out).
 fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "SKIPPED tcp_kernel: attaching eBPF programs to a test cgroup needs root"
-        );
+        can_run::cannot_run("attaching eBPF programs to a test cgroup needs root");
         return false;
     }
     true
@@ -190,14 +191,18 @@ impl Attached {
     }
 
     /// Runs the child in the test cgroup: (outcome of each connect, connections accepted).
-    fn run(&self, listen: &[(u8, &str, u16)], connect: &[(u8, &str, u16)]) -> (Vec<String>, u64) {
-        let plan =
-            format!(r#"{{"listen": {}, "connect": {}}}"#, json_list(listen), json_list(connect));
+    fn run(&self, listen: &[&str], connect: &[&str]) -> (Vec<String>, u64) {
+        let plan: Vec<String> = listen
+            .iter()
+            .map(|a| format!("listen {a}"))
+            .chain(connect.iter().map(|a| format!("connect {a}")))
+            .collect();
         let procs =
             CString::new(self.cgroup.join("cgroup.procs").into_os_string().into_encoded_bytes())
                 .unwrap();
-        let mut cmd = Command::new("python3");
-        cmd.args(["-c", CHILD, &plan]);
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["tcp::child", "--exact", "--nocapture", "--test-threads=1"]);
+        cmd.env(CHILD_PLAN, plan.join("\n"));
         // SAFETY: between fork and exec only async-signal-safe calls (open, write, close) on
         // memory prepared before the fork.
         unsafe {
@@ -210,25 +215,19 @@ impl Attached {
                 Ok(())
             });
         }
-        let out = cmd.output().expect("python3");
+        let out = cmd.output().expect("running the child");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "child: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-        let line = stdout.lines().last().unwrap_or_default();
-        let results = line
-            .split(r#""results": ["#)
-            .nth(1)
-            .and_then(|r| r.split(']').next())
-            .unwrap_or_default()
-            .split(", ")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.trim_matches('"').to_string())
-            .collect();
-        let accepted = line
-            .split(r#""accepted": "#)
-            .nth(1)
-            .and_then(|r| r.trim_end_matches('}').parse().ok())
-            .unwrap_or_else(|| panic!("child said {line}"));
-        (results, accepted)
+        let report = stdout
+            .lines()
+            .find_map(|l| l.split_once(CHILD_REPORT).map(|(_, r)| r.trim().to_string()))
+            .unwrap_or_else(|| panic!("the child did not report: {stdout}"));
+        let fields: Vec<&str> = report.split(' ').collect();
+        let ["RESULTS", results, "ACCEPTED", accepted] = fields[..] else {
+            panic!("the child said {report}");
+        };
+        let results = results.split(',').filter(|r| !r.is_empty()).map(String::from).collect();
+        (results, accepted.parse().unwrap())
     }
 
     fn shared(&mut self) -> BTreeMap<(u64, u8), TcpStats> {
@@ -320,12 +319,6 @@ fn add(to: &mut TcpStats, s: &TcpStats) {
     }
 }
 
-fn json_list(items: &[(u8, &str, u16)]) -> String {
-    let items: Vec<String> =
-        items.iter().map(|(fam, host, port)| format!(r#"[{fam}, "{host}", {port}]"#)).collect();
-    format!("[{}]", items.join(", "))
-}
-
 /// A port nothing listens on (TCP), which the kernel just handed out.
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -339,15 +332,15 @@ fn free_port6() -> u16 {
     TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Expected counts: connects per (class, result), established ones in the latency histogram.
-fn expect(plan: &[(u8, &str, u16, u8)], results: &[String]) -> BTreeMap<u8, [u64; 4]> {
-    assert_eq!(plan.len(), results.len());
+/// Expected counts: connects per (class, result), from what the child saw.
+fn expect(plan: &[(String, u8)], results: &[String]) -> BTreeMap<u8, [u64; 4]> {
+    assert_eq!(plan.len(), results.len(), "{results:?}");
     let mut want: BTreeMap<u8, [u64; 4]> = BTreeMap::new();
-    for ((_, host, port, class), result) in plan.iter().zip(results) {
+    for ((addr, class), result) in plan.iter().zip(results) {
         let slot = match result.as_str() {
             "established" => RESULT_ESTABLISHED,
             "refused" => RESULT_REFUSED,
-            other => panic!("{host}:{port}: {other}, which this test does not expect"),
+            other => panic!("{addr}: {other}, which this test does not expect"),
         };
         want.entry(*class).or_default()[usize::from(slot)] += 1;
     }
@@ -359,35 +352,39 @@ fn connects_are_counted_by_class_and_result_and_accepts_by_listener() {
     if !root() {
         return;
     }
+    // One test at a time in this binary: the packet tests count on the sockets made meanwhile.
+    let _others = harness::loaded();
     let config = Config { metadata_port: free_port(), dns_port: free_port() };
     let (open, open6, closed) = (free_port(), free_port6(), free_port());
-    let md = config.metadata_port;
-    let dns = config.dns_port;
+    let (md, dns) = (config.metadata_port, config.dns_port);
     let mut k = attach(&config, "classes");
-    // (family, host, port, the class the kernel must count it under)
-    let plan: Vec<(u8, &str, u16, u8)> = vec![
-        (4, "127.0.0.1", open, CLASS_LOOPBACK),
-        (4, "127.0.0.1", open, CLASS_LOOPBACK),
-        (4, "127.0.0.1", open, CLASS_LOOPBACK),
-        (4, "127.0.0.1", closed, CLASS_LOOPBACK),
-        (4, "127.0.0.1", closed, CLASS_LOOPBACK),
-        (4, "127.0.0.2", closed, CLASS_CLUSTER),
-        (4, "127.0.0.3", closed, CLASS_AWS_API),
-        (4, "127.0.1.7", closed, CLASS_CLUSTER), // AWS /32 inside the cluster /24: cluster
-        (4, "127.0.1.8", closed, CLASS_CLUSTER),
-        (6, "::1", open6, CLASS_CLUSTER), // ::/0 is a cluster range
-        (6, "::1", open6, CLASS_CLUSTER),
-        (6, "::ffff:127.0.0.1", open, CLASS_LOOPBACK), // IPv4-mapped: not in ::/0
-        (6, "::ffff:127.0.0.3", closed, CLASS_AWS_API),
-        (4, "127.0.0.1", md, CLASS_METADATA),
-        (4, "127.0.0.1", md, CLASS_METADATA),
-        (4, "127.0.0.2", md, CLASS_CLUSTER), // the endpoint's port, not its address
-        (6, "::ffff:127.0.0.1", md, CLASS_METADATA),
-        (4, "127.0.0.1", dns, CLASS_DNS), // a DNS port wins over loopback...
-        (6, "::1", dns, CLASS_DNS),       // ...and over a range
-    ];
-    let listen = [(4, "127.0.0.1", open), (6, "::1", open6), (4, "127.0.0.1", md)];
-    let connect: Vec<(u8, &str, u16)> = plan.iter().map(|&(f, h, p, _)| (f, h, p)).collect();
+    // (address connected to, the class the kernel must count it under)
+    let plan: Vec<(String, u8)> = [
+        (format!("127.0.0.1:{open}"), CLASS_LOOPBACK),
+        (format!("127.0.0.1:{open}"), CLASS_LOOPBACK),
+        (format!("127.0.0.1:{open}"), CLASS_LOOPBACK),
+        (format!("127.0.0.1:{closed}"), CLASS_LOOPBACK),
+        (format!("127.0.0.1:{closed}"), CLASS_LOOPBACK),
+        (format!("127.0.0.2:{closed}"), CLASS_CLUSTER),
+        (format!("127.0.0.3:{closed}"), CLASS_AWS_API),
+        // An AWS API /32 inside the cluster /24: cluster, as classify checks cluster first.
+        (format!("127.0.1.7:{closed}"), CLASS_CLUSTER),
+        (format!("127.0.1.8:{closed}"), CLASS_CLUSTER),
+        (format!("[::1]:{open6}"), CLASS_CLUSTER), // ::/0 is a cluster range...
+        (format!("[::1]:{open6}"), CLASS_CLUSTER),
+        (format!("[::ffff:127.0.0.1]:{open}"), CLASS_LOOPBACK), // ...IPv4-mapped is not in it
+        (format!("[::ffff:127.0.0.3]:{closed}"), CLASS_AWS_API),
+        (format!("127.0.0.1:{md}"), CLASS_METADATA),
+        (format!("127.0.0.1:{md}"), CLASS_METADATA),
+        (format!("127.0.0.2:{md}"), CLASS_CLUSTER), // the endpoint's port, not its address
+        (format!("[::ffff:127.0.0.1]:{md}"), CLASS_METADATA),
+        (format!("127.0.0.1:{dns}"), CLASS_DNS), // a DNS port wins over loopback...
+        (format!("[::1]:{dns}"), CLASS_DNS),     // ...and over a range
+    ]
+    .into();
+    let listen = [format!("127.0.0.1:{open}"), format!("[::1]:{open6}"), format!("127.0.0.1:{md}")];
+    let listen: Vec<&str> = listen.iter().map(String::as_str).collect();
+    let connect: Vec<&str> = plan.iter().map(|(a, _)| a.as_str()).collect();
     let (results, accepted) = k.run(&listen, &connect);
 
     let want = expect(&plan, &results);
@@ -409,11 +406,11 @@ fn connects_are_counted_by_class_and_result_and_accepts_by_listener() {
     if k.accepts {
         assert_eq!(accepts, accepted, "accepts of the listeners in the cgroup");
     } else {
-        println!("this kernel's sock_ops cannot read the cgroup: accepts not counted");
+        can_run::predates("this kernel's sock_ops cannot read the cgroup: accepts not counted");
         assert_eq!(accepts, 0);
     }
     let keys: BTreeSet<(u64, u8)> = counts.keys().map(|&class| (k.cgroup_id, class)).collect();
-    assert_eq!(k.new_keys(), keys, "one new-key event per key at least, none for others");
+    assert_eq!(k.new_keys(), keys, "a new-key event for each key counted, none for others");
     for lost in
         [counter::LOST_TCP_TABLE, counter::LOST_TCP_STATS_TABLE, counter::LOST_TCP_RINGBUF_FULL]
     {
@@ -426,37 +423,31 @@ fn a_held_cache_slot_sends_counts_to_the_shared_table_and_a_full_table_counts_th
     if !root() {
         return;
     }
+    let _others = harness::loaded();
     let config = Config { metadata_port: free_port(), dns_port: free_port() };
-    let (open, closed) = (free_port(), free_port());
+    let (open, closed) =
+        (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let mut k = attach(&config, "shared");
     let key = |class| TcpStatsKey { cgroup_id: k.cgroup_id, class, _pad: [0; 7] };
     let (loopback, dns) = (key(CLASS_LOOPBACK), key(CLASS_DNS));
-    let _ = closed;
     k.hold_cache_slot(&loopback, 0);
 
     // Held by another key active at the current epoch (0): counted in the shared table.
-    let connects = [(4, "127.0.0.1", open), (4, "127.0.0.1", open), (4, "127.0.0.1", closed)];
-    let (results, _) = k.run(&[(4, "127.0.0.1", open)], &connects);
+    let (results, _) = k.run(&[&open], &[&open, &open, &closed]);
     assert_eq!(results, ["established", "established", "refused"]);
-    let shared = k.shared();
-    assert_eq!(shared[&(k.cgroup_id, CLASS_LOOPBACK)].connects, [2, 1, 0, 0]);
-    assert!(
-        k.cached()
-            .iter()
-            .all(|(_, _, s)| s.key.cgroup_id != k.cgroup_id || s.key.class != CLASS_LOOPBACK)
-    );
+    assert_eq!(k.shared()[&(k.cgroup_id, CLASS_LOOPBACK)].connects, [2, 1, 0, 0]);
+    let cgroup_id = k.cgroup_id;
+    let mine = |s: &TcpStatsSlot, class| s.key.cgroup_id == cgroup_id && s.key.class == class;
+    assert!(!k.cached().iter().any(|(_, _, s)| mine(s, CLASS_LOOPBACK)));
 
     // Two epochs later the holder is idle (userspace has read it): the key takes the slot and
     // counts there from zero; the shared entry keeps what it had.
     k.set_epoch(2);
-    let (results, _) = k.run(&[(4, "127.0.0.1", open)], &[(4, "127.0.0.1", open)]);
+    let (results, _) = k.run(&[&open], &[&open]);
     assert_eq!(results, ["established"]);
     assert_eq!(k.shared()[&(k.cgroup_id, CLASS_LOOPBACK)].connects, [2, 1, 0, 0]);
-    let in_cache: Vec<_> = k
-        .cached()
-        .into_iter()
-        .filter(|(_, _, s)| s.key.cgroup_id == k.cgroup_id && s.key.class == CLASS_LOOPBACK)
-        .collect();
+    let in_cache: Vec<_> =
+        k.cached().into_iter().filter(|(_, _, s)| mine(s, CLASS_LOOPBACK)).collect();
     assert_eq!(in_cache.len(), 1, "{in_cache:?}");
     assert_eq!(in_cache[0].2.stats.connects, [1, 0, 0, 0]);
     assert_eq!(in_cache[0].2.active_epoch, 2);
@@ -464,24 +455,19 @@ fn a_held_cache_slot_sends_counts_to_the_shared_table_and_a_full_table_counts_th
     // The shared table full, the DNS key's slot held by a key active at epoch 2: not counted,
     // but counted as lost.
     k.hold_cache_slot(&dns, 2);
+    let mut fillers = 0u64;
     {
         let mut table: HashMap<_, TcpStatsKey, TcpStats> =
             HashMap::try_from(k.ebpf().map_mut(names::MAP_TCP_STATS).unwrap()).unwrap();
-        let mut filler = 0u64;
-        while table
-            .insert(
-                &TcpStatsKey { cgroup_id: 1 << 62 | filler, class: 0, _pad: [0; 7] },
-                &TcpStats::ZERO,
-                0,
-            )
-            .is_ok()
-        {
-            filler += 1;
+        let filler = |i: u64| TcpStatsKey { cgroup_id: 1 << 62 | i, class: 0, _pad: [0; 7] };
+        while table.insert(&filler(fillers), &TcpStats::ZERO, 0).is_ok() {
+            fillers += 1;
         }
-        assert!(filler < u64::from(STATS_TABLE_SIZE));
     }
-    let (results, _) = k.run(&[], &[(4, "127.0.0.1", config.dns_port)]);
+    assert!(fillers > 0 && fillers < u64::from(STATS_TABLE_SIZE));
+    let (results, _) = k.run(&[], &[&format!("127.0.0.1:{}", config.dns_port)]);
     assert_eq!(results, ["refused"]);
     assert!(!k.shared().contains_key(&(k.cgroup_id, CLASS_DNS)));
+    assert!(!k.cached().iter().any(|(_, _, s)| mine(s, CLASS_DNS)));
     assert_eq!(k.counter(counter::LOST_TCP_STATS_TABLE), 1);
 }
