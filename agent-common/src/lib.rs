@@ -60,7 +60,34 @@ impl EndpointKey {
         addr[15] = octets[3];
         Self::new(addr, port)
     }
+
+    /// From an address as four 32-bit words in memory order (IPv6, IPv4-mapped for IPv4): built
+    /// with word stores, where a field-by-field key with its zero padding can become a `memset`
+    /// call in a BPF program.
+    #[inline(always)]
+    pub const fn from_words(addr: [u32; 4], port: u16) -> Self {
+        // SAFETY: EndpointKey is 20 bytes of integers (no invalid bit pattern) and [u32; 5] is
+        // 20 bytes; on a little-endian target the fifth word's low half is `port`, its high half
+        // the zero padding.
+        unsafe {
+            core::mem::transmute::<[u32; 5], Self>([
+                addr[0],
+                addr[1],
+                addr[2],
+                addr[3],
+                port as u32,
+            ])
+        }
+    }
 }
+
+// The word-based key constructors (`EndpointKey::from_words`, `tcp::TcpStatsKey::new`,
+// `tcp::ListenerKey::from_words`) lay fields out as a little-endian target does; the BPF target
+// is bpfel, and the agent runs on x86_64 and aarch64.
+const _: () = assert!(cfg!(target_endian = "little"));
+
+/// The word, in memory order, that makes an address IPv4-mapped (`::ffff:0:0/96`'s third word).
+pub const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 /// Which service an endpoint is; a label on every metadata metric.
 #[repr(u8)]

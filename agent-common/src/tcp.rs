@@ -48,6 +48,24 @@ pub struct ListenerKey {
 }
 const _: () = assert!(size_of::<ListenerKey>() == 32);
 
+impl ListenerKey {
+    /// From the local address as four 32-bit words in memory order (all zeros for a wildcard
+    /// listener; IPv4-mapped for IPv4), with word stores (see `EndpointKey::from_words`).
+    #[inline(always)]
+    pub const fn from_words(netns: u64, addr: [u32; 4], port: u16) -> Self {
+        // SAFETY: ListenerKey is 32 bytes of integers and [u64; 4] is 32 bytes; on a
+        // little-endian target the last word's low 16 bits are `port`, the rest the padding.
+        unsafe {
+            core::mem::transmute::<[u64; 4], Self>([
+                netns,
+                addr[0] as u64 | (addr[1] as u64) << 32,
+                addr[2] as u64 | (addr[3] as u64) << 32,
+                port as u64,
+            ])
+        }
+    }
+}
+
 pub const RESULT_ESTABLISHED: u8 = 0;
 /// Reset by the peer while the SYN was outstanding.
 pub const RESULT_REFUSED: u8 = 1;
@@ -120,6 +138,16 @@ pub struct TcpStatsKey {
 }
 const _: () = assert!(size_of::<TcpStatsKey>() == 16);
 
+impl TcpStatsKey {
+    /// With word stores (see `EndpointKey::from_words`).
+    #[inline(always)]
+    pub const fn new(cgroup_id: u64, class: u8) -> Self {
+        // SAFETY: TcpStatsKey is 16 bytes of integers and [u64; 2] is 16 bytes; on a
+        // little-endian target the second word's low byte is `class`, the rest the padding.
+        unsafe { core::mem::transmute::<[u64; 2], Self>([cgroup_id, class as u64]) }
+    }
+}
+
 /// Counters since the entry (or cache slot) was created.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,9 +193,62 @@ impl CountKey for TcpStatsKey {
 pub type TcpStatsSlot = CacheSlot<TcpStatsKey, TcpStats>;
 const _: () = assert!(size_of::<TcpStatsSlot>() == 200);
 
-/// The histogram slot of a latency (reference for the kernel's branch-free version).
+/// The histogram slot of a latency: the number of bounds below it.
+#[inline(always)]
 pub fn latency_slot(ns: u64) -> usize {
-    LATENCY_BOUNDS_NS.iter().filter(|&&b| ns > b).count()
+    // Most connects are fast: stop at the first bound that holds it (the loop is unrolled).
+    let mut slot = 0;
+    while slot < LATENCY_BOUNDS_NS.len() && ns > LATENCY_BOUNDS_NS[slot] {
+        slot += 1;
+    }
+    slot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EndpointKey, MAPPED_WORD};
+
+    #[test]
+    fn word_built_keys_equal_field_built_ones() {
+        let key = TcpStatsKey::new(0x1234_5678_9abc_def0, CLASS_AWS_API);
+        assert_eq!(
+            key,
+            TcpStatsKey { cgroup_id: 0x1234_5678_9abc_def0, class: CLASS_AWS_API, _pad: [0; 7] }
+        );
+        let ip = u32::from_ne_bytes([10, 1, 2, 3]);
+        assert_eq!(
+            EndpointKey::from_words([0, 0, MAPPED_WORD, ip], 8080),
+            EndpointKey::v4([10, 1, 2, 3], 8080)
+        );
+        let v6: [u8; 16] = core::array::from_fn(|i| i as u8 * 17);
+        let words: [u32; 4] =
+            core::array::from_fn(|i| u32::from_ne_bytes(v6[i * 4..i * 4 + 4].try_into().unwrap()));
+        assert_eq!(EndpointKey::from_words(words, 53), EndpointKey::new(v6, 53));
+        let ev = TcpEvent::new(9, EVENT_NEW_KEY, CLASS_DNS);
+        assert_eq!(
+            (ev.cgroup_id, ev.event, ev.class, ev._pad),
+            (9, EVENT_NEW_KEY, CLASS_DNS, [0; 6])
+        );
+        assert_eq!(
+            ListenerKey::from_words(7, words, 443),
+            ListenerKey { netns: 7, addr: v6, port: 443, _pad: [0; 6] }
+        );
+    }
+
+    #[test]
+    fn latency_slots_follow_the_bounds() {
+        assert_eq!(latency_slot(0), 0);
+        assert_eq!(latency_slot(100_000), 0, "bounds are inclusive");
+        assert_eq!(latency_slot(100_001), 1);
+        assert_eq!(latency_slot(10_000_000_000), 13);
+        assert_eq!(latency_slot(10_000_000_001), 14, "+Inf");
+        assert_eq!(latency_slot(u64::MAX), 14);
+        for (i, &b) in LATENCY_BOUNDS_NS.iter().enumerate() {
+            assert_eq!(latency_slot(b), i);
+            assert_eq!(latency_slot(b + 1), i + 1);
+        }
+    }
 }
 
 /// [`TcpEvent::event`]: a key was counted for the first time on this CPU (a cache slot taken for
@@ -186,3 +267,15 @@ pub struct TcpEvent {
     pub _pad: [u8; 6],
 }
 const _: () = assert!(size_of::<TcpEvent>() == 16);
+
+impl TcpEvent {
+    /// With word stores (see `EndpointKey::from_words`).
+    #[inline(always)]
+    pub const fn new(cgroup_id: u64, event: u8, class: u8) -> Self {
+        // SAFETY: TcpEvent is 16 bytes of integers and [u64; 2] is 16 bytes; on a little-endian
+        // target the second word's low bytes are `event` and `class`, the rest the padding.
+        unsafe {
+            core::mem::transmute::<[u64; 2], Self>([cgroup_id, event as u64 | (class as u64) << 8])
+        }
+    }
+}

@@ -305,17 +305,14 @@ fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns
     }
     let (rcode_slot, bucket) =
         (rcode_slot & (RCODE_SLOTS - 1), bucket as usize & (LATENCY_SLOTS - 1));
-    let Some(entry) = stats::entry(&STATS, &key) else {
-        return;
-    };
     // The shared entry's size does not grow with the number of CPUs, as a per-CPU value's would
     // (208 bytes an entry, not 208 per CPU).
-    unsafe {
-        entry.add(|s| &raw mut (*s).responses[rcode_slot], 1);
-        entry.add(|s| &raw mut (*s).truncated, u64::from(truncated));
-        entry.add(|s| &raw mut (*s).latency_sum_ns, latency_ns);
-        entry.add(|s| &raw mut (*s).latency[bucket], 1);
-    }
+    let _ = stats::count(&STATS, &key, |s, shared| unsafe {
+        stats::add(&raw mut (*s).responses[rcode_slot], 1, shared);
+        stats::add(&raw mut (*s).truncated, u64::from(truncated), shared);
+        stats::add(&raw mut (*s).latency_sum_ns, latency_ns, shared);
+        stats::add(&raw mut (*s).latency[bucket], 1, shared);
+    });
 }
 
 /// `qtype` when it is one of the named types, else [`QTYPE_OTHER`], without a branch per type.

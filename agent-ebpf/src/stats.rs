@@ -4,7 +4,7 @@
 use agent_common::stats::{CacheSlot, CountKey, Counts, slot_is_idle};
 use aya_ebpf::maps::{HashMap, PerCpuArray};
 
-use crate::maps::{CW_CONFIG, count};
+use crate::maps::{self, CW_CONFIG};
 
 /// Map update flag: create only.
 const BPF_NOEXIST: u64 = 1;
@@ -56,35 +56,13 @@ pub fn shared_entry<K, V: Counts>(
     match table.get_ptr_mut(key) {
         Some(p) => Some((p, created)),
         None => {
-            count(lost);
+            maps::count(lost);
             None
         }
     }
 }
 
-/// Where a fact is counted: this CPU's cache slot (plain adds: programs do not nest on a CPU) or
-/// the shared entry (atomic adds: every CPU writes it).
-pub struct Entry<V> {
-    stats: *mut V,
-    shared: bool,
-    /// Counted for the first time on this CPU: the slot was taken, or the entry created, now.
-    pub new: bool,
-}
-
-impl<V> Entry<V> {
-    /// Adds `n` to the counter `field` picks in the entry's counts.
-    #[inline(always)]
-    pub fn add(&self, field: impl FnOnce(*mut V) -> *mut u64, n: u64) {
-        let counter = field(self.stats);
-        if self.shared {
-            unsafe { atomic_add(counter, n) };
-        } else {
-            unsafe { *counter += n };
-        }
-    }
-}
-
-/// A feature's counting tables, as `entry` takes them.
+/// A feature's counting tables, as `count` takes them.
 pub struct Tables<K: 'static, V: 'static> {
     pub cache: &'static PerCpuArray<CacheSlot<K, V>>,
     pub table: &'static HashMap<K, V>,
@@ -96,14 +74,38 @@ pub struct Tables<K: 'static, V: 'static> {
     pub zero: &'static V,
 }
 
-/// The entry `key` counts in: its cache slot when it can, else the shared table.
+/// Counts a fact under `key`: `adds(stats, shared)` adds it to the counts `stats` points to,
+/// through [`add`] with the `shared` it is given, in this CPU's cache slot when it can (plain
+/// adds: programs do not nest on a CPU), else in the shared table (atomic adds: every CPU writes
+/// it). `shared` is a constant at each of the two calls, so each becomes straight-line code of
+/// its own, as if written twice. Some(true): the key was counted for the first time on this CPU
+/// (its slot taken, or its shared entry created, now); None: the full table refused it (counted).
 #[inline(always)]
-pub fn entry<K: CountKey, V: Counts>(tables: &Tables<K, V>, key: &K) -> Option<Entry<V>> {
+pub fn count<K: CountKey, V: Counts>(
+    tables: &Tables<K, V>,
+    key: &K,
+    mut adds: impl FnMut(*mut V, bool),
+) -> Option<bool> {
     if let Some((slot, new)) = cache_slot(tables.cache, key, tables.epoch_index) {
-        return Some(Entry { stats: unsafe { &raw mut (*slot).stats }, shared: false, new });
+        adds(unsafe { &raw mut (*slot).stats }, false);
+        return Some(new);
     }
     let (stats, new) = shared_entry(tables.table, key, tables.zero, tables.lost)?;
-    Some(Entry { stats, shared: true, new })
+    adds(stats, true);
+    Some(new)
+}
+
+/// Adds `n` to `counter`: atomically in a shared entry, plainly in this CPU's slot.
+///
+/// # Safety
+/// `counter` points into a map value `count` handed out.
+#[inline(always)]
+pub unsafe fn add(counter: *mut u64, n: u64, shared: bool) {
+    if shared {
+        unsafe { atomic_add(counter, n) };
+    } else {
+        unsafe { *counter += n };
+    }
 }
 
 /// An atomic add to a counter in a map value: BPF's XADD, which every kernel has (core's atomics
