@@ -135,14 +135,8 @@ pub struct Settings<'a> {
 }
 
 pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, KernelError> {
-    let Settings {
-        endpoints,
-        dns_ports,
-        dns_all_names,
-        dns_timeout,
-        metadata_timeout,
-        tcp_ranges,
-    } = *settings;
+    let Settings { endpoints, dns_ports, dns_all_names, dns_timeout, metadata_timeout, tcp_ranges } =
+        *settings;
     raise_memlock_limit();
     // Every program is loaded before any is attached, so that a fallback load starts clean.
     let mut features = vec![(FEATURE_ACCEPT_ATTRIBUTION, true)];

@@ -235,7 +235,8 @@ mod tests {
             .filter(|(prefix, net, _)| addr & mask(*prefix) == u128::from_be_bytes(*net))
             .max_by_key(|(prefix, _, _)| *prefix)
             .map_or(CLASS_EXTERNAL, |&(_, _, class)| class);
-        let loopback = addr >> 24 == 0xffff_7f || addr == 1;
+        // ::ffff:127.0.0.0/104 (the IPv4-mapped 127/8) or ::1.
+        let loopback = addr >> 24 == 0x00ff_ff7f || addr == 1;
         match best {
             CLASS_EXTERNAL if loopback => "loopback",
             class => class_label(class),
