@@ -7,6 +7,8 @@
 #                                                     `credwatch-loadgen baseline --all-hooks`)
 #   sudo PERF=1 bench/bpf-cost.sh tcp|dns [COUNT]    (also `perf record` of the generator's CPU:
 #                                                     the top symbols, kernel helpers included)
+#   sudo AGENT_ARGS="--cluster-cidr 10.0.0.0/8" bench/bpf-cost.sh tcp   (more flags for credwatch
+#                                                     run: with ranges, connect4 walks the range trie)
 #
 # Builds the release agent and load generator, attaches only to <cgroup2>/credwatch-test-<pid>,
 # sends only to loopback, and removes everything it created on exit. The numbers include BPF
@@ -44,8 +46,11 @@ if [ -n "${EMPTY:-}" ]; then
   read -r -u 3 line && [ "$line" = ready ] || { echo "loadgen baseline did not attach" >&2; exit 1; }
 else
   $BIN --log-level warn run --cgroup-path "$CG" --listen 127.0.0.1:$PORT --no-default-endpoints \
-    --metadata-endpoint 127.0.0.1:1 & AG=$!
-  until curl -sf 127.0.0.1:$PORT/readyz >/dev/null; do sleep 0.1; done
+    --metadata-endpoint 127.0.0.1:1 ${AGENT_ARGS:-} & AG=$!
+  until curl -sf 127.0.0.1:$PORT/readyz >/dev/null; do
+    kill -0 "$AG" 2>/dev/null || { echo "credwatch exited before it was ready" >&2; exit 1; }
+    sleep 0.1
+  done
 fi
 snapshot() {
   bpftool -j prog show | python3 -c '

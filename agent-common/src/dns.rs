@@ -1,6 +1,8 @@
 //! DNS types shared by the kernel parser and userspace.
 use core::mem::size_of;
 
+use crate::stats::{CacheSlot, CountKey, Counts, cache_slot_of};
+
 /// Longest name on the wire (RFC 1035: 255 bytes including length bytes and the root label).
 pub const NAME_MAX: usize = 255;
 /// Bytes of name the event carries (NAME_MAX rounded up; the tail is zero).
@@ -84,31 +86,39 @@ impl DnsStats {
 pub const STATS_CACHE_SLOTS: u32 = 64;
 const _: () = assert!(STATS_CACHE_SLOTS.is_power_of_two());
 
-/// A slot of a CPU's statistics cache: the counts of one (cgroup, query type) answered on that
-/// CPU. The kernel counts an answer here, with plain adds, when the slot its key hashes to holds
-/// that key or can be taken; otherwise in the shared table `CW_DNS_STATS` (a hash lookup and
-/// atomic adds, whose cache line moves between the CPUs answering one pod's queries).
-///
-/// A slot is taken when empty, or when it has not counted anything since the epoch before last
-/// (`config::DNS_STATS_EPOCH`, which userspace advances after each read): then userspace has read
-/// all of its counts, and it starts again from zero under the new key.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DnsStatsSlot {
-    /// cgroup_id 0: empty.
-    pub key: DnsStatsKey,
-    /// The epoch of the last answer counted here.
-    pub active_epoch: u64,
-    pub stats: DnsStats,
-}
+/// A slot of a CPU's statistics cache (`CW_DNS_STATS_CPU`): the counts of one (cgroup, query
+/// type) answered on that CPU. The kernel counts an answer here, with plain adds, when the slot
+/// its key hashes to holds that key or can be taken; otherwise in the shared table `CW_DNS_STATS`.
+/// The rule for taking a slot, and the epoch (`config::DNS_STATS_EPOCH`) it relies on, are
+/// [`crate::stats`]'s.
+pub type DnsStatsSlot = CacheSlot<DnsStatsKey, DnsStats>;
 const _: () = assert!(size_of::<DnsStatsSlot>() == 232);
+
+impl CountKey for DnsStatsKey {
+    #[inline(always)]
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+    #[inline(always)]
+    fn same(&self, other: &Self) -> bool {
+        self.cgroup_id == other.cgroup_id && self.qtype == other.qtype
+    }
+    #[inline(always)]
+    fn cache_slot(&self) -> u32 {
+        stats_cache_slot(self.cgroup_id, self.qtype)
+    }
+}
+
+// SAFETY: repr(C), u64s and arrays of u64s only: 8 + 1 + 1 + 16 of them.
+unsafe impl Counts for DnsStats {
+    const ZERO: Self = Self::ZERO;
+    const COUNTERS: usize = RCODE_SLOTS + 2 + LATENCY_SLOTS;
+}
 
 /// The cache slot of (cgroup, known query type).
 #[inline(always)]
 pub const fn stats_cache_slot(cgroup_id: u64, qtype: u16) -> u32 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    ((cgroup_id ^ ((qtype as u64) << 48)).wrapping_mul(K)
-        >> (64 - STATS_CACHE_SLOTS.trailing_zeros())) as u32
+    cache_slot_of(cgroup_id, qtype, STATS_CACHE_SLOTS)
 }
 
 /// The histogram slot of a latency (reference for the kernel's branch-free version).

@@ -12,6 +12,7 @@
 pub mod dfa;
 pub mod dns;
 pub mod names;
+pub mod stats;
 pub mod tcp;
 
 use core::mem::size_of;
@@ -59,7 +60,34 @@ impl EndpointKey {
         addr[15] = octets[3];
         Self::new(addr, port)
     }
+
+    /// From an address as four 32-bit words in memory order (IPv6, IPv4-mapped for IPv4): built
+    /// with word stores, where a field-by-field key with its zero padding can become a `memset`
+    /// call in a BPF program.
+    #[inline(always)]
+    pub const fn from_words(addr: [u32; 4], port: u16) -> Self {
+        // SAFETY: EndpointKey is 20 bytes of integers (no invalid bit pattern) and [u32; 5] is
+        // 20 bytes; on a little-endian target the fifth word's low half is `port`, its high half
+        // the zero padding.
+        unsafe {
+            core::mem::transmute::<[u32; 5], Self>([
+                addr[0],
+                addr[1],
+                addr[2],
+                addr[3],
+                port as u32,
+            ])
+        }
+    }
 }
+
+// The word-based key constructors (`EndpointKey::from_words`, `tcp::TcpStatsKey::new`,
+// `tcp::ListenerKey::from_words`) lay fields out as a little-endian target does; the BPF target
+// is bpfel, and the agent runs on x86_64 and aarch64.
+const _: () = assert!(cfg!(target_endian = "little"));
+
+/// The word, in memory order, that makes an address IPv4-mapped (`::ffff:0:0/96`'s third word).
+pub const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 /// Which service an endpoint is; a label on every metadata metric.
 #[repr(u8)]
@@ -294,7 +322,7 @@ pub mod counter {
     pub const DNS_MALFORMED_POINTER: u32 = 18;
     /// Response whose query the kernel did not see (sent before the agent started, or evicted).
     pub const DNS_UNMATCHED_RESPONSE: u32 = 19;
-    /// TCP event dropped: its ring buffer was full.
+    /// TCP event (a new key's) dropped: its ring buffer was full. The counts are not affected.
     pub const LOST_TCP_RINGBUF_FULL: u32 = 20;
     /// TCP pending-connect or listener table insert failed.
     pub const LOST_TCP_TABLE: u32 = 21;
@@ -305,7 +333,9 @@ pub mod counter {
     pub const REJECT_PIPELINED: u32 = 23;
     /// A response that began after `--metadata-timeout`: its request is counted unanswered.
     pub const REJECT_LATE_RESPONSE: u32 = 24;
-    pub const COUNT: u32 = 25;
+    /// TCP per-cgroup statistics table full: a connect or accept was not counted.
+    pub const LOST_TCP_STATS_TABLE: u32 = 25;
+    pub const COUNT: u32 = 26;
 }
 
 /// Bytes of payload the kernel copies at once for parsing (a power of two: indexes are masked).
@@ -329,6 +359,9 @@ mod pod {
     unsafe impl aya::Pod for crate::tcp::PendingConnect {}
     unsafe impl aya::Pod for crate::tcp::ListenerKey {}
     unsafe impl aya::Pod for crate::tcp::TcpEvent {}
+    unsafe impl aya::Pod for crate::tcp::TcpStatsKey {}
+    unsafe impl aya::Pod for crate::tcp::TcpStats {}
+    unsafe impl aya::Pod for crate::tcp::TcpStatsSlot {}
 }
 
 /// The secrets guarantee, by construction: every type the kernel hands to userspace (ring-buffer
@@ -340,7 +373,7 @@ mod boundary {
     use super::*;
     use crate::{
         dns::{DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot},
-        tcp::{ListenerKey, PendingConnect, TcpEvent},
+        tcp::{ListenerKey, PendingConnect, TcpEvent, TcpStats, TcpStatsKey, TcpStatsSlot},
     };
 
     /// All-zero value of a plain-old-data boundary type.
@@ -421,18 +454,14 @@ mod boundary {
         let DnsStatsKey { cgroup_id: _, qtype: _, _pad } = zeroed();
         let DnsStats { responses: _, truncated: _, latency_sum_ns: _, latency: _ } = zeroed();
         let DnsStatsSlot { key: _, active_epoch: _, stats: _ } = zeroed();
-        // TCP: addresses and ports from connect(), no payload at all.
-        let TcpEvent { cgroup_id: _, latency_ns: _, addr: _, port: _, event: _, result: _, _pad } =
+        // TCP: counts per (cgroup, destination class), a class decided from the address and port
+        // given to connect(), no address and no payload at all.
+        let TcpEvent { cgroup_id: _, event: _, class: _, _pad } = zeroed();
+        let PendingConnect { cookie: _, start_ns: _, cgroup_id: _, class: _, expired: _, _pad } =
             zeroed();
-        let PendingConnect {
-            cookie: _,
-            start_ns: _,
-            cgroup_id: _,
-            addr: _,
-            port: _,
-            expired: _,
-            _pad,
-        } = zeroed();
+        let TcpStatsKey { cgroup_id: _, class: _, _pad } = zeroed();
+        let TcpStats { connects: _, accepts: _, latency_sum_ns: _, latency: _ } = zeroed();
+        let TcpStatsSlot { key: _, active_epoch: _, stats: _ } = zeroed();
         let ListenerKey { netns: _, addr: _, port: _, _pad } = zeroed();
         // Endpoint table: configured by userspace.
         let EndpointKey { addr: _, port: _, _pad } = zeroed();
@@ -445,6 +474,8 @@ mod boundary {
         // write-only for the agent's descriptor); the agent never reads it.
         assert!(names::MAPS.contains(&names::MAP_SCRATCH));
         // CW_DNS_STATS_CPU (14th): counts per (cgroup, query type), no payload (DnsStatsSlot).
-        assert_eq!(names::MAPS.len(), 14, "a new map: decide here whether it can hold payload");
+        // CW_TCP_STATS and CW_TCP_STATS_CPU (15th, 16th): counts per (cgroup, destination class),
+        // no payload (TcpStats); CW_TCP_CIDRS (17th): configured address ranges.
+        assert_eq!(names::MAPS.len(), 17, "a new map: decide here whether it can hold payload");
     }
 }

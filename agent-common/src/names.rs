@@ -33,11 +33,20 @@ pub const MAP_DNS_STATS_CPU: &str = "CW_DNS_STATS_CPU";
 pub const MAP_CONFIG: &str = "CW_CONFIG";
 /// `RingBuf` of `DnsEvent`.
 pub const MAP_DNS_EVENTS: &str = "CW_DNS_EVENTS";
+/// `HashMap<TcpStatsKey, TcpStats>`: connects by (cgroup, destination class) and accepts per
+/// cgroup, counted in the kernel (atomic adds) and read by userspace once a second.
+pub const MAP_TCP_STATS: &str = "CW_TCP_STATS";
+/// `PerCpuArray<TcpStatsSlot>`: each CPU's cache in front of `MAP_TCP_STATS` (plain adds). See
+/// `stats`.
+pub const MAP_TCP_STATS_CPU: &str = "CW_TCP_STATS_CPU";
+/// `LpmTrie<[u8; 16] address, u8 class>`: the configured cluster and AWS API ranges (see
+/// `tcp::CIDR_TABLE_SIZE`).
+pub const MAP_TCP_CIDRS: &str = "CW_TCP_CIDRS";
 /// `Array<PendingConnect>`, direct-mapped by socket cookie (see `tcp::PendingConnect`).
 pub const MAP_TCP_CONNECTS: &str = "CW_TCP_CONNECTS";
 /// `LruHashMap<ListenerKey, u64 cgroup id>`.
 pub const MAP_TCP_LISTENERS: &str = "CW_TCP_LISTENERS";
-/// `RingBuf` of `TcpEvent`.
+/// `RingBuf` of `TcpEvent` (new keys only).
 pub const MAP_TCP_EVENTS: &str = "CW_TCP_EVENTS";
 /// `PerCpuArray<u64>` indexed by `counter::*`.
 pub const MAP_COUNTERS: &str = "CW_COUNTERS";
@@ -58,6 +67,9 @@ pub const MAPS: &[&str] = &[
     MAP_TCP_CONNECTS,
     MAP_TCP_LISTENERS,
     MAP_TCP_EVENTS,
+    MAP_TCP_STATS,
+    MAP_TCP_STATS_CPU,
+    MAP_TCP_CIDRS,
 ];
 
 /// Load-time switch (a `.rodata` global, 1 as built): whether `cw_sock_ops` may call
@@ -76,11 +88,15 @@ pub mod config {
     /// The DNS timeout in milliseconds: an answer later than this is not counted as answered
     /// (userspace counts its query as a timeout). 0: no limit.
     pub const DNS_TIMEOUT_MS: u32 = 1;
-    /// Advanced by userspace after each read of the statistics (see `dns::DnsStatsSlot`).
+    /// Advanced by userspace after each read of the DNS statistics (see `stats`).
     pub const DNS_STATS_EPOCH: u32 = 2;
     /// `--metadata-timeout` in milliseconds: a metadata request with no response status line by
     /// then is counted unanswered by userspace, so the kernel neither reports nor matches a
     /// later response. 0: no limit.
     pub const METADATA_TIMEOUT_MS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Advanced by userspace after each read of the TCP statistics (see `stats`).
+    pub const TCP_STATS_EPOCH: u32 = 4;
+    /// Entries in `MAP_TCP_CIDRS`; 0: connect4 skips the range lookup.
+    pub const TCP_CIDRS: u32 = 5;
+    pub const COUNT: u32 = 6;
 }

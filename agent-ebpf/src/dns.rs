@@ -10,10 +10,9 @@
 use agent_common::{
     SCRATCH_LEN, counter,
     dns::{
-        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot, EVENT_RESPONSE, FLAG_TCP,
-        FLAG_TRUNCATED, HEADER_LEN, KNOWN_QTYPES, LABELS_MAX, LATENCY_BOUNDS_NS, LATENCY_SLOTS,
-        NAME_BUF, NAME_MAX, PENDING_WAYS, RCODE_NXDOMAIN, RCODE_OTHER_SLOT, RCODE_SLOTS,
-        pending_bucket, stats_cache_slot,
+        DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, EVENT_RESPONSE, FLAG_TCP, FLAG_TRUNCATED,
+        HEADER_LEN, KNOWN_QTYPES, LABELS_MAX, LATENCY_BOUNDS_NS, LATENCY_SLOTS, NAME_BUF, NAME_MAX,
+        PENDING_WAYS, RCODE_NXDOMAIN, RCODE_OTHER_SLOT, RCODE_SLOTS, pending_bucket,
     },
     names::config,
 };
@@ -24,11 +23,10 @@ use crate::{
     opaque::opaque,
     packet::{IPPROTO_TCP, L4, cgroup_id, payload, socket_cookie},
     scratch::{load_scratch, wipe_scratch_first},
+    stats,
 };
 
 const MASK: usize = SCRATCH_LEN - 1;
-/// Map update flag: create only.
-const BPF_NOEXIST: u64 = 1;
 /// Header, name, then qtype and qclass.
 const MESSAGE_MAX: u32 = (HEADER_LEN + NAME_MAX + 4) as u32;
 
@@ -281,8 +279,16 @@ fn response(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i6
     Ok(())
 }
 
+static STATS: stats::Tables<DnsStatsKey, DnsStats> = stats::Tables {
+    cache: &CW_DNS_STATS_CPU,
+    table: &CW_DNS_STATS,
+    epoch_index: config::DNS_STATS_EPOCH,
+    lost: counter::LOST_DNS_STATS_TABLE,
+    zero: &DnsStats::ZERO,
+};
+
 /// Counts an answered query under its (cgroup, query type): in this CPU's cache slot when it
-/// can (see `DnsStatsSlot`), else in the shared table.
+/// can, else in the shared table (see `stats`).
 #[inline(always)]
 fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns: u64) {
     let key = DnsStatsKey { cgroup_id, qtype: known_qtype(qtype), _pad: [0; 6] };
@@ -299,66 +305,14 @@ fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns
     }
     let (rcode_slot, bucket) =
         (rcode_slot & (RCODE_SLOTS - 1), bucket as usize & (LATENCY_SLOTS - 1));
-    if let Some(slot) = cache_slot(&key) {
-        // This CPU's own slot, and programs do not nest on a CPU: plain adds are exact.
-        unsafe {
-            let stats = &raw mut (*slot).stats;
-            (*stats).responses[rcode_slot] += 1;
-            (*stats).truncated += u64::from(truncated);
-            (*stats).latency_sum_ns += latency_ns;
-            (*stats).latency[bucket] += 1;
-        }
-        return;
-    }
-    let stats = match CW_DNS_STATS.get_ptr_mut(&key) {
-        Some(p) => p,
-        None => {
-            // BPF_NOEXIST: another CPU may have created it meanwhile, which is just as good.
-            let _ = CW_DNS_STATS.insert(&key, &DnsStats::ZERO, BPF_NOEXIST);
-            match CW_DNS_STATS.get_ptr_mut(&key) {
-                Some(p) => p,
-                None => {
-                    count(counter::LOST_DNS_STATS_TABLE);
-                    return;
-                }
-            }
-        }
-    };
-    // Shared by every CPU: atomic adds (the value's size does not grow with the CPU count, as
-    // a per-CPU value's would: 208 bytes an entry, not 208 per CPU).
-    unsafe {
-        add(&raw mut (*stats).responses[rcode_slot], 1);
-        add(&raw mut (*stats).truncated, u64::from(truncated));
-        add(&raw mut (*stats).latency_sum_ns, latency_ns);
-        add(&raw mut (*stats).latency[bucket], 1);
-    }
-}
-
-/// This CPU's cache slot for `key`, taken for it if it is empty or idle since the epoch before
-/// last (userspace has read all of its counts then); None when another key holds it.
-#[inline(always)]
-fn cache_slot(key: &DnsStatsKey) -> Option<*mut DnsStatsSlot> {
-    let slot = CW_DNS_STATS_CPU.get_ptr_mut(stats_cache_slot(key.cgroup_id, key.qtype))?;
-    let epoch = CW_CONFIG.get(config::DNS_STATS_EPOCH).map_or(0, |e| u64::from(*e));
-    unsafe {
-        let held = (*slot).key;
-        if held.cgroup_id != key.cgroup_id || held.qtype != key.qtype {
-            if held.cgroup_id != 0 && (*slot).active_epoch + 2 > epoch {
-                return None;
-            }
-            (*slot).key = *key;
-            (*slot).stats = DnsStats::ZERO;
-        }
-        (*slot).active_epoch = epoch;
-    }
-    Some(slot)
-}
-
-/// An atomic add to a counter in a map value: BPF's XADD, which every kernel has (core's atomics
-/// offer no fetch_add on this target).
-#[inline(always)]
-unsafe fn add(counter: *mut u64, n: u64) {
-    unsafe { core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) counter, in(reg) n) };
+    // The shared entry's size does not grow with the number of CPUs, as a per-CPU value's would
+    // (208 bytes an entry, not 208 per CPU).
+    let _ = stats::count(&STATS, &key, |s, shared| unsafe {
+        stats::add(&raw mut (*s).responses[rcode_slot], 1, shared);
+        stats::add(&raw mut (*s).truncated, u64::from(truncated), shared);
+        stats::add(&raw mut (*s).latency_sum_ns, latency_ns, shared);
+        stats::add(&raw mut (*s).latency[bucket], 1, shared);
+    });
 }
 
 /// `qtype` when it is one of the named types, else [`QTYPE_OTHER`], without a branch per type.

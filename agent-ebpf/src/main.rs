@@ -7,10 +7,10 @@
 //! - [`router`]: where a `cgroup_skb` packet goes (the fast path ends most packets there);
 //! - parsers: [`request`] and [`response`] (metadata HTTP), [`dns`], [`tcp`] (connect, sock_ops);
 //! - helpers: [`packet`] (IP/L4 headers), [`scratch`] (the payload buffer, automata),
-//!   [`opaque`], [`maps`].
+//!   [`stats`] (counting per cgroup and key), [`opaque`], [`maps`].
 #![no_std]
 #![no_main]
-// Inline asm on the BPF target (opaque::opaque, dns::add); this crate builds on the pinned nightly.
+// Inline asm on the BPF target (opaque::opaque, stats::atomic_add); this crate builds on the pinned nightly.
 #![feature(asm_experimental_arch)]
 // The entry points aya's #[cgroup_skb] generates take the kernel's raw context pointer.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
@@ -26,6 +26,7 @@ mod maps;
 mod opaque;
 mod packet;
 mod scratch;
+mod stats;
 
 use aya_ebpf::{
     macros::{cgroup_skb, cgroup_sock_addr, sock_ops},

@@ -6,7 +6,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// The agent's own descriptor for the scratch map is write-only: it holds payload bytes
@@ -69,6 +69,19 @@ pub static CW_TCP_LISTENERS: LruHashMap<agent_common::tcp::ListenerKey, u64> =
 
 #[map]
 pub static CW_TCP_EVENTS: RingBuf = RingBuf::with_byte_size(agent_common::tcp::EVENT_RING_BYTES, 0);
+
+#[map]
+pub static CW_TCP_STATS: HashMap<agent_common::tcp::TcpStatsKey, agent_common::tcp::TcpStats> =
+    HashMap::with_max_entries(agent_common::tcp::STATS_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_TCP_STATS_CPU: PerCpuArray<agent_common::tcp::TcpStatsSlot> =
+    PerCpuArray::with_max_entries(agent_common::tcp::STATS_CACHE_SLOTS, 0);
+
+/// Address (IPv6, IPv4-mapped) → destination class.
+#[map]
+pub static CW_TCP_CIDRS: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(agent_common::tcp::CIDR_TABLE_SIZE, 0);
 
 /// Ring submit flag BPF_RB_NO_WAKEUP: userspace reads the rings on a timer (every 25 ms), so
 /// waking it per record would only cost an irq_work and a wakeup on every event's path.

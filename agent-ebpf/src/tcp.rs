@@ -1,19 +1,27 @@
-//! TCP connects and accepts. `cgroup/connect4|6` runs in the connect() call, before any DNAT:
-//! it records the address the application asked for, its cgroup and the time in the socket's slot
+//! TCP connects and accepts, counted here per (cgroup, destination class): nothing crosses to
+//! userspace per connection. `cgroup/connect4|6` runs in the connect() call, before any DNAT: it
+//! classifies the address the application asked for (metadata endpoint, DNS port, configured
+//! range, loopback, external) and records the class, its cgroup and the time in the socket's slot
 //! of a direct-mapped table (see `agent_common::tcp::PendingConnect`). `sock_ops` on the same
-//! cgroup then reports the outcome, in whatever context the
+//! cgroup then counts the outcome (`CW_TCP_STATS` through `stats`), in whatever context the
 //! kernel is in (often softirq), which is why nothing there depends on the current task:
 //! - ACTIVE_ESTABLISHED: the handshake completed;
 //! - RTO with its third argument set: the SYN retransmission timer gave up (timeout);
 //! - STATE SYN_SENT → CLOSE: refused when a segment (the RST) arrived, else the application or an
 //!   ICMP error ended it;
 //! - LISTEN (process context) records which cgroup listens on a port, so that
-//!   PASSIVE_ESTABLISHED can attribute accepted connections.
+//!   PASSIVE_ESTABLISHED can count accepted connections for it.
+//!
+//! The only record sent is a key counted for the first time on a CPU (`EVENT_NEW_KEY`), so that
+//! userspace resolves its cgroup while it exists.
 use agent_common::{
-    counter,
+    EndpointKey, MAPPED_WORD, PORT_FLAG_DNS, PORT_FLAG_METADATA, counter,
+    names::config,
     tcp::{
-        CONNECT_TABLE_SIZE, EVENT_ACCEPT, EVENT_CONNECT, ListenerKey, PendingConnect, RESULT_ERROR,
-        RESULT_ESTABLISHED, RESULT_REFUSED, RESULT_TIMEOUT, TcpEvent,
+        CLASS_ACCEPTED, CLASS_DNS, CLASS_EXTERNAL, CLASS_LOOPBACK, CLASS_METADATA,
+        CONNECT_TABLE_SIZE, EVENT_NEW_KEY, LATENCY_SLOTS, ListenerKey, PendingConnect,
+        RESULT_ERROR, RESULT_ESTABLISHED, RESULT_REFUSED, RESULT_TIMEOUT, RESULTS, TcpEvent,
+        TcpStats, TcpStatsKey, latency_slot,
     },
 };
 use aya_ebpf::{
@@ -26,10 +34,18 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
+    maps::lpm_trie::Key,
     programs::{SockAddrContext, SockOpsContext},
 };
 
-use crate::maps::{CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS, NO_WAKEUP, count};
+use crate::{
+    maps::{
+        CW_CONFIG, CW_ENDPOINTS, CW_PORTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS,
+        CW_TCP_LISTENERS, CW_TCP_STATS, CW_TCP_STATS_CPU, NO_WAKEUP, count,
+    },
+    opaque::opaque,
+    stats,
+};
 
 /// See `agent_common::names::GLOBAL_SOCK_OPS_CGROUP`. Set when the object is loaded; read with
 /// a volatile load so that the compiler does not fold the built value into the code, while the
@@ -50,12 +66,8 @@ pub fn connect4(ctx: &SockAddrContext) {
     if sa.type_ != SOCK_STREAM {
         return;
     }
-    let ip = sa.user_ip4.to_ne_bytes(); // network order in memory
-    let mut addr = [0u8; 16];
-    addr[10] = 0xff;
-    addr[11] = 0xff;
-    addr[12..].copy_from_slice(&ip);
-    record_connect(ctx, addr, sa.user_port);
+    // user_ip4 holds the address in network order in memory: IPv4-mapped, as four such words.
+    record_connect(ctx, [0, 0, MAPPED_WORD, sa.user_ip4], sa.user_port);
 }
 
 /// connect() on an IPv6 TCP socket (IPv4-mapped addresses included).
@@ -64,18 +76,12 @@ pub fn connect6(ctx: &SockAddrContext) {
     if sa.type_ != SOCK_STREAM {
         return;
     }
-    let mut addr = [0u8; 16];
-    let mut i = 0;
-    while i < 4 {
-        let w = sa.user_ip6[i].to_ne_bytes();
-        addr[i * 4..i * 4 + 4].copy_from_slice(&w);
-        i += 1;
-    }
-    record_connect(ctx, addr, sa.user_port);
+    record_connect(ctx, sa.user_ip6, sa.user_port);
 }
 
+/// `addr`: the address asked for, as four 32-bit words in memory (network) order.
 #[inline(always)]
-fn record_connect(ctx: &SockAddrContext, addr: [u8; 16], user_port: u32) {
+fn record_connect(ctx: &SockAddrContext, addr: [u32; 4], user_port: u32) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let Some(slot) = CW_TCP_CONNECTS.get_ptr_mut(slot_of(cookie)) else {
         return;
@@ -87,18 +93,59 @@ fn record_connect(ctx: &SockAddrContext, addr: [u8; 16], user_port: u32) {
         count(counter::LOST_TCP_TABLE);
         return;
     }
+    // user_port holds the port in network order in its low 16 bits.
+    let class = class_of(addr, u16::from_be(user_port as u16));
     unsafe {
-        *slot = PendingConnect {
-            cookie,
-            start_ns: now,
-            cgroup_id: bpf_get_current_cgroup_id(),
-            addr,
-            // user_port holds the port in network order in its low 16 bits.
-            port: u16::from_be(user_port as u16),
-            expired: 0,
-            _pad: [0; 5],
-        };
+        (*slot).cookie = cookie;
+        (*slot).start_ns = now;
+        (*slot).cgroup_id = bpf_get_current_cgroup_id();
+        (*slot).class = class;
+        (*slot).expired = 0;
     }
+}
+
+/// The destination's class, most specific first (see `agent_common::tcp::CLASS_EXTERNAL`): the
+/// same decision as userspace's `classify`, from the same configuration.
+#[inline(always)]
+fn class_of(addr: [u32; 4], port: u16) -> u8 {
+    let flags = CW_PORTS.get(u32::from(port)).map_or(0, |f| *f);
+    if flags & PORT_FLAG_METADATA != 0
+        && unsafe { CW_ENDPOINTS.get(&EndpointKey::from_words(addr, port)) }.is_some()
+    {
+        return CLASS_METADATA;
+    }
+    if flags & PORT_FLAG_DNS != 0 {
+        return CLASS_DNS;
+    }
+    // The range lookup (a trie walk in a helper) only when ranges are configured.
+    if CW_CONFIG.get(config::TCP_CIDRS).is_some_and(|n| *n != 0)
+        && let Some(class) = CW_TCP_CIDRS.get(&cidr_key(addr))
+        && *class != CLASS_EXTERNAL
+    {
+        return *class;
+    }
+    if is_loopback(addr) { CLASS_LOOPBACK } else { CLASS_EXTERNAL }
+}
+
+/// The range table's key for a whole address, with word stores (see
+/// `EndpointKey::from_words`).
+#[inline(always)]
+fn cidr_key(addr: [u32; 4]) -> Key<[u8; 16]> {
+    // SAFETY: Key<[u8; 16]> is a packed u32 and 16 bytes, as [u32; 5] is 20 bytes.
+    unsafe {
+        core::mem::transmute::<[u32; 5], Key<[u8; 16]>>([128, addr[0], addr[1], addr[2], addr[3]])
+    }
+}
+
+/// 127.0.0.0/8 (IPv4-mapped) or ::1.
+#[inline(always)]
+fn is_loopback(addr: [u32; 4]) -> bool {
+    if addr[0] != 0 || addr[1] != 0 {
+        return false;
+    }
+    // The first byte in memory is the low byte of a word on this little-endian target.
+    (addr[2] == MAPPED_WORD && addr[3] & 0xff == 127)
+        || (addr[2] == 0 && addr[3] == u32::from_ne_bytes([0, 0, 0, 1]))
 }
 
 #[inline(always)]
@@ -167,65 +214,93 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             return; // no listeners recorded (above); also keeps bpf_get_netns_cookie dead code
         }
         // The listener on this exact address, else a wildcard one on the port.
-        let mut key = listener_key(ctx);
+        let key = listener_key(ctx);
         let mut owner = unsafe { CW_TCP_LISTENERS.get(&key) }.copied();
         if owner.is_none() {
-            key.addr = [0; 16];
-            owner = unsafe { CW_TCP_LISTENERS.get(&key) }.copied();
+            // Zeros LLVM cannot see (see `opaque`): four known-zero words become a memset call.
+            let zero = opaque(0) as u32;
+            let wildcard = ListenerKey::from_words(key.netns, [zero; 4], key.port);
+            owner = unsafe { CW_TCP_LISTENERS.get(&wildcard) }.copied();
         }
         if let Some(cgroup_id) = owner {
-            emit(cgroup_id, 0, [0; 16], key.port, EVENT_ACCEPT, RESULT_ESTABLISHED);
+            count_accept(cgroup_id);
         }
     }
 }
 
 #[inline(always)]
 fn listener_key(ctx: &SockOpsContext) -> ListenerKey {
-    ListenerKey {
-        netns: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
-        addr: local_addr(ctx),
-        // local_port is in host order in bpf_sock_ops.
-        port: ctx.local_port() as u16,
-        _pad: [0; 6],
-    }
+    // local_port is in host order in bpf_sock_ops.
+    let port = ctx.local_port() as u16;
+    ListenerKey::from_words(unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }, local_addr(ctx), port)
 }
 
-/// The socket's local address as IPv6 (IPv4-mapped for AF_INET), all zeros when unspecified.
+/// The socket's local address as IPv6 words in memory order (IPv4-mapped for AF_INET), all
+/// zeros when unspecified.
 #[inline(always)]
-fn local_addr(ctx: &SockOpsContext) -> [u8; 16] {
+fn local_addr(ctx: &SockOpsContext) -> [u32; 4] {
     const AF_INET: u32 = 2;
-    let mut addr = [0u8; 16];
     if ctx.family() == AF_INET {
         let ip = ctx.local_ip4();
-        if ip != 0 {
-            addr[10] = 0xff;
-            addr[11] = 0xff;
-            addr[12..].copy_from_slice(&ip.to_ne_bytes());
-        }
+        // Zeros LLVM cannot see (see `opaque`), or the wildcard's become a memset call.
+        let zero = opaque(0) as u32;
+        if ip == 0 { [zero; 4] } else { [zero, zero, MAPPED_WORD, ip] }
     } else {
-        let words = ctx.local_ip6();
-        let mut i = 0;
-        while i < 4 {
-            addr[i * 4..i * 4 + 4].copy_from_slice(&words[i].to_ne_bytes());
-            i += 1;
-        }
+        ctx.local_ip6()
     }
-    addr
 }
 
-/// Reports the connect held in `slot` (from [`pending`]: a socket whose connect() happened before
+/// Counts the connect held in `slot` (from [`pending`]: a socket whose connect() happened before
 /// the agent attached, or was not recorded, has none) and frees the slot.
 #[inline(always)]
 fn finish_connect(slot: *mut PendingConnect, result: u8) {
-    let p = unsafe { *slot };
+    let (cgroup_id, class, start_ns) =
+        unsafe { ((*slot).cgroup_id, (*slot).class, (*slot).start_ns) };
     unsafe { (*slot).start_ns = 0 }; // frees the slot
-    let now = unsafe { bpf_ktime_get_ns() };
-    emit(p.cgroup_id, now.wrapping_sub(p.start_ns), p.addr, p.port, EVENT_CONNECT, result);
+    let key = TcpStatsKey::new(cgroup_id, class);
+    let result = usize::from(result) & (RESULTS - 1);
+    let new = if result == usize::from(RESULT_ESTABLISHED) {
+        let latency_ns = unsafe { bpf_ktime_get_ns() }.wrapping_sub(start_ns);
+        let bucket = latency_slot(latency_ns) & (LATENCY_SLOTS - 1);
+        stats::count(&STATS, &key, |s, shared| unsafe {
+            stats::add(&raw mut (*s).connects[result], 1, shared);
+            stats::add(&raw mut (*s).latency_sum_ns, latency_ns, shared);
+            stats::add(&raw mut (*s).latency[bucket], 1, shared);
+        })
+    } else {
+        stats::count(&STATS, &key, |s, shared| unsafe {
+            stats::add(&raw mut (*s).connects[result], 1, shared);
+        })
+    };
+    if new == Some(true) {
+        new_key(&key);
+    }
 }
 
+/// Counts a connection accepted on a listener of `cgroup_id`.
 #[inline(always)]
-fn emit(cgroup_id: u64, latency_ns: u64, addr: [u8; 16], port: u16, event: u8, result: u8) {
-    let ev = TcpEvent { cgroup_id, latency_ns, addr, port, event, result, _pad: [0; 4] };
+fn count_accept(cgroup_id: u64) {
+    let key = TcpStatsKey::new(cgroup_id, CLASS_ACCEPTED);
+    let new = stats::count(&STATS, &key, |s, shared| unsafe {
+        stats::add(&raw mut (*s).accepts, 1, shared);
+    });
+    if new == Some(true) {
+        new_key(&key);
+    }
+}
+
+static STATS: stats::Tables<TcpStatsKey, TcpStats> = stats::Tables {
+    cache: &CW_TCP_STATS_CPU,
+    table: &CW_TCP_STATS,
+    epoch_index: config::TCP_STATS_EPOCH,
+    lost: counter::LOST_TCP_STATS_TABLE,
+    zero: &TcpStats::ZERO,
+};
+
+/// Tells userspace a key was counted for the first time on this CPU (see `EVENT_NEW_KEY`).
+#[inline(always)]
+fn new_key(key: &TcpStatsKey) {
+    let ev = TcpEvent::new(key.cgroup_id, EVENT_NEW_KEY, key.class);
     if CW_TCP_EVENTS.output(&ev, NO_WAKEUP).is_err() {
         count(counter::LOST_TCP_RINGBUF_FULL);
     }

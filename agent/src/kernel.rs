@@ -1,12 +1,16 @@
 //! Loading the kernel programs, filling their configuration maps and attaching them. Dropping
 //! [`Kernel`] detaches everything; attachments are bpf_links owned by this process, so they also
 //! go away if the process dies.
-use std::{fs::File, path::Path};
+use std::{
+    fs::File,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+};
 
-use agent_common::{EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA, names};
+use agent_common::{EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA, names, tcp};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps},
 };
 
@@ -52,6 +56,14 @@ pub enum KernelError {
     },
     #[error("too many metadata endpoints: {0} (at most {1})")]
     TooManyEndpoints(usize, u32),
+    #[error("too many cluster and AWS API ranges: {0} table entries (at most {1})")]
+    TooManyRanges(usize, u32),
+    #[error("a second descriptor for map {name}")]
+    Dup {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The loaded, attached programs, and the maps the agent reads whatever the features.
@@ -82,6 +94,27 @@ impl Attachment {
     pub fn take_raw_map(&mut self, name: &'static str) -> Result<Map, KernelError> {
         self.ebpf.take_map(name).ok_or(KernelError::MissingMap(name))
     }
+
+    /// A descriptor of its own for array `name`, which stays in the object: for an array several
+    /// features write (each advances its own epoch in `CW_CONFIG`).
+    pub fn share_map<T>(&self, name: &'static str) -> Result<T, KernelError>
+    where
+        T: TryFrom<Map, Error = aya::maps::MapError>,
+    {
+        let map = self.ebpf.map(name).ok_or(KernelError::MissingMap(name))?;
+        let Map::Array(data) = map else {
+            return Err(KernelError::NotAnArray(name));
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| KernelError::Dup { name, source })?;
+        log::debug!("map {name}: another descriptor {}", fd.as_raw_fd());
+        let data = MapData::from_fd(fd).map_err(|source| KernelError::Map { name, source })?;
+        let map = Map::from_map_data(data).map_err(|source| KernelError::Map { name, source })?;
+        T::try_from(map).map_err(|source| KernelError::Map { name, source })
+    }
 }
 
 /// Kernel features some kernels lack, which the agent works without (see docs/metrics.md,
@@ -96,10 +129,14 @@ pub struct Settings<'a> {
     pub dns_all_names: bool,
     pub dns_timeout: std::time::Duration,
     pub metadata_timeout: std::time::Duration,
+    /// The TCP destination-range table: (prefix length, IPv6 network, class), from
+    /// `features::tcp::classify::Classifier::cidr_table`.
+    pub tcp_ranges: &'a [(u32, [u8; 16], u8)],
 }
 
 pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, KernelError> {
-    let Settings { endpoints, dns_ports, dns_all_names, dns_timeout, metadata_timeout } = *settings;
+    let Settings { endpoints, dns_ports, dns_all_names, dns_timeout, metadata_timeout, tcp_ranges } =
+        *settings;
     raise_memlock_limit();
     // Every program is loaded before any is attached, so that a fallback load starts clean.
     let mut features = vec![(FEATURE_ACCEPT_ATTRIBUTION, true)];
@@ -122,7 +159,8 @@ pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, Ker
     };
 
     let counters = typed_map(&mut ebpf, names::MAP_COUNTERS)?;
-    // Before attaching, so that no packet sees the defaults.
+    // Before attaching, so that no packet or connect sees the defaults.
+    configure_tcp_ranges(&mut ebpf, tcp_ranges)?;
     let map_err = |source| KernelError::Map { name: names::MAP_CONFIG, source };
     let mut config: Array<_, u32> = Array::try_from(
         ebpf.map_mut(names::MAP_CONFIG).ok_or(KernelError::MissingMap(names::MAP_CONFIG))?,
@@ -133,6 +171,7 @@ pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, Ker
         (names::config::DNS_ALL_NAMES, u32::from(dns_all_names)),
         (names::config::DNS_TIMEOUT_MS, ms(dns_timeout)),
         (names::config::METADATA_TIMEOUT_MS, ms(metadata_timeout)),
+        (names::config::TCP_CIDRS, tcp_ranges.len() as u32),
     ] {
         config.set(index, &value, 0).map_err(map_err)?;
     }
@@ -251,6 +290,25 @@ fn configure_ports(
     .map_err(map_err(names::MAP_PORTS))?;
     for (port, flags) in ports {
         port_flags.set(u32::from(port), &flags, 0).map_err(map_err(names::MAP_PORTS))?;
+    }
+    Ok(())
+}
+
+/// Fills the TCP range table.
+fn configure_tcp_ranges(
+    ebpf: &mut Ebpf,
+    ranges: &[(u32, [u8; 16], u8)],
+) -> Result<(), KernelError> {
+    let name = names::MAP_TCP_CIDRS;
+    if ranges.len() > tcp::CIDR_TABLE_SIZE as usize {
+        return Err(KernelError::TooManyRanges(ranges.len(), tcp::CIDR_TABLE_SIZE));
+    }
+    let mut trie: LpmTrie<_, [u8; 16], u8> =
+        LpmTrie::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))?)
+            .map_err(|source| KernelError::Map { name, source })?;
+    for &(prefix, net, class) in ranges {
+        trie.insert(&Key::new(prefix, net), &class, 0)
+            .map_err(|source| KernelError::Map { name, source })?;
     }
     Ok(())
 }

@@ -4,9 +4,11 @@
 pub mod attribution;
 pub mod cli;
 pub mod clock;
+pub mod counts;
 pub mod endpoints;
 pub mod features;
 pub mod harden;
+pub mod histogram;
 pub mod http;
 pub mod kernel;
 pub mod memory;

@@ -125,6 +125,7 @@ const LOST: &[(u32, &str)] = &[
     (counter::LOST_DNS_STATS_TABLE, "dns_stats_table_full"),
     (counter::LOST_TCP_RINGBUF_FULL, "tcp_ringbuf_full"),
     (counter::LOST_TCP_TABLE, "tcp_table_full"),
+    (counter::LOST_TCP_STATS_TABLE, "tcp_stats_table_full"),
 ];
 const DNS_MALFORMED: &[(u32, &str)] = &[
     (counter::DNS_MALFORMED_HEADER, "header"),

@@ -112,6 +112,7 @@ pub fn counter_name(index: u32) -> &'static str {
         LOST_DNS_STATS_TABLE => "LOST_DNS_STATS_TABLE",
         REJECT_PIPELINED => "REJECT_PIPELINED",
         REJECT_LATE_RESPONSE => "REJECT_LATE_RESPONSE",
+        LOST_TCP_STATS_TABLE => "LOST_TCP_STATS_TABLE",
         _ => "unknown",
     }
 }

@@ -1,13 +1,15 @@
 //! The kernel parsers on crafted packets, through `BPF_PROG_TEST_RUN` (root only: without it, or
 //! on a kernel that should support these runs and does not, every test fails unless a local run
 //! opts out; see `can_run`). Every run must return the allow verdict, and each packet must bump
-//! exactly the counters and send exactly the events it justifies.
+//! exactly the counters and send exactly the events it justifies. The TCP programs, which test
+//! runs cannot drive, on live loopback connections from a test cgroup (`tcp`).
 mod can_run;
 mod dns;
 mod harness;
 mod http;
 mod loss;
 mod packets;
+mod tcp;
 mod traffic;
 
 /// The verifier's work per program, against its 1,000,000-instruction limit: a change that eats

@@ -1,16 +1,17 @@
 //! DNS metric families and their label types. Counts and latency come from the kernel's
 //! per-cgroup statistics; names and search-list expansion from its events.
-use std::sync::{Arc, Mutex, atomic::AtomicU64};
+use std::sync::atomic::AtomicU64;
 
 use agent_common::dns;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet},
-    metrics::{MetricType, TypedMetric, counter::Counter, family::Family},
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
 
 use crate::{
     attribution::labels::Workload,
+    histogram::{KernelBounds, KernelHistogram},
     series::{Tracked, workload_labels},
 };
 
@@ -38,60 +39,17 @@ pub struct DnsNameLabels {
 
 workload_labels!(DnsLabels, DnsQtypeLabels, DnsNameLabels);
 
-/// A histogram filled with bucket counts the kernel measured (`agent_common::dns::DnsStats`):
-/// prometheus-client's `Histogram` can only observe one value at a time. Bounds are
-/// `agent_common::dns::LATENCY_BOUNDS_NS`.
-#[derive(Clone, Debug, Default)]
-pub struct KernelHistogram(Arc<Mutex<KernelHistogramState>>);
-
-#[derive(Debug, Default)]
-struct KernelHistogramState {
-    sum_seconds: f64,
-    /// Not cumulative; the last slot is +Inf.
-    buckets: [u64; dns::LATENCY_BOUNDS_NS.len() + 1],
-}
-
-impl KernelHistogram {
-    /// Adds the kernel's per-slot counts (slot i: latencies in (bound[i-1], bound[i]]).
-    pub fn add(&self, slots: &[u64; dns::LATENCY_SLOTS], sum_ns: u64) {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        state.sum_seconds += sum_ns as f64 / 1e9;
-        for (bucket, add) in state.buckets.iter_mut().zip(slots) {
-            *bucket += add;
-        }
-    }
-}
-
-impl TypedMetric for KernelHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for KernelHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Per-bucket counts: the encoder accumulates them.
-        let buckets: Vec<(f64, u64)> = state
-            .buckets
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                let le = dns::LATENCY_BOUNDS_NS.get(i).map_or(f64::INFINITY, |&ns| ns as f64 / 1e9);
-                (le, n)
-            })
-            .collect();
-        let count = state.buckets.iter().sum();
-        encoder.encode_histogram::<NoLabelSet>(state.sum_seconds, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
+/// `credwatch_dns_request_duration_seconds`'s bounds: the kernel's latency slots.
+#[derive(Debug)]
+pub struct DnsLatency;
+impl KernelBounds for DnsLatency {
+    const NS: &'static [u64] = &dns::LATENCY_BOUNDS_NS;
 }
 
 #[derive(Clone, Debug)]
 pub struct DnsMetrics {
     pub requests: Tracked<DnsLabels, Counter>,
-    pub duration: Tracked<DnsQtypeLabels, KernelHistogram>,
+    pub duration: Tracked<DnsQtypeLabels, KernelHistogram<DnsLatency>>,
     pub expansion_queries: Tracked<Workload, Counter>,
     pub expansion_seconds: Tracked<Workload, Counter<f64, AtomicU64>>,
     pub truncated: Tracked<Workload, Counter>,

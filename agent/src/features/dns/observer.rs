@@ -130,9 +130,14 @@ impl Observer for DnsObserver {
     }
 
     /// What is kept per cgroup (resolv.conf, recent expansions, names seen) goes with the
-    /// cgroup; a cgroup that speaks again starts afresh.
+    /// cgroup; a cgroup that speaks again starts afresh. So do the kernel's statistics entries
+    /// of cgroups gone, once their counts were read.
     fn sweep(&mut self, cx: &Context, _removed: &HashSet<Workload>) {
         self.pods.retain(|&cgroup_id, _| cx.resolver.holds(cgroup_id));
+        let removed = self.tables.prune(|cgroup_id| !cx.resolver.holds(cgroup_id));
+        if removed > 0 {
+            log::debug!("removed {removed} DNS statistics entries of vanished cgroups");
+        }
         if self.pods.capacity() > 4 * self.pods.len().max(64) {
             self.pods.shrink_to_fit();
         }

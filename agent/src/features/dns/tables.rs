@@ -1,59 +1,30 @@
 //! The kernel's DNS tables, read once a second: answered-query statistics (the shared table and
-//! each CPU's cache, turned into increments since the previous read) and the pending queries
-//! that timed out.
-use std::collections::HashMap;
-
+//! each CPU's cache, turned into increments since the previous read by crate::counts, the model
+//! TCP counts with too) and the pending queries that timed out.
 use agent_common::{
-    dns::{DnsStats, DnsStatsKey, DnsStatsSlot, STATS_CACHE_SLOTS},
+    dns::{DnsStats, DnsStatsKey, STATS_CACHE_SLOTS},
     names,
 };
-use aya::maps::{self, Map, MapData};
+use aya::maps::Map;
 
 use super::pending::{PendingTable, TimedOut};
-use crate::kernel::{Attachment, KernelError};
-
-/// Reads without a change this many times in a row (one a second) and a statistics entry is
-/// removed from the kernel table, to make room for new cgroups. Its counts were already
-/// delivered; if the cgroup answers again the entry starts again from zero.
-const IDLE_READS_BEFORE_REMOVAL: u32 = 600;
+use crate::{
+    counts::CountTables,
+    kernel::{Attachment, KernelError},
+};
 
 pub struct DnsTables {
-    stats: maps::HashMap<MapData, DnsStatsKey, DnsStats>,
-    stats_cpu: maps::PerCpuArray<MapData, DnsStatsSlot>,
+    stats: CountTables<DnsStatsKey, DnsStats>,
     pending: PendingTable,
-    config: maps::Array<MapData, u32>,
-    /// What each entry held at the previous read, and for how many reads it has not changed.
-    last: HashMap<DnsStatsKey, (DnsStats, u32)>,
-    /// What each (CPU, slot) of the cache held at the previous read.
-    last_cpu: HashMap<(usize, u32), DnsStatsSlot>,
-    /// The epoch the kernel sees (`config::DNS_STATS_EPOCH`), advanced after each read.
-    epoch: u32,
 }
 
 impl std::fmt::Debug for DnsTables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsTables").field("entries", &self.last.len()).finish()
+        f.debug_struct("DnsTables").field("stats", &self.stats).finish()
     }
 }
 
 impl DnsTables {
-    pub fn new(
-        stats: maps::HashMap<MapData, DnsStatsKey, DnsStats>,
-        stats_cpu: maps::PerCpuArray<MapData, DnsStatsSlot>,
-        pending: PendingTable,
-        config: maps::Array<MapData, u32>,
-    ) -> Self {
-        Self {
-            stats,
-            stats_cpu,
-            pending,
-            config,
-            last: HashMap::new(),
-            last_cpu: HashMap::new(),
-            epoch: 0,
-        }
-    }
-
     /// Takes the DNS maps out of the kernel object, the pending table mapped into this process.
     pub fn take(kernel: &mut Attachment) -> Result<Self, KernelError> {
         let name = names::MAP_DNS_PENDING;
@@ -62,95 +33,31 @@ impl DnsTables {
         };
         let pending =
             PendingTable::new(data).map_err(|source| KernelError::Mmap { name, source })?;
-        Ok(Self::new(
-            kernel.take_map(names::MAP_DNS_STATS)?,
-            kernel.take_map(names::MAP_DNS_STATS_CPU)?,
-            pending,
-            kernel.take_map(names::MAP_CONFIG)?,
-        ))
+        let stats = CountTables::take(
+            kernel,
+            names::MAP_DNS_STATS,
+            names::MAP_DNS_STATS_CPU,
+            STATS_CACHE_SLOTS,
+            names::config::DNS_STATS_EPOCH,
+        )?;
+        Ok(Self { stats, pending })
     }
 
-    /// The increments of every entry that changed since the previous call.
+    /// The increments of every key that counted something since the previous call (a key may
+    /// come more than once: from the shared table and from several CPUs' caches).
     pub fn read_increments(&mut self) -> Vec<(DnsStatsKey, DnsStats)> {
-        let keys: Vec<DnsStatsKey> = self.stats.keys().filter_map(Result::ok).collect();
-        let mut out = Vec::new();
-        let mut next = HashMap::with_capacity(keys.len());
-        for key in keys {
-            // An entry removed between listing and lookup has nothing new.
-            let Ok(now) = self.stats.get(&key, 0) else { continue };
-            let (prev, unchanged) = self.last.get(&key).copied().unwrap_or((DnsStats::ZERO, 0));
-            match increment(&prev, &now) {
-                Some(inc) => {
-                    out.push((key, inc));
-                    next.insert(key, (now, 0));
-                }
-                None if unchanged + 1 >= IDLE_READS_BEFORE_REMOVAL => {
-                    let _ = self.stats.remove(&key);
-                }
-                None => {
-                    next.insert(key, (now, unchanged + 1));
-                }
-            }
-        }
-        self.last = next;
-        for index in 0..STATS_CACHE_SLOTS {
-            // Unreadable (not expected): read again next time, nothing lost meanwhile.
-            let Ok(per_cpu) = self.stats_cpu.get(&index, 0) else { continue };
-            for (cpu, now) in per_cpu.iter().enumerate() {
-                let prev = self.last_cpu.insert((cpu, index), *now);
-                if let Some(inc) = slot_increment(prev.as_ref(), now) {
-                    out.push((now.key, inc));
-                }
-            }
-        }
-        // Only after everything above was read: a cache slot idle since the epoch before the
-        // new one may then be taken by another key (see DnsStatsSlot).
-        self.epoch = self.epoch.wrapping_add(1);
-        if let Err(e) = self.config.set(names::config::DNS_STATS_EPOCH, &self.epoch, 0) {
-            log::warn!("advancing the DNS statistics epoch: {e}");
-        }
-        out
+        self.stats.read_increments()
+    }
+
+    /// Removes the statistics entries of cgroups that are `gone` (see `CountTables::prune`).
+    pub fn prune(&mut self, gone: impl Fn(u64) -> bool) -> usize {
+        self.stats.prune(gone)
     }
 
     /// Frees the slots of queries that waited longer than `timeout_ns` at monotonic time `now_ns`
     /// and returns them (see [`super::pending`]).
     pub fn take_timed_out(&mut self, now_ns: u64, timeout_ns: u64) -> Vec<TimedOut> {
         self.pending.take_timed_out(now_ns, timeout_ns)
-    }
-}
-
-/// `now - prev`, or None when nothing changed. Counters only grow; if any went down the entry was
-/// removed and created again since `prev`, and all of `now` is new.
-pub fn increment(prev: &DnsStats, now: &DnsStats) -> Option<DnsStats> {
-    let mut inc = *now;
-    let mut recreated = false;
-    let pairs = inc.responses.iter_mut().zip(prev.responses).chain([
-        (&mut inc.truncated, prev.truncated),
-        (&mut inc.latency_sum_ns, prev.latency_sum_ns),
-    ]);
-    for (n, p) in pairs.chain(inc.latency.iter_mut().zip(prev.latency)) {
-        match n.checked_sub(p) {
-            Some(d) => *n = d,
-            None => recreated = true,
-        }
-    }
-    if recreated {
-        inc = *now;
-    }
-    (inc != DnsStats::ZERO).then_some(inc)
-}
-
-/// What a cache slot counted since `prev` (its previous read), or None. A slot whose key changed
-/// was taken afresh: the previous key's counts were all read, and all of `now` is new. (The
-/// kernel never resets a slot for the key it holds, and a slot taken by another key stays with it
-/// for at least two epochs, so a change of key is always seen between two reads.)
-pub fn slot_increment(prev: Option<&DnsStatsSlot>, now: &DnsStatsSlot) -> Option<DnsStats> {
-    if now.key.cgroup_id == 0 {
-        return None;
-    }
-    match prev {
-        Some(p) if p.key == now.key => increment(&p.stats, &now.stats),
-        _ => (now.stats != DnsStats::ZERO).then_some(now.stats),
     }
 }
 
@@ -162,7 +69,10 @@ pub fn answers(s: &DnsStats) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use agent_common::dns::DnsStatsSlot;
+
     use super::*;
+    use crate::counts::{increment, slot_increment};
 
     fn stats(noerror: u64, nx: u64, slot: usize) -> DnsStats {
         let mut s = DnsStats::ZERO;

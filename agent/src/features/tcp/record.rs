@@ -1,9 +1,8 @@
-//! Decoding `TcpEvent`s.
-use std::net::{IpAddr, Ipv6Addr};
-
+//! Decoding `TcpEvent`s: the kernel counts connects and accepts itself (`tables`); the only
+//! record it sends is a key counted for the first time on a CPU, whose cgroup userspace should
+//! resolve while it exists.
 use agent_common::tcp::{
-    EVENT_ACCEPT, EVENT_CONNECT, RESULT_ERROR, RESULT_ESTABLISHED, RESULT_REFUSED, RESULT_TIMEOUT,
-    TcpEvent,
+    EVENT_NEW_KEY, RESULT_ERROR, RESULT_ESTABLISHED, RESULT_REFUSED, RESULT_TIMEOUT, TcpEvent,
 };
 
 use crate::record::{self, KernelRecord, RecordError};
@@ -12,31 +11,20 @@ impl KernelRecord for TcpEvent {
     const WHAT: &'static str = "TCP event";
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TcpObservation {
-    Connect { cgroup_id: u64, addr: IpAddr, port: u16, result: &'static str, latency_ns: u64 },
-    Accept { cgroup_id: u64, port: u16 },
+    NewKey { cgroup_id: u64, class: u8 },
 }
 
 pub fn decode(bytes: &[u8]) -> Result<TcpObservation, RecordError> {
     let ev: TcpEvent = record::read(bytes)?;
     match ev.event {
-        EVENT_CONNECT => {
-            let v6 = Ipv6Addr::from(ev.addr);
-            let addr = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
-            Ok(TcpObservation::Connect {
-                cgroup_id: ev.cgroup_id,
-                addr,
-                port: ev.port,
-                result: result_label(ev.result),
-                latency_ns: ev.latency_ns,
-            })
-        }
-        EVENT_ACCEPT => Ok(TcpObservation::Accept { cgroup_id: ev.cgroup_id, port: ev.port }),
+        EVENT_NEW_KEY => Ok(TcpObservation::NewKey { cgroup_id: ev.cgroup_id, class: ev.class }),
         other => Err(RecordError::unknown_type::<TcpEvent>(other)),
     }
 }
 
+/// The `result` label of a connect result (`TcpStats::connects` slot).
 pub fn result_label(result: u8) -> &'static str {
     match result {
         RESULT_ESTABLISHED => "established",
@@ -52,32 +40,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_an_ipv4_mapped_connect() {
-        let mut addr = [0u8; 16];
-        addr[10] = 0xff;
-        addr[11] = 0xff;
-        addr[12..].copy_from_slice(&[10, 0, 0, 7]);
-        let ev = TcpEvent {
-            cgroup_id: 3,
-            latency_ns: 1000,
-            addr,
-            port: 443,
-            event: EVENT_CONNECT,
-            result: RESULT_REFUSED,
-            _pad: [0; 4],
-        };
+    fn decodes_a_new_key() {
+        let ev = TcpEvent { cgroup_id: 3, event: EVENT_NEW_KEY, class: 2, _pad: [0; 6] };
         let bytes = &record::bytes_of(&ev);
-        assert_eq!(
-            decode(bytes),
-            Ok(TcpObservation::Connect {
-                cgroup_id: 3,
-                addr: "10.0.0.7".parse().unwrap(),
-                port: 443,
-                result: "refused",
-                latency_ns: 1000
-            })
-        );
+        assert_eq!(decode(bytes), Ok(TcpObservation::NewKey { cgroup_id: 3, class: 2 }));
         let want = size_of::<TcpEvent>();
         assert_eq!(decode(&bytes[..8]), Err(RecordError::Size { what: "TCP event", got: 8, want }));
+        let other = TcpEvent { event: 9, ..ev };
+        assert_eq!(
+            decode(&record::bytes_of(&other)),
+            Err(RecordError::Type { what: "TCP event", kind: 9 })
+        );
     }
 }
