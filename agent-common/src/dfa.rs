@@ -9,29 +9,17 @@
 //! The tables are built at compile time and shared: the kernel indexes them from `.rodata`, and
 //! userspace tests run the very same tables over crafted inputs split at every byte.
 //!
-//! Two sizes: 64 states (32 KiB a table) and 256 states (128 KiB), where the state is a whole
-//! `u8` and needs no mask. The high byte of an entry is the automaton's action: a digit for
-//! [`expiration`], flags for [`headers`], path kind, method and role bookkeeping for
-//! [`request_line`].
+//! Every table has 256 states (128 KiB), so the state is a whole `u8` and needs no mask. The
+//! high byte of an entry is the automaton's action: a digit for [`expiration`], flags and an SDK
+//! id for [`headers`], path kind, method and role bookkeeping for [`request_line`].
 
 /// Entries per state (one per byte value).
 pub const STRIDE: usize = 256;
-/// States per table, a power of two so that `state & (STATES - 1)` bounds the index.
-pub const STATES: usize = 64;
-pub const TABLE_LEN: usize = STATES * STRIDE;
-
-/// States of a large table: every `u8` is a state.
+/// States of a table: every `u8` is a state.
 pub const LARGE_STATES: usize = 256;
 pub const LARGE_TABLE_LEN: usize = LARGE_STATES * STRIDE;
 
-/// One step: the next state and the new accumulator.
-#[inline(always)]
-pub fn step(table: &[u16; TABLE_LEN], state: u8, acc: u64, byte: u8) -> (u8, u64) {
-    let entry = table[((state as usize & (STATES - 1)) * STRIDE) | byte as usize];
-    digit_action(entry, acc)
-}
-
-/// [`step`] on a 256-state table.
+/// One step of a digit automaton ([`expiration`]): the next state and the new accumulator.
 #[inline(always)]
 pub fn step_large(table: &[u16; LARGE_TABLE_LEN], state: u8, acc: u64, byte: u8) -> (u8, u64) {
     digit_action(table[((state as usize) << 8) | byte as usize], acc)
@@ -44,13 +32,6 @@ fn digit_action(entry: u16, acc: u64) -> (u8, u64) {
     let take = (d + 15) >> 4;
     let acc = acc * (1 + 9 * take) + (d - take);
     ((entry & 0xff) as u8, acc)
-}
-
-/// One step of a flag automaton: the next state, and the entry's flags ORed into `acc`.
-#[inline(always)]
-pub fn step_flags(table: &[u16; TABLE_LEN], state: u8, acc: u8, byte: u8) -> (u8, u8) {
-    let entry = table[((state as usize & (STATES - 1)) * STRIDE) | byte as usize];
-    ((entry & 0xff) as u8, acc | (entry >> 8) as u8)
 }
 
 /// `"Expiration"`, optional spaces, `:`, optional spaces, `"`, then `YYYY-MM-DDThh:mm:ss`.
@@ -231,18 +212,23 @@ pub mod expiration {
 }
 
 /// The header block of a request, in one pass from its first byte, across any number of chunks
-/// and segments (the state lives in the flow): which headers it holds, where it ends, and whether
-/// another request follows it in the same bytes (pipelining). Flags accumulate in the
-/// accumulator ([`step_flags`]), so a header is found wherever it is: first, last, past the
-/// first 512 bytes, in a later segment.
+/// and segments (the state lives in the flow): which headers it holds, which client sent it,
+/// where it ends, and whether another request follows it in the same bytes (pipelining). Flags
+/// accumulate in the scan ([`headers::step`]), so a header is found wherever it is: first, last,
+/// past the first 512 bytes, in a later segment.
 ///
-/// Shape: a line is skipped to its newline; at the start of a line a trie of the header names
-/// that matter (lower-cased, so any case matches) is followed, and a name that matches up to its
-/// `:` sets its flag; an empty line ends the block. More header names (issue 17: `User-Agent`,
-/// whose value would then be followed by a trie of product tokens setting a family id) are more
-/// branches of the same trie, found in the same pass.
+/// Shape: a line is skipped to its newline; at the start of a line the header names that matter
+/// (lower-cased, so any case matches) are followed, and a name that matches up to its `:` acts:
+/// - `X-aws-ec2-metadata-token:` sets `FLAG_TOKEN`;
+/// - `User-Agent:` leads, past optional whitespace, into a trie of the leading product tokens of
+///   `sdk::PRODUCTS`; the first token that matches whole sets its family id, and any other value
+///   (empty, binary, unknown, cut short by its line end) sets `Sdk::Other`. Only the first
+///   `User-Agent` counts. No header leaves the id at `Sdk::None`.
+///
+/// An empty line ends the block. A 256-state table: the product trie takes most of them.
 pub mod headers {
     use super::*;
+    use crate::sdk::{PRODUCTS, Sdk};
 
     /// `X-aws-ec2-metadata-token:` (not `…-token-ttl-seconds`): the request is IMDSv2.
     pub const FLAG_TOKEN: u8 = 1;
@@ -250,8 +236,13 @@ pub mod headers {
     pub const FLAG_END: u8 = 2;
     /// After the end, the bytes start another request line (`METHOD /`): pipelining.
     pub const FLAG_PIPELINED: u8 = 4;
+    /// An entry's action: flags in the low bits, an `Sdk` id (0: none) above them.
+    const FLAGS_MASK: u8 = 0x07;
+    const SDK_SHIFT: u8 = 3;
+    const _: () = assert!(Sdk::ALL.len() <= 1 << (8 - SDK_SHIFT));
 
     pub const TOKEN_NAME: &[u8] = b"x-aws-ec2-metadata-token:";
+    pub const AGENT_NAME: &[u8] = b"user-agent:";
 
     /// Inside a line, skipping to its end (the request line is the first such line).
     pub const IN_LINE: u8 = 0;
@@ -259,7 +250,7 @@ pub mod headers {
     const LINE_START: u8 = 2;
     /// A CR at the start of a line: the end of the block when LF follows.
     const EMPTY_CR: u8 = 3;
-    /// `TOKEN + k`: k bytes of the token header's name matched (k ≥ 1).
+    /// `TOKEN + k`: k + 1 bytes of the token header's name matched.
     const TOKEN: u8 = 4;
     /// The header block has ended; nothing after it seen yet.
     pub const END: u8 = TOKEN + TOKEN_NAME.len() as u8 - 1;
@@ -272,20 +263,91 @@ pub mod headers {
     pub const BODY: u8 = METHOD_SPACE + 1;
     /// Another request follows: nothing more to find.
     pub const PIPELINED: u8 = BODY + 1;
-    const _: () = assert!((PIPELINED as usize) < STATES);
+    /// `AGENT + k`: k + 1 bytes of `user-agent:` matched.
+    const AGENT: u8 = PIPELINED + 1;
+    /// After `User-Agent:` and any whitespace: the root of the product trie.
+    const VALUE: u8 = AGENT + AGENT_NAME.len() as u8 - 1;
+    /// First node of the product trie; the trie takes the states from here on.
+    const PRODUCT: u8 = VALUE + 1;
+    pub const STATES_USED: usize = PRODUCT as usize + product_nodes();
+    const _: () = assert!(STATES_USED <= LARGE_STATES);
 
-    pub static TABLE: [u16; TABLE_LEN] = build();
+    pub static TABLE: [u16; LARGE_TABLE_LEN] = build();
+
+    /// What the scan found so far.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Scan {
+        pub state: u8,
+        /// `FLAG_*`, ORed in as found.
+        pub flags: u8,
+        /// The `Sdk` id of the first `User-Agent`; 0 until one is read.
+        pub sdk: u8,
+    }
+
+    /// One byte, without a branch. `hide` returns its argument; the kernel passes a function
+    /// LLVM cannot see through, so that "take the id only while none is set" stays arithmetic
+    /// (an `sdk == 0` that LLVM recognised would become a branch per byte on BPF).
+    #[inline(always)]
+    pub fn step_hidden(scan: &mut Scan, byte: u8, hide: impl Fn(u64) -> u64) {
+        let entry = TABLE[((scan.state as usize) << 8) | byte as usize];
+        let action = (entry >> 8) as u8;
+        scan.state = entry as u8;
+        scan.flags |= action & FLAGS_MASK;
+        // All ones while no id is set (0 - 1 has the sign bit), else 0.
+        let unset = (hide(u64::from(scan.sdk)).wrapping_sub(1) as i64 >> 63) as u8;
+        scan.sdk |= (action >> SDK_SHIFT) & unset;
+    }
+
+    /// [`step_hidden`] for userspace.
+    #[inline(always)]
+    pub fn step(scan: &mut Scan, byte: u8) {
+        step_hidden(scan, byte, |v| v);
+    }
+
+    /// Runs the automaton over `chunks` from the start of a request, as the kernel does over
+    /// TCP segments: the scan carries over, and each chunk is followed by the zeros that pad the
+    /// kernel's buffer (for tests and fuzzing).
+    #[cfg(any(test, feature = "user"))]
+    pub fn scan_chunks(chunks: &[&[u8]]) -> Scan {
+        let mut scan = Scan::default();
+        for chunk in chunks {
+            for &b in chunk.iter().chain(&[0u8; 7]) {
+                step(&mut scan, b);
+            }
+        }
+        scan
+    }
 
     const fn entry(next: u8, flags: u8) -> u16 {
         next as u16 | ((flags as u16) << 8)
     }
 
+    const fn sdk_action(sdk: Sdk) -> u8 {
+        (sdk as u8) << SDK_SHIFT
+    }
+
     /// Inside a line (or after a name that did not match): CR and LF lead to the next line.
     const fn skip(c: u8) -> u16 {
+        skip_with(c, 0)
+    }
+
+    const fn skip_with(c: u8, action: u8) -> u16 {
         match c {
-            b'\r' => entry(CR, 0),
-            b'\n' => entry(LINE_START, 0),
-            _ => entry(IN_LINE, 0),
+            b'\r' => entry(CR, action),
+            b'\n' => entry(LINE_START, action),
+            _ => entry(IN_LINE, action),
+        }
+    }
+
+    /// Continues a header name of which `k` bytes matched (state `base + k - 1`); its `:` leads
+    /// to `done` with `action`.
+    const fn name(name: &[u8], base: u8, k: usize, lower: u8, c: u8, done: u8, action: u8) -> u16 {
+        if lower != name[k] {
+            skip(c)
+        } else if k + 1 == name.len() {
+            entry(done, action)
+        } else {
+            entry(base + k as u8, 0)
         }
     }
 
@@ -303,20 +365,19 @@ pub mod headers {
                 entry(EMPTY_CR, 0)
             } else if st == LINE_START && lower == TOKEN_NAME[0] {
                 entry(TOKEN, 0)
+            } else if st == LINE_START && lower == AGENT_NAME[0] {
+                entry(AGENT, 0)
             } else {
                 skip(c)
             }
         } else if st < END {
             let k = (st - TOKEN + 1) as usize;
-            if lower == TOKEN_NAME[k] {
-                if k + 1 == TOKEN_NAME.len() {
-                    entry(IN_LINE, FLAG_TOKEN)
-                } else {
-                    entry(st + 1, 0)
-                }
-            } else {
-                skip(c)
-            }
+            name(TOKEN_NAME, TOKEN, k, lower, c, IN_LINE, FLAG_TOKEN)
+        } else if st >= AGENT && st < VALUE {
+            let k = (st - AGENT + 1) as usize;
+            name(AGENT_NAME, AGENT, k, lower, c, VALUE, 0)
+        } else if st >= VALUE {
+            entry(st, 0) // the product trie's rows are filled by fill_products
         } else if st == END && (c == b'\r' || c == b'\n') {
             // Empty lines before a request line are allowed (RFC 9112, 2.2).
             entry(END, 0)
@@ -337,21 +398,110 @@ pub mod headers {
         }
     }
 
-    const fn build() -> [u16; TABLE_LEN] {
-        let mut t = [0u16; TABLE_LEN];
+    const LONGEST: usize = 24;
+
+    const fn same_prefix(a: &[u8], b: &[u8], len: usize) -> bool {
+        if a.len() < len || b.len() < len {
+            return false;
+        }
+        let mut i = 0;
+        while i < len {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// `NODES[p][len]`: the trie node of `PRODUCTS[p]`'s first `len` bytes (`VALUE` for 0; a
+    /// whole token has no node: its last byte sets the id), numbered in order of first
+    /// appearance (the first token with a prefix owns its node).
+    const NODES: [[u8; LONGEST]; PRODUCTS.len()] = nodes().0;
+
+    const fn nodes() -> ([[u8; LONGEST]; PRODUCTS.len()], usize) {
+        let mut nodes = [[0u8; LONGEST]; PRODUCTS.len()];
+        let mut n = 0usize;
+        let mut q = 0usize;
+        while q < PRODUCTS.len() {
+            let token = PRODUCTS[q].0;
+            assert!(token.len() <= LONGEST && !token.is_empty());
+            // A token that were a prefix of another would end where the other goes on.
+            let mut r = 0usize;
+            while r < PRODUCTS.len() {
+                assert!(r == q || !same_prefix(PRODUCTS[r].0, token, token.len()));
+                r += 1;
+            }
+            nodes[q][0] = VALUE;
+            let mut l = 1usize;
+            while l < token.len() {
+                let mut r = 0usize;
+                while r < q && !same_prefix(PRODUCTS[r].0, token, l) {
+                    r += 1;
+                }
+                if r < q {
+                    nodes[q][l] = nodes[r][l];
+                } else {
+                    nodes[q][l] = PRODUCT + n as u8;
+                    n += 1;
+                }
+                l += 1;
+            }
+            q += 1;
+        }
+        (nodes, n)
+    }
+
+    const fn product_nodes() -> usize {
+        nodes().1
+    }
+
+    /// The trie's rows: by default the value names no known product (`Other`, and the rest of
+    /// the line is skipped); whitespace before the value is skipped; then the edges of every
+    /// token, in both cases, the last byte of each setting its family.
+    const fn fill_products(t: &mut [u16; LARGE_TABLE_LEN]) {
+        let mut row = VALUE as usize;
+        while row < STATES_USED {
+            let mut b = 1usize;
+            while b < STRIDE {
+                t[row * STRIDE + b] = skip_with(b as u8, sdk_action(Sdk::Other));
+                b += 1;
+            }
+            row += 1;
+        }
+        t[VALUE as usize * STRIDE + b' ' as usize] = entry(VALUE, 0);
+        t[VALUE as usize * STRIDE + b'\t' as usize] = entry(VALUE, 0);
+        let mut p = 0usize;
+        while p < PRODUCTS.len() {
+            let (token, sdk) = PRODUCTS[p];
+            let mut l = 0usize;
+            while l < token.len() {
+                let e = if l + 1 == token.len() {
+                    entry(IN_LINE, sdk_action(sdk))
+                } else {
+                    entry(NODES[p][l + 1], 0)
+                };
+                let row = NODES[p][l] as usize * STRIDE;
+                t[row + token[l] as usize] = e;
+                t[row + token[l].to_ascii_uppercase() as usize] = e;
+                l += 1;
+            }
+            p += 1;
+        }
+    }
+
+    const fn build() -> [u16; LARGE_TABLE_LEN] {
+        let mut t = [0u16; LARGE_TABLE_LEN];
         let mut s = 0usize;
-        while s < STATES {
+        while s < LARGE_STATES {
             let mut b = 0usize;
             while b < STRIDE {
-                t[s * STRIDE + b] = if s <= PIPELINED as usize {
-                    next(s as u8, b as u8)
-                } else {
-                    entry(s as u8, 0)
-                };
+                t[s * STRIDE + b] = next(s as u8, b as u8);
                 b += 1;
             }
             s += 1;
         }
+        fill_products(&mut t);
         t
     }
 }
@@ -843,15 +993,10 @@ mod tests {
         }
     }
 
-    /// The header automaton over `chunks`, from the start of a request.
+    /// The header automaton over `chunks`, from the start of a request: its state and flags.
     fn header_flags(chunks: &[&[u8]]) -> (u8, u8) {
-        let (mut state, mut flags) = (headers::IN_LINE, 0u8);
-        for chunk in chunks {
-            for &b in chunk.iter().chain(&[0u8; 7]) {
-                (state, flags) = step_flags(&headers::TABLE, state, flags, b);
-            }
-        }
-        (state, flags)
+        let scan = headers::scan_chunks(chunks);
+        (scan.state, scan.flags)
     }
 
     fn request_with(h: &[u8]) -> Vec<u8> {
@@ -1102,8 +1247,10 @@ mod tests {
         for s in 0..=255u8 {
             assert_eq!(step_large(&expiration::TABLE, s, 5, 0), (s, 5));
         }
-        for s in 0..STATES as u8 {
-            assert_eq!(step_flags(&headers::TABLE, s, 3, 0), (s, 3));
+        for s in 0..=255u8 {
+            let mut scan = headers::Scan { state: s, flags: 3, sdk: 0 };
+            headers::step(&mut scan, 0);
+            assert_eq!(scan, headers::Scan { state: s, flags: 3, sdk: 0 });
         }
     }
 }
