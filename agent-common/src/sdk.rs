@@ -207,8 +207,10 @@ mod tests {
     ];
 
     fn request(headers: &str) -> Vec<u8> {
-        format!("GET /latest/meta-data/iam/security-credentials/r HTTP/1.1\r\nHost: x\r\n{headers}\r\n")
-            .into_bytes()
+        format!(
+            "GET /latest/meta-data/iam/security-credentials/r HTTP/1.1\r\nHost: x\r\n{headers}\r\n"
+        )
+        .into_bytes()
     }
 
     fn sdk_of(chunks: &[&[u8]]) -> Sdk {
@@ -255,7 +257,8 @@ mod tests {
     fn found_anywhere_in_the_block_and_across_any_split() {
         let filler = format!("Cookie: {}\r\n", "c".repeat(1500));
         let blocks = [
-            "X-aws-ec2-metadata-token: AQAEAF\r\nUser-Agent: aws-sdk-java/1.12.780 Linux\r\n".to_string(),
+            "X-aws-ec2-metadata-token: AQAEAF\r\nUser-Agent: aws-sdk-java/1.12.780 Linux\r\n"
+                .to_string(),
             format!("{filler}Accept: */*\r\nuser-agent: aws-sdk-java/1.12.780\r\n"),
             format!("User-Agent: aws-sdk-java/1.12.780\r\n{filler}X-aws-ec2-metadata-token: t\r\n"),
         ];

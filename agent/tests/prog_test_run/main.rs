@@ -8,6 +8,7 @@ mod harness;
 mod http;
 mod loss;
 mod packets;
+mod sdk;
 mod traffic;
 
 /// The verifier's work per program, against its 1,000,000-instruction limit: a change that eats
