@@ -56,7 +56,8 @@ class Client:
     env: str = ""  # "imds" or "container": which SDK variable points at the server
     extended: bool = False  # the fake IMDS serves the -extended paths
     # The `sdk` label credwatch must give its fetches (docs/metrics.md), from the User-Agent the
-    # client sends: botocore's container provider sends only urllib3's, JavaScript v3 none.
+    # client sends: botocore's container provider sends only urllib3's, JavaScript v3 none, the
+    # Rust SDK's ECS provider none (aws-config's http_credential_provider adds no user agent).
     sdk_label: str = "other"
 
 
@@ -78,7 +79,7 @@ CLIENT_ROWS = [
     Client("Rust (aws-config)", "ImdsCredentialsProvider", "imds",
            (RUST_CLIENT, "imds", "{api}", "{calls}"), env="imds", sdk_label="rust"),
     Client("Rust (aws-config)", "EcsCredentialsProvider", "container",
-           (RUST_CLIENT, "ecs", "{api}", "{calls}"), env="container", sdk_label="rust"),
+           (RUST_CLIENT, "ecs", "{api}", "{calls}"), env="container", sdk_label="none"),
     Client("Java v2 (emulation)", "IMDS, extended path served", "imds",
            (PY, CLIENTS / "java_v2_imds_emulation.py", "--host", "{host}", "--port", "{port}",
             "--requests", "{calls}", "--api-url", "{api}"), extended=True, sdk_label="java_v2"),
