@@ -84,9 +84,8 @@ fn user_agent_names_the_family_wherever_it_is() {
         ),
         (
             "after the token header",
-            format!(
-                "X-aws-ec2-metadata-token: AQAEAF\r\nUser-Agent: aws-sdk-go-v2/1.30.3 ua/2.1\r\n"
-            ),
+            "X-aws-ec2-metadata-token: AQAEAF\r\nUser-Agent: aws-sdk-go-v2/1.30.3 ua/2.1\r\n"
+                .into(),
             Sdk::GoV2,
         ),
         ("past 1 KiB", format!("{filler}User-Agent: aws-sdk-rust/1.3.3 os/linux\r\n"), Sdk::Rust),
