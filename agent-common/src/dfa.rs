@@ -213,19 +213,25 @@ pub mod expiration {
 
 /// The header block of a request, in one pass from its first byte, across any number of chunks
 /// and segments (the state lives in the flow): which headers it holds, which client sent it,
-/// where it ends, and whether another request follows it in the same bytes (pipelining). Flags
-/// accumulate in the scan ([`headers::step`]), so a header is found wherever it is: first, last,
-/// past the first 512 bytes, in a later segment.
+/// where it ends, and whether another request follows it in the same bytes (pipelining). The
+/// entries' actions accumulate ([`headers::step`]), so a header is found wherever it is: first,
+/// last, past the first 512 bytes, in a later segment.
 ///
 /// Shape: a line is skipped to its newline; at the start of a line the header names that matter
 /// (lower-cased, so any case matches) are followed, and a name that matches up to its `:` acts:
 /// - `X-aws-ec2-metadata-token:` sets `FLAG_TOKEN`;
 /// - `User-Agent:` leads, past optional whitespace, into a trie of the leading product tokens of
 ///   `sdk::PRODUCTS`; the first token that matches whole sets its family id, and any other value
-///   (empty, binary, unknown, cut short by its line end) sets `Sdk::Other`. Only the first
-///   `User-Agent` counts. No header leaves the id at `Sdk::None`.
+///   (empty, binary, unknown, cut short by its line end) sets `Sdk::Other`. No header leaves the
+///   id at `Sdk::None`.
 ///
-/// An empty line ends the block. A 256-state table: the product trie takes most of them.
+/// The line states exist twice: before a `User-Agent` was read (phase A, where `user-agent:` is
+/// a branch of the name trie) and after (phase B, where it is not). The id is set on the only
+/// transitions from A to B, so it is set at most once, by the table itself: the first
+/// `User-Agent` counts, later ones are skipped, and the step is a plain OR of the entry's action
+/// into an accumulator (flags in its low bits, the id above them), no set-once arithmetic per
+/// byte. An empty line ends the block (from either phase). The states after the end are the
+/// highest, so `state < END` means "the block goes on".
 pub mod headers {
     use super::*;
     use crate::sdk::{PRODUCTS, Sdk};
@@ -236,24 +242,39 @@ pub mod headers {
     pub const FLAG_END: u8 = 2;
     /// After the end, the bytes start another request line (`METHOD /`): pipelining.
     pub const FLAG_PIPELINED: u8 = 4;
-    /// An entry's action: flags in the low bits, an `Sdk` id (0: none) above them.
-    const FLAGS_MASK: u8 = 0x07;
-    const SDK_SHIFT: u8 = 3;
+    /// An entry's action, and the accumulator: flags in the low bits, an `Sdk` id (0: none)
+    /// above them.
+    pub const FLAGS_MASK: u8 = 0x07;
+    pub const SDK_SHIFT: u8 = 3;
     const _: () = assert!(Sdk::ALL.len() <= 1 << (8 - SDK_SHIFT));
+    const _: () = assert!((FLAG_TOKEN | FLAG_END | FLAG_PIPELINED) == FLAGS_MASK);
 
     pub const TOKEN_NAME: &[u8] = b"x-aws-ec2-metadata-token:";
     pub const AGENT_NAME: &[u8] = b"user-agent:";
 
+    // The line states of a phase, as offsets from the phase's first state.
     /// Inside a line, skipping to its end (the request line is the first such line).
-    pub const IN_LINE: u8 = 0;
-    const CR: u8 = 1;
-    const LINE_START: u8 = 2;
+    const IN: u8 = 0;
+    const CR_: u8 = 1;
+    const START: u8 = 2;
     /// A CR at the start of a line: the end of the block when LF follows.
-    const EMPTY_CR: u8 = 3;
-    /// `TOKEN + k`: k + 1 bytes of the token header's name matched.
-    const TOKEN: u8 = 4;
+    const EMPTY: u8 = 3;
+    /// `TOK + k`: k + 1 bytes of the token header's name matched.
+    const TOK: u8 = 4;
+    const LINE_STATES: u8 = TOK + TOKEN_NAME.len() as u8 - 1;
+
+    /// Phase A: no `User-Agent` read yet. The scan of a request starts here.
+    pub const IN_LINE: u8 = 0;
+    /// `AGENT + k`: k + 1 bytes of `user-agent:` matched (phase A only).
+    const AGENT: u8 = LINE_STATES;
+    /// After `User-Agent:` and any whitespace: the root of the product trie.
+    const VALUE: u8 = AGENT + AGENT_NAME.len() as u8 - 1;
+    /// First node of the product trie; the trie takes the states from here to `B`.
+    const PRODUCT: u8 = VALUE + 1;
+    /// Phase B: a `User-Agent` was read (its id is in the accumulator).
+    const B: u8 = PRODUCT + product_nodes() as u8;
     /// The header block has ended; nothing after it seen yet.
-    pub const END: u8 = TOKEN + TOKEN_NAME.len() as u8 - 1;
+    pub const END: u8 = B + LINE_STATES;
     /// `METHOD + k`: k upper-case letters of what follows the end.
     const METHOD: u8 = END + 1;
     const METHOD_MAX: u8 = 7;
@@ -263,13 +284,7 @@ pub mod headers {
     pub const BODY: u8 = METHOD_SPACE + 1;
     /// Another request follows: nothing more to find.
     pub const PIPELINED: u8 = BODY + 1;
-    /// `AGENT + k`: k + 1 bytes of `user-agent:` matched.
-    const AGENT: u8 = PIPELINED + 1;
-    /// After `User-Agent:` and any whitespace: the root of the product trie.
-    const VALUE: u8 = AGENT + AGENT_NAME.len() as u8 - 1;
-    /// First node of the product trie; the trie takes the states from here on.
-    const PRODUCT: u8 = VALUE + 1;
-    pub const STATES_USED: usize = PRODUCT as usize + product_nodes();
+    pub const STATES_USED: usize = PIPELINED as usize + 1;
     const _: () = assert!(STATES_USED <= LARGE_STATES);
 
     pub static TABLE: [u16; LARGE_TABLE_LEN] = build();
@@ -284,24 +299,34 @@ pub mod headers {
         pub sdk: u8,
     }
 
-    /// One byte, without a branch. `hide` returns its argument; the kernel passes a function
-    /// LLVM cannot see through, so that "take the id only while none is set" stays arithmetic
-    /// (an `sdk == 0` that LLVM recognised would become a branch per byte on BPF).
-    #[inline(always)]
-    pub fn step_hidden(scan: &mut Scan, byte: u8, hide: impl Fn(u64) -> u64) {
-        let entry = TABLE[((scan.state as usize) << 8) | byte as usize];
-        let action = (entry >> 8) as u8;
-        scan.state = entry as u8;
-        scan.flags |= action & FLAGS_MASK;
-        // All ones while no id is set (0 - 1 has the sign bit), else 0.
-        let unset = (hide(u64::from(scan.sdk)).wrapping_sub(1) as i64 >> 63) as u8;
-        scan.sdk |= (action >> SDK_SHIFT) & unset;
+    impl Scan {
+        /// The accumulator [`step_packed`] carries: the header flags and the id.
+        #[inline(always)]
+        pub fn packed(&self) -> u8 {
+            (self.flags & FLAGS_MASK) | (self.sdk << SDK_SHIFT)
+        }
+
+        /// Takes back a state and accumulator from [`step_packed`].
+        #[inline(always)]
+        pub fn unpack(&mut self, state: u8, acc: u8) {
+            self.state = state;
+            self.flags |= acc & FLAGS_MASK;
+            self.sdk = acc >> SDK_SHIFT;
+        }
     }
 
-    /// [`step_hidden`] for userspace.
+    /// One byte: the next state, and the entry's action ORed into `acc` (the kernel's loop).
+    #[inline(always)]
+    pub fn step_packed(state: u8, acc: u8, byte: u8) -> (u8, u8) {
+        let entry = TABLE[((state as usize) << 8) | byte as usize];
+        (entry as u8, acc | (entry >> 8) as u8)
+    }
+
+    /// [`step_packed`] on a [`Scan`].
     #[inline(always)]
     pub fn step(scan: &mut Scan, byte: u8) {
-        step_hidden(scan, byte, |v| v);
+        let (state, acc) = step_packed(scan.state, scan.packed(), byte);
+        scan.unpack(state, acc);
     }
 
     /// Runs the automaton over `chunks` from the start of a request, as the kernel does over
@@ -318,66 +343,83 @@ pub mod headers {
         scan
     }
 
-    const fn entry(next: u8, flags: u8) -> u16 {
-        next as u16 | ((flags as u16) << 8)
+    const fn entry(next: u8, action: u8) -> u16 {
+        next as u16 | ((action as u16) << 8)
     }
 
     const fn sdk_action(sdk: Sdk) -> u8 {
         (sdk as u8) << SDK_SHIFT
     }
 
-    /// Inside a line (or after a name that did not match): CR and LF lead to the next line.
-    const fn skip(c: u8) -> u16 {
-        skip_with(c, 0)
-    }
-
-    const fn skip_with(c: u8, action: u8) -> u16 {
+    /// Inside a line of phase `base` (or after a name that did not match): CR and LF lead to
+    /// the next line.
+    const fn skip(base: u8, c: u8, action: u8) -> u16 {
         match c {
-            b'\r' => entry(CR, action),
-            b'\n' => entry(LINE_START, action),
-            _ => entry(IN_LINE, action),
+            b'\r' => entry(base + CR_, action),
+            b'\n' => entry(base + START, action),
+            _ => entry(base + IN, action),
         }
     }
 
-    /// Continues a header name of which `k` bytes matched (state `base + k - 1`); its `:` leads
-    /// to `done` with `action`.
-    const fn name(name: &[u8], base: u8, k: usize, lower: u8, c: u8, done: u8, action: u8) -> u16 {
+    /// Continues a header name of which `k` bytes matched (state `first + k - 1`) in phase
+    /// `base`; its `:` leads to `done` with `action`.
+    #[allow(clippy::too_many_arguments)]
+    const fn name(
+        name: &[u8],
+        base: u8,
+        first: u8,
+        k: usize,
+        lower: u8,
+        c: u8,
+        done: u8,
+        action: u8,
+    ) -> u16 {
         if lower != name[k] {
-            skip(c)
+            skip(base, c, 0)
         } else if k + 1 == name.len() {
             entry(done, action)
         } else {
-            entry(base + k as u8, 0)
+            entry(first + k as u8, 0)
+        }
+    }
+
+    /// A line state of phase `base` (offset `off`).
+    const fn line(base: u8, off: u8, c: u8) -> u16 {
+        let lower = c.to_ascii_lowercase();
+        if off == IN || off == CR_ {
+            if off == CR_ && c == b'\n' { entry(base + START, 0) } else { skip(base, c, 0) }
+        } else if off == START || off == EMPTY {
+            if c == b'\n' {
+                entry(END, FLAG_END)
+            } else if off == START && c == b'\r' {
+                entry(base + EMPTY, 0)
+            } else if off == START && lower == TOKEN_NAME[0] {
+                entry(base + TOK, 0)
+            } else if off == START && base == 0 && lower == AGENT_NAME[0] {
+                entry(AGENT, 0)
+            } else {
+                skip(base, c, 0)
+            }
+        } else {
+            let k = (off - TOK + 1) as usize;
+            name(TOKEN_NAME, base, base + TOK, k, lower, c, base + IN, FLAG_TOKEN)
         }
     }
 
     const fn next(st: u8, c: u8) -> u16 {
-        if c == 0 || st == BODY || st == PIPELINED {
+        if c == 0 || st == BODY || st == PIPELINED || st as usize >= STATES_USED {
             return entry(st, 0);
         }
-        let lower = c.to_ascii_lowercase();
-        if st == IN_LINE || st == CR {
-            if st == CR && c == b'\n' { entry(LINE_START, 0) } else { skip(c) }
-        } else if st == LINE_START || st == EMPTY_CR {
-            if c == b'\n' {
-                entry(END, FLAG_END)
-            } else if st == LINE_START && c == b'\r' {
-                entry(EMPTY_CR, 0)
-            } else if st == LINE_START && lower == TOKEN_NAME[0] {
-                entry(TOKEN, 0)
-            } else if st == LINE_START && lower == AGENT_NAME[0] {
-                entry(AGENT, 0)
-            } else {
-                skip(c)
-            }
-        } else if st < END {
-            let k = (st - TOKEN + 1) as usize;
-            name(TOKEN_NAME, TOKEN, k, lower, c, IN_LINE, FLAG_TOKEN)
-        } else if st >= AGENT && st < VALUE {
+        if st < LINE_STATES {
+            line(0, st, c)
+        } else if st < VALUE {
             let k = (st - AGENT + 1) as usize;
-            name(AGENT_NAME, AGENT, k, lower, c, VALUE, 0)
-        } else if st >= VALUE {
+            let lower = c.to_ascii_lowercase();
+            name(AGENT_NAME, 0, AGENT, k, lower, c, VALUE, 0)
+        } else if st < B {
             entry(st, 0) // the product trie's rows are filled by fill_products
+        } else if st < END {
+            line(B, st - B, c)
         } else if st == END && (c == b'\r' || c == b'\n') {
             // Empty lines before a request line are allowed (RFC 9112, 2.2).
             entry(END, 0)
@@ -457,14 +499,14 @@ pub mod headers {
     }
 
     /// The trie's rows: by default the value names no known product (`Other`, and the rest of
-    /// the line is skipped); whitespace before the value is skipped; then the edges of every
-    /// token, in both cases, the last byte of each setting its family.
+    /// the line is skipped in phase B); whitespace before the value is skipped; then the edges
+    /// of every token, in both cases, the last byte of each setting its family (and phase B).
     const fn fill_products(t: &mut [u16; LARGE_TABLE_LEN]) {
         let mut row = VALUE as usize;
-        while row < STATES_USED {
+        while row < B as usize {
             let mut b = 1usize;
             while b < STRIDE {
-                t[row * STRIDE + b] = skip_with(b as u8, sdk_action(Sdk::Other));
+                t[row * STRIDE + b] = skip(B, b as u8, sdk_action(Sdk::Other));
                 b += 1;
             }
             row += 1;
@@ -477,7 +519,7 @@ pub mod headers {
             let mut l = 0usize;
             while l < token.len() {
                 let e = if l + 1 == token.len() {
-                    entry(IN_LINE, sdk_action(sdk))
+                    entry(B + IN, sdk_action(sdk))
                 } else {
                     entry(NODES[p][l + 1], 0)
                 };

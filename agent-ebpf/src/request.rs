@@ -251,14 +251,17 @@ fn scan_headers(ctx: &SkBuffContext, seg: &Segment, mut scan: headers::Scan) -> 
 }
 
 /// The header automaton over the whole scratch buffer: a constant iteration count and no
-/// data-dependent branch (bytes past the loaded length are zero, which every state ignores).
+/// data-dependent branch (bytes past the loaded length are zero, which every state ignores). The
+/// flags and the SDK id travel in one accumulator the entries' actions are ORed into.
 #[inline(always)]
 fn run_headers(buf: &[u8; SCRATCH_LEN], scan: &mut headers::Scan) {
+    let (mut state, mut acc) = (scan.state, scan.packed());
     let mut i = 0;
     while i < SCRATCH_LEN {
-        headers::step_hidden(scan, buf[i], opaque);
+        (state, acc) = headers::step_packed(state, acc, buf[i]);
         i += 1;
     }
+    scan.unpack(state, acc);
 }
 
 /// Stores what the header scan found in the flow.
