@@ -57,13 +57,13 @@ class Cell:
     # The User-Agent product token(s) the server saw on credential fetches, the `sdk` label(s)
     # credwatch gave them, and the label the test expects.
     user_agent: str = ""
-    sdk: str = ""
-    sdk_expected: str = ""
+    label: str = ""
+    label_expected: str = ""
 
     @property
     def agrees(self) -> bool:
         return (self.exported == self.served and self.storm_flag == int(self.storm_expected)
-                and self.sdk == self.sdk_expected)
+                and self.label == self.label_expected)
 
 
 def render(cells: list[Cell]) -> str:
@@ -80,7 +80,7 @@ def render(cells: list[Cell]) -> str:
         rows.append(
             f"| {c.sdk} | {c.provider} | {c.lifetime} | {c.calls} | {c.served} | {c.early} | "
             f"{'yes' if c.storm_expected else 'no'} | {exported} | {flag} | "
-            f"{'`' + c.user_agent + '`' if c.user_agent else '—'} | {c.sdk or '—'} | {verdict} |")
+            f"{'`' + c.user_agent + '`' if c.user_agent else '—'} | {c.label or '—'} | {verdict} |")
     return "\n".join(rows)
 
 

@@ -142,7 +142,8 @@ def test_sdk_matrix(index, matrix, cgroups):
     client, lifetime_name = CELLS[index]
     lifetime = LIFETIMES[lifetime_name]
     port = BASE_PORT + index
-    cell = Cell(client.sdk, client.provider, lifetime_name, CALLS, sdk_expected=client.sdk_label)
+    cell = Cell(client.sdk, client.provider, lifetime_name, CALLS,
+                label_expected=client.sdk_label)
     RESULTS[index] = cell
     pod_cgroup = cgroups.systemd_pod()
     pod = network.pod(pod_cgroup)
@@ -182,11 +183,11 @@ def test_sdk_matrix(index, matrix, cgroups):
     finally:
         scrape = agent.scrape()
         cell.exported = int(scrape.value(FETCHES, **labels))
-        cell.sdk = ", ".join(sorted({dict(key)["sdk"] for key in scrape.select(FETCHES, **labels)}))
+        cell.label = ", ".join(sorted({dict(key)["sdk"] for key in scrape.select(FETCHES, **labels)}))
         cell.note = f"credwatch exported {cell.exported} of {cell.served} fetches"
     # All of them under the SDK the client's User-Agent names, and its other requests too.
-    if cell.sdk != client.sdk_label:
-        cell.note = f"sdk label {cell.sdk}"
+    if cell.label != client.sdk_label:
+        cell.note = f"sdk label {cell.label}"
     assert metrics.value(FETCHES, sdk=client.sdk_label, **labels) == cell.served, \
         metrics.describe()
     # Every request counted exactly once, whatever the connection carried (keep-alive).
