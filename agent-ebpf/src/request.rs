@@ -1,8 +1,8 @@
 //! Requests to a metadata endpoint: method, path kind and IAM role from the request line, and
 //! the header block (is there an IMDSv2 token header, which SDK family its `User-Agent` names,
 //! where does it end, does another request follow it) wherever it lies: past the first 512
-//! bytes, in later segments. Each request on a
-//! connection is recorded once, in the socket's flow, and its response is matched to it there.
+//! bytes, in later segments. Each request on a connection is recorded once, in the socket's
+//! flow, and its response is matched to it there.
 //!
 //! Both scans are table automata (`agent_common::dfa`): a constant number of steps with no
 //! data-dependent branch, so the verifier's work does not grow with what the bytes are.
