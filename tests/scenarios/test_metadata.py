@@ -259,15 +259,16 @@ def test_sdk_label_names_the_client(cgroups, servers, agent, processes):
         expected[sdk] = (pod, 1, 3)
 
     pod = cgroups.systemd_pod()  # real curl
-    curl = processes.spawn(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                            f"{server.url}{credserver.ROLE_LIST_PATH}{ROLE}"], pod.path,
-                           stdout=subprocess.PIPE, text=True)
+    url = f"{server.url}{credserver.ROLE_LIST_PATH}{ROLE}"
+    curl = processes.spawn(
+        ["curl", "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", url],
+        pod.path, stdout=subprocess.PIPE, text=True)
     assert curl.communicate(timeout=30)[0] == "200"
     expected["curl"] = (pod, 1, 1)
 
     pod = cgroups.systemd_pod()  # real urllib: "Python-urllib/3.x"
-    url = f"{server.url}{credserver.ROLE_LIST_PATH}{ROLE}"
-    script = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=10).read()"
+    script = ("import urllib.request as u; "
+              f"u.build_opener(u.ProxyHandler({{}})).open({url!r}, timeout=10).read()")
     python = processes.spawn([sys.executable, "-c", script], pod.path)
     assert python.wait(timeout=30) == 0
     expected["python_http"] = (pod, 1, 1)
