@@ -12,6 +12,7 @@
 pub mod dfa;
 pub mod dns;
 pub mod names;
+pub mod sdk;
 pub mod stats;
 pub mod tcp;
 
@@ -232,7 +233,9 @@ pub struct MetadataEvent {
     pub flags: u8,
     pub status: u16,
     pub role_len: u8,
-    pub _pad: [u8; 7],
+    /// The client's `sdk::Sdk` id, from its `User-Agent` (never the header itself).
+    pub sdk: u8,
+    pub _pad: [u8; 6],
     pub role: [u8; ROLE_MAX],
 }
 const _: () = assert!(size_of::<MetadataEvent>() == 112);
@@ -273,7 +276,8 @@ pub struct Flow {
     pub role_len: u8,
     /// State of the `dfa::headers` automaton for this request.
     pub header: u8,
-    pub _pad: [u8; 1],
+    /// The `sdk::Sdk` id that automaton found (0 until a `User-Agent` is read).
+    pub sdk: u8,
     pub role: [u8; ROLE_MAX],
 }
 const _: () = assert!(size_of::<Flow>() == 120);
@@ -387,7 +391,8 @@ mod boundary {
         // Metadata: integers, enums as u8, and the role name. The role is the only field filled
         // from payload bytes, and only from the *request* path after every byte passed the IAM
         // role-name check (`[A-Za-z0-9+=,.@_-]`, at most ROLE_MAX); the expiration is a number
-        // built from 14 digits. Nothing from a response body is copied.
+        // built from 14 digits; `sdk` is an id the header automaton's table sets (`sdk::Sdk`,
+        // 0..=17), never a byte of the User-Agent. Nothing from a response body is copied.
         let MetadataEvent {
             cgroup_id: _,
             latency_ns: _,
@@ -401,10 +406,11 @@ mod boundary {
             flags: _,
             status: _,
             role_len: _,
+            sdk: _,
             _pad,
             role,
         } = zeroed();
-        assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 7));
+        assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 6));
         // The flow table is read by userspace (unanswered requests): integers, automaton
         // states, and the same validated role.
         let Flow {
@@ -425,10 +431,10 @@ mod boundary {
             scan: _,
             role_len: _,
             header: _,
-            _pad,
+            sdk: _,
             role,
         } = zeroed();
-        assert_eq!((role.len(), _pad.len()), (ROLE_MAX, 1));
+        assert_eq!(role.len(), ROLE_MAX);
         // DNS: the question of a response from a DNS server port (never the metadata ports),
         // copied raw; userspace validates it as a wire-format name. Sent only for NXDOMAIN
         // answers, or for every answer with --dns-top-names.

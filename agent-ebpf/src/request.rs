@@ -1,7 +1,8 @@
 //! Requests to a metadata endpoint: method, path kind and IAM role from the request line, and
-//! the header block (is there an IMDSv2 token header, where does it end, does another request
-//! follow it) wherever it lies: past the first 512 bytes, in later segments. Each request on a
-//! connection is recorded once, in the socket's flow, and its response is matched to it there.
+//! the header block (is there an IMDSv2 token header, which SDK family its `User-Agent` names,
+//! where does it end, does another request follow it) wherever it lies: past the first 512
+//! bytes, in later segments. Each request on a connection is recorded once, in the socket's
+//! flow, and its response is matched to it there.
 //!
 //! Both scans are table automata (`agent_common::dfa`): a constant number of steps with no
 //! data-dependent branch, so the verifier's work does not grow with what the bytes are.
@@ -12,6 +13,7 @@ use agent_common::{
         expiration, headers,
         request_line::{self, Scan, Verdict},
     },
+    sdk::Sdk,
 };
 use aya_ebpf::programs::SkBuffContext;
 
@@ -20,7 +22,7 @@ use crate::{
     opaque::opaque,
     packet::{Segment, TCP_RST},
     response,
-    scratch::{forget, load_payload, run_flags, wipe_scratch},
+    scratch::{forget, load_payload, wipe_scratch},
 };
 
 const MASK: usize = SCRATCH_LEN - 1;
@@ -67,12 +69,13 @@ fn role_of(flow: &Flow, seg: &Segment) -> u64 {
 /// whatever the segment is, and every decision comes after them. Decided first, each kind of
 /// segment would walk the loops again (the egress program went past 1M instructions).
 fn on_payload(ctx: &SkBuffContext, seg: &Segment) -> Result<(), i64> {
-    let (role, header, flags) = match CW_FLOWS.get_ptr_mut(&seg.cookie) {
+    let (role, header) = match CW_FLOWS.get_ptr_mut(&seg.cookie) {
         Some(flow) => {
             let flow = unsafe { &*flow };
-            (role_of(flow, seg), flow.header, flow.flags)
+            let scan = headers::Scan { state: flow.header, flags: flow.flags, sdk: flow.sdk };
+            (role_of(flow, seg), scan)
         }
-        None => (NEW, headers::IN_LINE, 0),
+        None => (NEW, headers::Scan::default()),
     };
     if role == RETRANSMIT {
         count(counter::RETRANSMIT);
@@ -81,21 +84,29 @@ fn on_payload(ctx: &SkBuffContext, seg: &Segment) -> Result<(), i64> {
     // A continued header block goes on from where the flow's stopped; any other segment is
     // read as the start of a request.
     let continued = role == HEADERS;
-    let start = if continued { u64::from(header) | (u64::from(flags) << 8) } else { 0 };
-    let packed = forget(start | (role << 16))?;
-    let role = packed >> 16;
-    let (header, flags) = (packed as u8, (packed >> 8) as u8);
+    let start = if continued {
+        u64::from(header.state) | (u64::from(header.flags) << 8) | (u64::from(header.sdk) << 16)
+    } else {
+        0
+    };
+    let packed = forget(start | (role << 24))?;
+    let role = packed >> 24;
+    let header = headers::Scan {
+        state: packed as u8,
+        flags: (packed >> 8) as u8,
+        sdk: (packed >> 16) as u8,
+    };
 
     let (buf, _) = load_payload(ctx, seg, 0).ok_or(0i64)?;
     let line = scan_request_line(buf);
     let mut role_name = [0u8; ROLE_MAX];
     copy_role(&line, buf, &mut role_name);
     wipe_scratch(buf);
-    let (header, flags) = scan_headers(ctx, seg, header, flags);
+    let header = scan_headers(ctx, seg, header);
 
     if role == HEADERS {
         if let Some(flow) = CW_FLOWS.get_ptr_mut(&seg.cookie) {
-            update_headers(seg, unsafe { &mut *flow }, header, flags);
+            update_headers(seg, unsafe { &mut *flow }, header);
         }
     } else if role == AFTER_UNANSWERED {
         if line.state == request_line::ACCEPT {
@@ -107,7 +118,7 @@ fn on_payload(ctx: &SkBuffContext, seg: &Segment) -> Result<(), i64> {
             response::finish(unsafe { &mut *flow });
         }
         if let Some(mut flow) = record(seg, &line, &role_name) {
-            update_headers(seg, &mut flow, header, flags);
+            update_headers(seg, &mut flow, header);
             if CW_FLOWS.insert(&seg.cookie, &flow, 0).is_err() {
                 count(counter::LOST_FLOW_TABLE);
             }
@@ -164,7 +175,7 @@ fn record(seg: &Segment, scan: &Scan, role: &[u8; ROLE_MAX]) -> Option<Flow> {
         scan: expiration::FINISHED,
         role_len: if scan.kind() == request_line::KIND_IMDS_ROLE { scan.role_len as u8 } else { 0 },
         header: headers::IN_LINE,
-        _pad: [0; 1],
+        sdk: Sdk::None as u8,
         role: *role,
     };
     let (kind, source) = match scan.kind() {
@@ -220,9 +231,9 @@ fn copy_role(scan: &Scan, buf: &[u8; SCRATCH_LEN], role: &mut [u8; ROLE_MAX]) {
     }
 }
 
-/// Runs the header automaton over this segment's payload from `state` and `flags`.
+/// Runs the header automaton over this segment's payload from where `scan` stopped.
 #[inline(always)]
-fn scan_headers(ctx: &SkBuffContext, seg: &Segment, mut state: u8, mut flags: u8) -> (u8, u8) {
+fn scan_headers(ctx: &SkBuffContext, seg: &Segment, mut scan: headers::Scan) -> headers::Scan {
     let mut chunk = 0;
     while chunk < SCAN_CHUNKS {
         let skip = chunk * SCRATCH_LEN as u32;
@@ -232,25 +243,44 @@ fn scan_headers(ctx: &SkBuffContext, seg: &Segment, mut state: u8, mut flags: u8
         let Some((buf, _)) = load_payload(ctx, seg, skip) else {
             break;
         };
-        (state, flags) = run_flags(&headers::TABLE, buf, state, flags);
+        run_headers(buf, &mut scan);
         wipe_scratch(buf);
         chunk += 1;
     }
-    (state, flags)
+    scan
+}
+
+/// The header automaton over the whole scratch buffer: a constant iteration count and no
+/// data-dependent branch (bytes past the loaded length are zero, which every state ignores). The
+/// flags and the SDK id travel in one accumulator the entries' actions are ORed into.
+#[inline(always)]
+fn run_headers(buf: &[u8; SCRATCH_LEN], scan: &mut headers::Scan) {
+    let (mut state, mut acc) = (scan.state, scan.packed());
+    let mut i = 0;
+    while i < SCRATCH_LEN {
+        (state, acc) = headers::step_packed(state, acc, buf[i]);
+        i += 1;
+    }
+    scan.unpack(state, acc);
 }
 
 /// Stores what the header scan found in the flow.
 #[inline(always)]
-fn update_headers(seg: &Segment, flow: &mut Flow, mut state: u8, flags: u8) {
-    if seg.payload_len as usize > SCAN_MAX_BYTES && state < headers::END {
-        // The rest of the block was not read: stop looking rather than misread it.
+fn update_headers(seg: &Segment, flow: &mut Flow, mut scan: headers::Scan) {
+    if seg.payload_len as usize > SCAN_MAX_BYTES && scan.state < headers::END {
+        // The rest of the block was not read: stop looking rather than misread it. A
+        // User-Agent may have been in it: the client is unknown, not "sent none".
         count(counter::REJECT_SCAN_LIMIT);
-        state = headers::BODY;
+        scan.state = headers::BODY;
+        if scan.sdk == Sdk::None as u8 {
+            scan.sdk = Sdk::Other as u8;
+        }
     }
-    if flags & FLAG_PIPELINED != 0 && flow.flags & FLAG_PIPELINED == 0 {
+    if scan.flags & FLAG_PIPELINED != 0 && flow.flags & FLAG_PIPELINED == 0 {
         count(counter::REJECT_PIPELINED);
     }
-    flow.header = state;
-    flow.flags |= flags;
+    flow.header = scan.state;
+    flow.flags |= scan.flags;
+    flow.sdk = scan.sdk;
     flow.request_next_seq = seg.seq.wrapping_add(seg.payload_len);
 }

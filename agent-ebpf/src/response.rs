@@ -231,7 +231,8 @@ fn emit(flow: &Flow, event: u8, status: u16, now_ns: u64) {
         (*ev).flags = flow.flags;
         (*ev).status = status;
         (*ev).role_len = flow.role_len;
-        (*ev)._pad = [0; 7];
+        (*ev).sdk = flow.sdk;
+        (*ev)._pad = [0; 6];
         (*ev).role = [0; ROLE_MAX];
         let mut k = 0;
         while k < ROLE_MAX {

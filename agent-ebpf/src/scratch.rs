@@ -96,19 +96,3 @@ pub fn run_dfa(
     }
     (state, acc)
 }
-
-/// [`run_dfa`] for a flag automaton (`dfa::headers`).
-#[inline(always)]
-pub fn run_flags(
-    table: &[u16; dfa::TABLE_LEN],
-    buf: &[u8; SCRATCH_LEN],
-    mut state: u8,
-    mut flags: u8,
-) -> (u8, u8) {
-    let mut i = 0;
-    while i < SCRATCH_LEN {
-        (state, flags) = dfa::step_flags(table, state, flags, buf[i]);
-        i += 1;
-    }
-    (state, flags)
-}

@@ -81,6 +81,11 @@ fn call_upstream(upstream: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `User-Agent` Java SDK v1 sends on its metadata calls (`VersionInfoUtils.getUserAgent()`):
+/// credwatch names the client `sdk="java_v1"` from it.
+const USER_AGENT: &str =
+    "aws-sdk-java/1.12.780 Linux/6.1.0 OpenJDK_64-Bit_Server_VM/17.0.10+7 java/17.0.10";
+
 /// One request on a new connection, as the SDK's default HTTP client does for IMDS.
 fn call(server: SocketAddr, method: &str, path: &str, header: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(server)?;
@@ -88,7 +93,8 @@ fn call(server: SocketAddr, method: &str, path: &str, header: &str) -> anyhow::R
     s.set_nodelay(true)?;
     // One write, as an SDK's HTTP client does: the request head leaves in one segment.
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {server}\r\n{header}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {server}\r\nUser-Agent: {USER_AGENT}\r\n{header}\r\n\
+         Connection: close\r\n\r\n"
     );
     s.write_all(request.as_bytes())?;
     let mut response = String::new();

@@ -2,7 +2,10 @@
 //! state stays in range, terminal states stay terminal with their accumulator untouched, and the
 //! accumulator never holds more than the timestamp's 14 digits.
 #![no_main]
-use agent_common::dfa::{STATES, expiration, headers, request_line, step_flags, step_large};
+use agent_common::{
+    dfa::{expiration, headers, request_line, step_large},
+    sdk::Sdk,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,15 +22,25 @@ fuzz_target!(|data: &[u8]| {
         (state, acc) = (next, next_acc);
         assert!(acc < 100_000_000_000_000, "more than 14 digits: {acc}");
     }
-    let (mut state, mut flags) = (first % STATES as u8, 0u8);
+    // The header automaton (with the User-Agent's product trie): from any used state, flags
+    // are never cleared, the SDK id is set at most once and always names a family.
+    let start = first % headers::STATES_USED as u8;
+    let mut scan = headers::Scan { state: start, flags: 0, sdk: 0 };
     for &b in bytes {
-        let (next, next_flags) = step_flags(&headers::TABLE, state, flags, b);
-        assert!((next as usize) < STATES);
-        assert_eq!(next_flags & flags, flags, "flags are never cleared");
-        if state == headers::PIPELINED || state == headers::BODY {
-            assert_eq!(next, state, "terminal state {state} moved");
+        let before = scan;
+        headers::step(&mut scan, b);
+        assert!((scan.state as usize) < headers::STATES_USED);
+        assert_eq!(scan.flags & before.flags, before.flags, "flags are never cleared");
+        assert!((scan.sdk as usize) < Sdk::ALL.len(), "id {} out of range", scan.sdk);
+        if before.sdk != 0 {
+            assert_eq!(scan.sdk, before.sdk, "the first User-Agent's id changed");
         }
-        (state, flags) = (next, next_flags);
+        if before.state == headers::PIPELINED || before.state == headers::BODY {
+            assert_eq!(scan.state, before.state, "terminal state {} moved", before.state);
+        }
+        if b == 0 {
+            assert_eq!(scan, before, "NUL moved state {}", before.state);
+        }
     }
     let mut scan = request_line::Scan { state: first, ..Default::default() };
     for &b in bytes {

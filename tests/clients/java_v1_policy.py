@@ -5,7 +5,8 @@ less than 15 minutes, or when the last refresh is an hour old. A refresh is GET 
 GET role credentials; with --imdsv2 each GET is preceded by its own `PUT /latest/api/token`, as
 the IMDSv2-capable SDK builds do (4 calls per refresh). Then one request to the upstream.
 
-Every HTTP call uses a new TCP connection. Prints one JSON line: the calls it made per kind,
+Every metadata call carries Java SDK v1's User-Agent (sdk_user_agents.py). Every HTTP call uses a
+new TCP connection. Prints one JSON line: the calls it made per kind,
 failures (`errors`: exceptions or non-2xx) and a sha256 over the metadata response bodies in
 order, for comparison with what the server sent.
 """
@@ -16,6 +17,8 @@ import hashlib
 import http.client
 import json
 import time
+
+from sdk_user_agents import USER_AGENTS
 
 EXPIRATION_THRESHOLD = 15 * 60
 REFRESH_THRESHOLD = 60 * 60
@@ -46,6 +49,7 @@ class Client:
         return body
 
     def metadata(self, kind, method, path, headers=None):
+        headers = {"User-Agent": USER_AGENTS["java_v1"], **(headers or {})}
         return self.call(kind, self.args.host, self.args.port, method, path, headers)
 
     def read_resource(self, kind, path):

@@ -13,7 +13,8 @@ prefetched at fetch time + max(remaining / 2, 5 minutes).
 
 Before each of N application requests it loads credentials when the policy says so, then sends
 the request (GET) to the fake API. Prints one JSON line: calls per kind, which path family
-served the credentials, and errors.
+served the credentials, and errors. Every metadata call carries Java SDK v2's User-Agent
+(sdk_user_agents.py).
 """
 
 import argparse
@@ -22,6 +23,8 @@ import http.client
 import json
 import time
 import urllib.parse
+
+from sdk_user_agents import USER_AGENTS
 
 EXTENDED = "/latest/meta-data/iam/security-credentials-extended/"
 CLASSIC = "/latest/meta-data/iam/security-credentials/"
@@ -40,6 +43,7 @@ class Emulation:
 
     def call(self, kind, method, path, headers):
         self.counts[kind] += 1
+        headers = {"User-Agent": USER_AGENTS["java_v2"], **headers}
         self.conn.request(method, path, headers=headers)
         response = self.conn.getresponse()
         return response.status, response.read()

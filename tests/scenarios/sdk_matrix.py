@@ -54,17 +54,24 @@ class Cell:
     exported: int | None = None
     storm_flag: int | None = None
     note: str = ""
+    # The User-Agent product token(s) the server saw on credential fetches, the `sdk` label(s)
+    # credwatch gave them, and the label the test expects.
+    user_agent: str = ""
+    label: str = ""
+    label_expected: str = ""
 
     @property
     def agrees(self) -> bool:
-        return self.exported == self.served and self.storm_flag == int(self.storm_expected)
+        return (self.exported == self.served and self.storm_flag == int(self.storm_expected)
+                and self.label == self.label_expected)
 
 
 def render(cells: list[Cell]) -> str:
     rows = [
         "| SDK | provider | credentials live | API calls | credential fetches (server) | "
-        "early fetches | storm by the rule | credwatch: fetches | credwatch: storm flag | |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "early fetches | storm by the rule | credwatch: fetches | credwatch: storm flag | "
+        "User-Agent (server log) | credwatch: sdk | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         exported = "—" if c.exported is None else str(c.exported)
@@ -72,7 +79,8 @@ def render(cells: list[Cell]) -> str:
         verdict = "✓" if c.agrees else "✗ " + c.note
         rows.append(
             f"| {c.sdk} | {c.provider} | {c.lifetime} | {c.calls} | {c.served} | {c.early} | "
-            f"{'yes' if c.storm_expected else 'no'} | {exported} | {flag} | {verdict} |")
+            f"{'yes' if c.storm_expected else 'no'} | {exported} | {flag} | "
+            f"{'`' + c.user_agent + '`' if c.user_agent else '—'} | {c.label or '—'} | {verdict} |")
     return "\n".join(rows)
 
 

@@ -472,6 +472,9 @@ def test_storm_alert_fires_for_the_storm_pod_only(stack):
     assert alerts - timing == wanted, f"unexpected alerts: {alerts - timing - wanted}"
     storm = next(a for a in stack.alerts() if a["labels"]["alertname"] == "CredentialRefreshStorm")
     assert storm["labels"]["role"] == "demo-app-role"
+    # The demo's client sends Java SDK v1's User-Agent: the alert names the SDK and its fix.
+    assert storm["labels"]["sdk"] == "java_v1", storm
+    assert "Java SDK v1" in storm["annotations"]["description"], storm
     assert storm["annotations"]["runbook_url"].endswith("docs/runbooks/CredentialRefreshStorm.md")
     assert stack.storm_pod in storm["annotations"]["summary"]
 

@@ -6,6 +6,8 @@ the bytes the client received are the bytes the server sent (compared by digest 
 """
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -229,3 +231,59 @@ def test_plain_cgroup_is_labelled_by_its_path(cgroups, servers, agent, processes
 
     total = client["role_list"] + client["credentials"]
     wait_for_value(watcher, total, REQUESTS, pod=plain.pod, container="", endpoint="custom")
+
+
+# The `sdk` label (docs/metrics.md). Real clients where the machine has them: curl and Python's
+# urllib (its own User-Agent, as hand-rolled clients send); EMULATIONS of the SDKs that are not
+# obtainable here (tests/clients/sdk_user_agents.py: their metadata calls with the User-Agent
+# each sends, from its source). botocore, the JavaScript v3 and Rust SDKs: test_sdk_matrix.py.
+SDK_EMULATIONS = ("java_v1", "java_v2", "go_v1", "go_v2", "js_v2", "dotnet", "ruby", "php", "cpp")
+RAW_USER_AGENTS = {
+    # label: the request's header lines (hand-written: what no SDK sends)
+    "none": b"Accept: */*\r\n",
+    "other": b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n",
+}
+
+
+def test_sdk_label_names_the_client(cgroups, servers, agent, processes):
+    server = servers(CredentialServer)
+    watcher = agent(server)
+    expected = {}  # pod labels → (sdk label, credential fetches, metadata requests)
+
+    for sdk in SDK_EMULATIONS:  # emulations: token, role list, credentials
+        pod = cgroups.systemd_pod()
+        report = processes.run_client(
+            "sdk_user_agents.py", ["--sdk", sdk, "--host", server.host, "--port", server.port],
+            pod)
+        assert report["errors"] == 0, report
+        expected[sdk] = (pod, 1, 3)
+
+    pod = cgroups.systemd_pod()  # real curl
+    url = f"{server.url}{credserver.ROLE_LIST_PATH}{ROLE}"
+    curl = processes.spawn(
+        ["curl", "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", url],
+        pod.path, stdout=subprocess.PIPE, text=True)
+    assert curl.communicate(timeout=30)[0] == "200"
+    expected["curl"] = (pod, 1, 1)
+
+    pod = cgroups.systemd_pod()  # real urllib: "Python-urllib/3.x"
+    script = ("import urllib.request as u; "
+              f"u.build_opener(u.ProxyHandler({{}})).open({url!r}, timeout=10).read()")
+    python = processes.spawn([sys.executable, "-c", script], pod.path)
+    assert python.wait(timeout=30) == 0
+    expected["python_http"] = (pod, 1, 1)
+
+    for label, headers in RAW_USER_AGENTS.items():
+        pod = cgroups.systemd_pod()
+        run_raw(processes, pod, server, credentials_request(headers=headers))
+        expected[label] = (pod, 1, 1)
+
+    for label, (pod, fetches, requests) in expected.items():
+        metrics = wait_for_value(watcher, fetches, FETCHES, sdk=label, **pod.labels)
+        assert metrics.value(FETCHES, **pod.labels) == fetches, metrics.describe()
+        assert metrics.value(REQUESTS, sdk=label, **pod.labels) == requests, metrics.describe()
+        assert metrics.value(REQUESTS, **pod.labels) == requests, metrics.describe()
+    # The label is the family, never the header: no version, no platform string got through.
+    exported = watcher.metrics_text()
+    for needle in ("Mozilla", "OpenJDK", "aws-sdk-java", "GuzzleHttp", "urllib"):
+        assert needle not in exported, f"{needle} in /metrics"

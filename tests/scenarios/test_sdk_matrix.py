@@ -55,36 +55,41 @@ class Client:
     argv: tuple  # the client's command; {url} {api} {calls} {host} {port} {api_port} filled in
     env: str = ""  # "imds" or "container": which SDK variable points at the server
     extended: bool = False  # the fake IMDS serves the -extended paths
+    # The `sdk` label credwatch must give its fetches (docs/metrics.md), from the User-Agent the
+    # client sends: botocore's container provider sends only urllib3's, JavaScript v3 none, the
+    # Rust SDK's ECS provider none (aws-config's http_credential_provider adds no user agent).
+    sdk_label: str = "other"
 
 
 PY = sys.executable
 CLIENT_ROWS = [
     Client("botocore", "IMDS (InstanceMetadataProvider)", "imds",
            (PY, CLIENTS / "botocore_client.py", "--imds-url", "{url}", "--api-url", "{api}",
-            "--calls", "{calls}")),
+            "--calls", "{calls}"), sdk_label="botocore"),
     Client("botocore", "container (full URI)", "container",
            (PY, CLIENTS / "botocore_client.py", "--credentials-url", "{url}" + CONTAINER_PATH,
-            "--api-url", "{api}", "--calls", "{calls}")),
+            "--api-url", "{api}", "--calls", "{calls}"), sdk_label="python_http"),
     Client("JavaScript v3", "fromInstanceMetadata", "imds",
-           ("node", JS_CLIENT, "imds", "{api}", "{calls}"), env="imds"),
+           ("node", JS_CLIENT, "imds", "{api}", "{calls}"), env="imds", sdk_label="none"),
     Client("JavaScript v3", "fromContainerMetadata", "container",
-           ("node", JS_CLIENT, "container", "{api}", "{calls}"), env="container"),
+           ("node", JS_CLIENT, "container", "{api}", "{calls}"), env="container",
+           sdk_label="none"),
     Client("JavaScript v3", "fromHttp", "container",
-           ("node", JS_CLIENT, "http", "{api}", "{calls}"), env="container"),
+           ("node", JS_CLIENT, "http", "{api}", "{calls}"), env="container", sdk_label="none"),
     Client("Rust (aws-config)", "ImdsCredentialsProvider", "imds",
-           (RUST_CLIENT, "imds", "{api}", "{calls}"), env="imds"),
+           (RUST_CLIENT, "imds", "{api}", "{calls}"), env="imds", sdk_label="rust"),
     Client("Rust (aws-config)", "EcsCredentialsProvider", "container",
-           (RUST_CLIENT, "ecs", "{api}", "{calls}"), env="container"),
+           (RUST_CLIENT, "ecs", "{api}", "{calls}"), env="container", sdk_label="none"),
     Client("Java v2 (emulation)", "IMDS, extended path served", "imds",
            (PY, CLIENTS / "java_v2_imds_emulation.py", "--host", "{host}", "--port", "{port}",
-            "--requests", "{calls}", "--api-url", "{api}"), extended=True),
+            "--requests", "{calls}", "--api-url", "{api}"), extended=True, sdk_label="java_v2"),
     Client("Java v2 (emulation)", "IMDS, extended 404 → classic", "imds",
            (PY, CLIENTS / "java_v2_imds_emulation.py", "--host", "{host}", "--port", "{port}",
-            "--requests", "{calls}", "--api-url", "{api}")),
+            "--requests", "{calls}", "--api-url", "{api}"), sdk_label="java_v2"),
     Client("Java v1 policy (emulation)", "IMDSv2 (EC2CredentialsFetcher)", "imds",
            (PY, CLIENTS / "java_v1_policy.py", "--host", "{host}", "--port", "{port}",
             "--requests", "{calls}", "--upstream-host", "{host}", "--upstream-port",
-            "{api_port}", "--imdsv2")),
+            "{api_port}", "--imdsv2"), sdk_label="java_v1"),
 ]
 CELLS = [(client, lifetime) for client in CLIENT_ROWS for lifetime in LIFETIMES]
 RESULTS: dict[int, Cell] = {}
@@ -137,7 +142,8 @@ def test_sdk_matrix(index, matrix, cgroups):
     client, lifetime_name = CELLS[index]
     lifetime = LIFETIMES[lifetime_name]
     port = BASE_PORT + index
-    cell = Cell(client.sdk, client.provider, lifetime_name, CALLS)
+    cell = Cell(client.sdk, client.provider, lifetime_name, CALLS,
+                label_expected=client.sdk_label)
     RESULTS[index] = cell
     pod_cgroup = cgroups.systemd_pod()
     pod = network.pod(pod_cgroup)
@@ -166,6 +172,8 @@ def test_sdk_matrix(index, matrix, cgroups):
     fetches = [(e["t"], expiry_seconds(e["expires"])) for e in log
                if e["kind"] == "credentials" and e["status"] == 200]
     cell.served = len(fetches)
+    agents = {e["user_agent"] for e in log if e["kind"] == "credentials" and e["status"] == 200}
+    cell.user_agent = ", ".join(sorted(a or "(none)" for a in agents))
     cell.early, cell.storm_expected = expected_storm(fetches)
     assert cell.served >= 1, served["served"]
     labels = pod_cgroup.labels
@@ -173,8 +181,15 @@ def test_sdk_matrix(index, matrix, cgroups):
     try:
         metrics = wait_for_value(agent, cell.served, FETCHES, **labels)
     finally:
-        cell.exported = int(agent.scrape().value(FETCHES, **labels))
+        scrape = agent.scrape()
+        cell.exported = int(scrape.value(FETCHES, **labels))
+        cell.label = ", ".join(sorted({dict(key)["sdk"] for key in scrape.select(FETCHES, **labels)}))
         cell.note = f"credwatch exported {cell.exported} of {cell.served} fetches"
+    # All of them under the SDK the client's User-Agent names.
+    if cell.label != client.sdk_label:
+        cell.note = f"sdk label {cell.label}"
+    assert metrics.value(FETCHES, sdk=client.sdk_label, **labels) == cell.served, \
+        metrics.describe()
     # Every request counted exactly once, whatever the connection carried (keep-alive).
     wait_for_value(agent, len(log), REQUESTS, **labels)
     imdsv1 = sum(1 for e in log if e["method"] == "GET" and not e["token"])

@@ -87,7 +87,7 @@ fn assert_event(k: &Kernel, ev: &MetadataEvent, ip: Ip, event: u8, status: u16, 
     assert_eq!(ev.flags & !FLAG_HEADERS_END, FLAG_IMDSV2_TOKEN);
     assert_eq!(role(&ev.role, ev.role_len), ROLE.as_bytes());
     assert!(ev.role[ev.role_len as usize..].iter().all(|&b| b == 0), "role padding is zero");
-    assert_eq!(ev._pad, [0; 7]);
+    assert_eq!(ev._pad, [0; 6]);
     assert!(ev.ktime_ns > 0 && ev.latency_ns < 10_000_000_000, "plausible times");
 }
 

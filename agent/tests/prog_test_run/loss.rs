@@ -138,7 +138,7 @@ fn full_flow_table_makes_room_for_new_requests() {
         scan: expiration::FINISHED,
         role_len: 0,
         header: 0,
-        _pad: [0; 1],
+        sdk: 0,
         role: [0; ROLE_MAX],
     };
     let request = b"GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\n\r\n";

@@ -9,6 +9,7 @@ mod harness;
 mod http;
 mod loss;
 mod packets;
+mod sdk;
 mod tcp;
 mod traffic;
 

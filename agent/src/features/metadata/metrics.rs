@@ -23,6 +23,8 @@ pub struct RequestLabels {
     pub endpoint: &'static str,
     pub kind: &'static str,
     pub code: String,
+    /// The client's SDK family (`agent_common::sdk::Sdk`), from its `User-Agent`.
+    pub sdk: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,14 +43,28 @@ pub struct CredentialLabels {
     pub role: String,
 }
 
+/// `credwatch_credential_fetches_total`: [`CredentialLabels`] and the SDK that fetched.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    #[prometheus(flatten)]
+    pub workload: Workload,
+    pub endpoint: &'static str,
+    pub role: String,
+    pub sdk: &'static str,
+}
+
+/// The storm detector's key and the flag's labels: the SDK is part of the key, so two clients of
+/// one workload fetching the same role (each with its own credential cache) are judged apart,
+/// and a flag names the one that storms.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct StormLabels {
     #[prometheus(flatten)]
     pub workload: Workload,
     pub role: String,
+    pub sdk: &'static str,
 }
 
-workload_labels!(RequestLabels, DurationLabels, CredentialLabels, StormLabels);
+workload_labels!(RequestLabels, DurationLabels, CredentialLabels, FetchLabels, StormLabels);
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
@@ -61,7 +77,7 @@ pub struct MetadataMetrics {
     pub requests: Tracked<RequestLabels, Counter>,
     pub duration: TrackedHistogram<DurationLabels>,
     pub imdsv1: Tracked<Workload, Counter>,
-    pub fetches: Tracked<CredentialLabels, Counter>,
+    pub fetches: Tracked<FetchLabels, Counter>,
     pub lifetime: TrackedHistogram<CredentialLabels>,
     pub storm: Tracked<StormLabels, Gauge>,
 }

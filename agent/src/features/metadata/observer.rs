@@ -7,7 +7,9 @@ use agent_common::RequestKind;
 use super::{
     detector::{Detector, FlagChange, Rule},
     expiration,
-    metrics::{CredentialLabels, DurationLabels, MetadataMetrics, RequestLabels, StormLabels},
+    metrics::{
+        CredentialLabels, DurationLabels, FetchLabels, MetadataMetrics, RequestLabels, StormLabels,
+    },
     record::{self, Observation, What},
     unanswered::Unanswered,
 };
@@ -39,12 +41,14 @@ impl MetadataObserver {
         let now = cx.clock.unix_seconds(o.ktime_ns);
         let endpoint = o.endpoint.as_str();
         let kind = o.kind.as_str();
-        log::debug!("{endpoint} {kind} role={:?} {:?} ({workload:?})", o.role, o.what);
+        let sdk = o.sdk.as_str();
+        log::debug!("{endpoint} {kind} sdk={sdk} role={:?} {:?} ({workload:?})", o.role, o.what);
         let m = &self.metrics;
         match o.what {
             What::Response { status, latency_ns, imdsv1 } => {
                 let code = status.to_string();
-                let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
+                let labels =
+                    RequestLabels { workload: workload.clone(), endpoint, kind, code, sdk };
                 cx.series.get_or_create(&m.requests, &labels).inc();
                 let labels = DurationLabels { workload: workload.clone(), endpoint, kind };
                 cx.series.get_or_create(&m.duration, &labels).observe(latency_ns as f64 / 1e9);
@@ -52,13 +56,14 @@ impl MetadataObserver {
                     cx.series.get_or_create(&m.imdsv1, &workload).inc();
                 }
                 if o.kind == RequestKind::Credentials && status == 200 {
-                    let labels = CredentialLabels {
+                    let labels = FetchLabels {
                         workload: workload.clone(),
                         endpoint,
                         role: o.role.clone(),
+                        sdk,
                     };
                     cx.series.get_or_create(&m.fetches, &labels).inc();
-                    let key = StormLabels { workload, role: o.role };
+                    let key = StormLabels { workload, role: o.role, sdk };
                     // A storm series exists (at 0) from a key's first fetch, so "no storm" is
                     // visible.
                     let _ = cx.series.get_or_create(&m.storm, &key);
@@ -69,7 +74,8 @@ impl MetadataObserver {
             What::NoResponse { imdsv1 } => {
                 // Counted, but not timed: there is no response to time.
                 let code = NO_RESPONSE.to_string();
-                let labels = RequestLabels { workload: workload.clone(), endpoint, kind, code };
+                let labels =
+                    RequestLabels { workload: workload.clone(), endpoint, kind, code, sdk };
                 cx.series.get_or_create(&m.requests, &labels).inc();
                 if imdsv1 {
                     cx.series.get_or_create(&m.imdsv1, &workload).inc();
@@ -84,7 +90,7 @@ impl MetadataObserver {
                 let labels =
                     CredentialLabels { workload: workload.clone(), endpoint, role: o.role.clone() };
                 cx.series.get_or_create(&m.lifetime, &labels).observe(expires_at - now);
-                let key = StormLabels { workload, role: o.role };
+                let key = StormLabels { workload, role: o.role, sdk };
                 let change = self.detector.on_expiration(&key, now, expires_at);
                 self.apply(change, cx);
             }
@@ -95,13 +101,19 @@ impl MetadataObserver {
         let Some(FlagChange { key, storm }) = change else { return };
         if storm {
             log::warn!(
-                "credential refresh storm: pod={} container={} role={} fetches credentials far more often than their lifetime requires",
+                "credential refresh storm: pod={} container={} role={} sdk={} fetches credentials far more often than their lifetime requires",
                 key.workload.pod,
                 key.workload.container,
-                key.role
+                key.role,
+                key.sdk
             );
         } else {
-            log::info!("credential refresh storm over: pod={} role={}", key.workload.pod, key.role);
+            log::info!(
+                "credential refresh storm over: pod={} role={} sdk={}",
+                key.workload.pod,
+                key.role,
+                key.sdk
+            );
         }
         cx.series.get_or_create(&self.metrics.storm, &key).set(i64::from(storm));
     }

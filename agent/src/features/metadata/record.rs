@@ -1,7 +1,7 @@
 //! Decoding `MetadataEvent`s from the ring buffer into what the metrics need.
 use agent_common::{
     CredentialSource, EVENT_EXPIRATION, EVENT_NO_RESPONSE, EVENT_RESPONSE, EndpointKind,
-    FLAG_IMDSV2_TOKEN, Flow, MetadataEvent, Method, ROLE_MAX, RequestKind,
+    FLAG_IMDSV2_TOKEN, Flow, MetadataEvent, Method, ROLE_MAX, RequestKind, sdk::Sdk,
 };
 
 use crate::record::{self, KernelRecord, RecordError};
@@ -17,6 +17,8 @@ pub struct Observation {
     pub endpoint: EndpointKind,
     pub kind: RequestKind,
     pub role: String,
+    /// The client's SDK family, from the request's `User-Agent`.
+    pub sdk: Sdk,
     /// Monotonic (CLOCK_MONOTONIC) nanoseconds of the event.
     pub ktime_ns: u64,
     pub what: What,
@@ -60,7 +62,8 @@ pub fn unanswered(flow: &Flow, now_ns: u64) -> Observation {
         flags: flow.flags,
         status: 0,
         role_len: flow.role_len,
-        _pad: [0; 7],
+        sdk: flow.sdk,
+        _pad: [0; 6],
         role: flow.role,
     };
     observation(&ev).expect("a no-response event always decodes")
@@ -84,6 +87,7 @@ fn observation(ev: &MetadataEvent) -> Result<Observation, RecordError> {
         endpoint,
         kind,
         role: role_label(ev),
+        sdk: Sdk::from_u8(ev.sdk),
         ktime_ns: ev.ktime_ns,
         what,
     })
@@ -143,7 +147,8 @@ mod tests {
             flags,
             status: 200,
             role_len: 7,
-            _pad: [0; 7],
+            sdk: Sdk::JavaV1 as u8,
+            _pad: [0; 6],
             role,
         };
         record::bytes_of(&ev)
@@ -160,6 +165,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(o.role, "my-role");
+        assert_eq!(o.sdk, Sdk::JavaV1);
         assert_eq!(o.kind, RequestKind::Credentials);
         assert_eq!(o.what, What::Response { status: 200, latency_ns: 5_000_000, imdsv1: false });
     }
@@ -229,11 +235,12 @@ mod tests {
             scan: 0,
             role_len: 0,
             header: 0,
-            _pad: [0; 1],
+            sdk: Sdk::Botocore as u8,
             role: [0; ROLE_MAX],
         };
         let o = unanswered(&flow, 11_000);
         assert_eq!(o.cgroup_id, 7);
+        assert_eq!(o.sdk, Sdk::Botocore);
         assert_eq!((o.kind, o.ktime_ns), (RequestKind::RoleList, 11_000));
         assert_eq!(o.what, What::NoResponse { imdsv1: true });
     }

@@ -78,7 +78,7 @@ mod tests {
             scan: 0,
             role_len: 0,
             header: 0,
-            _pad: [0; 1],
+            sdk: 0,
             role: [0; ROLE_MAX],
         }
     }
