@@ -552,6 +552,14 @@ class Bench:
         return [self.cg.spawn(self.cg.child(f"dns/pod{i}"), [sys.executable, "-c", code, str(queries)], stdout=subprocess.PIPE, text=True)
                 for i in range(clients)]
 
+    def linklocal_flood(self, port: int, packets: int) -> subprocess.Popen:
+        """`packets` NTP-sized datagrams to 127.0.0.1:`port` from a pod cgroup, as fast as they go."""
+        code = ("import socket,sys\n"
+                "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                "p=b'\\x23'+bytes(47)\n"
+                "for _ in range(int(sys.argv[2])): s.sendto(p,('127.0.0.1',int(sys.argv[1])))\n")
+        return self.cg.spawn(self.cg.child("linklocal/pod"), [sys.executable, "-c", code, str(port), str(packets)])
+
     # -- benchmarks ----------------------------------------------------------------------------
 
     def bench_fastpath(self) -> None:
@@ -595,6 +603,20 @@ class Bench:
             ns1, cnt1 = agent.stats(names)
             self.record("slowpath", "DNS traffic, ns/packet", [(ns1 - ns0) / max(cnt1 - cnt0, 1)], "ns")
             agent.stop()
+            # Link-local: UDP to a time sync stand-in (--ntp-endpoint on loopback), the egress
+            # program only (the sink, outside the benchmark cgroup, runs no program).
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+                sink.bind(("127.0.0.1", 0))
+                ntp = sink.getsockname()[1]
+                agent = Agent(self.binary, self.cg.root, ["--metadata-endpoint", f"127.0.0.1:{port}",
+                                                          "--ntp-endpoint", f"127.0.0.1:{ntp}"])
+                egress = {"cw_skb_egress"}
+                ns0, cnt0 = agent.stats(egress)
+                self.linklocal_flood(ntp, 1000 if self.quick else 100_000).wait(timeout=120)
+                ns1, cnt1 = agent.stats(egress)
+                self.record("slowpath", "link-local traffic, ns/packet",
+                            [(ns1 - ns0) / max(cnt1 - cnt0, 1)], "ns")
+                agent.stop()
         del cg
 
     def bench_e2e(self) -> None:
