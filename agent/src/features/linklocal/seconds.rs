@@ -24,10 +24,10 @@ pub struct Seconds {
 }
 
 impl Seconds {
-    /// Starts with the second after the one in progress at `now_ns` (a partial second would be
-    /// observed as a quiet one).
+    /// Starts with the second in progress at `now_ns` (the programs were attached during it):
+    /// its packets since then are observed, an undercount of that second at worst.
     pub fn new(now_ns: u64) -> Self {
-        Self { next: now_ns / NS_PER_SECOND + 1 }
+        Self { next: now_ns / NS_PER_SECOND }
     }
 
     /// The seconds completed by `now_ns` and not observed yet, from `slots` (each slot index's
@@ -79,8 +79,19 @@ mod tests {
     #[test]
     fn each_second_once_summed_over_cpus() {
         let mut s = Seconds::new(100 * S + 3);
-        let table =
-            slots(&[(101, 0, [1, 0, 0, 2, 0, 0, 0, 0]), (101, 1, [4, 0, 0, 0, 0, 1, 0, 0])], 2);
+        let table = slots(
+            &[
+                (100, 1, [0, 6, 0, 0, 0, 0, 0, 0]),
+                (101, 0, [1, 0, 0, 2, 0, 0, 0, 0]),
+                (101, 1, [4, 0, 0, 0, 0, 1, 0, 0]),
+            ],
+            2,
+        );
+        // The second the agent started in counts too (what was sent after it attached).
+        assert_eq!(
+            s.completed(101 * S + SETTLE_NS, &table),
+            vec![counted(100, [0, 6, 0, 0, 0, 0])]
+        );
         // 101 is not over (nor settled) yet.
         assert!(s.completed(102 * S, &table).is_empty());
         assert!(s.completed(102 * S + SETTLE_NS - 1, &table).is_empty());
@@ -98,7 +109,7 @@ mod tests {
 
     #[test]
     fn a_burst_over_two_seconds_is_two_observations() {
-        let mut s = Seconds::new(200 * S);
+        let mut s = Seconds::new(201 * S);
         let table =
             slots(&[(201, 0, [0, 0, 0, 0, 300, 0, 0, 0]), (202, 1, [0, 0, 0, 0, 600, 0, 0, 0])], 2);
         assert_eq!(
@@ -109,7 +120,7 @@ mod tests {
 
     #[test]
     fn slots_of_other_seconds_do_not_count() {
-        let mut s = Seconds::new(300 * S);
+        let mut s = Seconds::new(301 * S);
         // The slot of 301 on CPU 1 still holds 293 (that CPU sent nothing since).
         let table = slots(&[(301, 0, [3, 0, 0, 0, 0, 0, 0, 0]), (293, 1, [9; 8])], 2);
         assert_eq!(
@@ -120,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_stalled_reader_reports_reused_seconds_lost() {
-        let mut s = Seconds::new(400 * S);
+        let mut s = Seconds::new(401 * S);
         let n = u64::from(SECOND_SLOTS);
         // Read again only n + 2 seconds later: 401 and 402's slots were taken by 401+n, 402+n.
         let table = slots(&[(401 + n, 0, [1; 8]), (402, 1, [2; 8])], 2);
