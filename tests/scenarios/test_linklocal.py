@@ -4,9 +4,11 @@
 per workload and service, and observe each second's node total once in the per-second histogram.
 
 Every client and stand-in runs inside a network namespace this test creates (netlab), on its
-loopback; the stand-ins stay outside the watched cgroup subtree. The packets to the IMDS stand-in
-are counted independently by an nftables counter in that namespace (TCP decides how many packets
-an exchange takes); the UDP counts are what the clients sent (one datagram, one packet).
+loopback; the stand-ins stay outside the watched cgroup subtree. Every packet sent to a stand-in
+is counted independently by an nftables counter on that namespace's output hook (TCP decides how
+many packets an exchange takes; for UDP it must also be what the clients sent and the sinks
+received): credwatch's figures are compared with those counters, not with what the test meant to
+send.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ BOUNDS = (0.0, 64.0, 128.0, 256.0, 512.0, 768.0, 819.2, 896.0, 1024.0, 1536.0, 2
 
 class StandIns:
     """A namespace with a fake IMDS (credserver.py) and two UDP sinks on its loopback, and an
-    nftables counter of the packets sent to the fake IMDS."""
+    nftables counter per stand-in of the packets sent to it."""
 
     def __init__(self, lab: netlab.Lab):
         self.lab = lab
@@ -47,9 +49,14 @@ class StandIns:
         self.dns_port, self.ntp_port = map(int, self._ready(self.sinks))
         self.ns.nft(
             "table inet credwatch_test {\n"
+            "  counter imds {}\n"
+            "  counter dns {}\n"
+            "  counter ntp {}\n"
             "  chain out {\n"
             "    type filter hook output priority 0; policy accept;\n"
-            f"    ip daddr 127.0.0.1 tcp dport {self.imds_port} counter\n"
+            f"    ip daddr 127.0.0.1 tcp dport {self.imds_port} counter name imds\n"
+            f"    ip daddr 127.0.0.1 udp dport {self.dns_port} counter name dns\n"
+            f"    ip daddr 127.0.0.1 udp dport {self.ntp_port} counter name ntp\n"
             "  }\n"
             "}\n")
 
@@ -65,12 +72,13 @@ class StandIns:
                 "--vpc-resolver", f"127.0.0.1:{self.dns_port}",
                 "--ntp-endpoint", f"127.0.0.1:{self.ntp_port}")
 
-    def imds_packets(self) -> int:
-        ruleset = json.loads(netlab.run(*self.ns.exec_argv(["nft", "-j", "list", "ruleset"])))
-        counters = [item["rule"]["expr"][-1]["counter"]["packets"]
-                    for item in ruleset["nftables"] if "rule" in item]
-        assert len(counters) == 1, ruleset
-        return counters[0]
+    def packets(self) -> dict[str, int]:
+        """Packets sent to each stand-in so far, by nftables' counters."""
+        listing = json.loads(netlab.run(*self.ns.exec_argv(["nft", "-j", "list", "counters"])))
+        counters = {item["counter"]["name"]: item["counter"]["packets"]
+                    for item in listing["nftables"] if "counter" in item}
+        assert set(counters) == {"imds", "dns", "ntp"}, listing
+        return counters
 
     def client(self, cgroup, *args) -> dict:
         proc = self.lab.spawn([sys.executable, TRAFFIC, *map(str, args)], cgroup.path,
@@ -109,9 +117,12 @@ def test_per_workload_counts_are_exact_per_service(agent, cgroups, stand_ins):
     assert calls == {"calls": 5, "ok": 5}
     stand_ins.client(a, "udp", "127.0.0.1", stand_ins.dns_port, 7, "dns")
     stand_ins.client(b, "udp", "127.0.0.1", stand_ins.ntp_port, 11, "ntp")
-    imds_packets = stand_ins.imds_packets()
+    sent = stand_ins.packets()
+    imds_packets = sent["imds"]
     # A TCP exchange takes several packets each way; at least SYN, request, FIN per call.
     assert imds_packets >= 15, imds_packets
+    # One datagram is one packet: sent, counted on the way out, received.
+    assert (sent["dns"], sent["ntp"]) == (7, 11), sent
     assert stand_ins.sink_counts() == {"dns": 7, "ntp": 11}
     expected = {a.pod: {"imds": imds_packets, "amazon_dns": 7}, b.pod: {"ntp": 11}}
 
@@ -168,13 +179,16 @@ def observe_burst(agent, cgroups, stand_ins, counts: list[int]) -> None:
     pod = cgroups.systemd_pod()
     running = agent(extra_args=stand_ins.agent_args())
     before = running.scrape()
+    ntp_before = stand_ins.packets()["ntp"]
     report = stand_ins.client(pod, "burst", "127.0.0.1", stand_ins.ntp_port, *counts)
     seen = dict(report["seconds"])
     # A send straddling a second boundary (its two clock reads disagree) is not guessed; the
     # bursts start right after a boundary, so that takes a stall of most of a second.
     assert report["ambiguous"] == [], report
     assert sum(seen.values()) == sum(counts), report
-    total = sum(counts)
+    # What left, by nftables' count: the figure credwatch must match.
+    total = stand_ins.packets()["ntp"] - ntp_before
+    assert total == sum(counts), (total, counts)
 
     # The readiness signal: every packet sent has been observed in a completed second.
     after = settle(running,
