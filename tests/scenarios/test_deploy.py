@@ -50,7 +50,8 @@ PROMETHEUS_EXAMPLE = DEPLOY / "prometheus" / "prometheus-example.yml"
 DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
 BASE = DEPLOY / "base"
 LEAST_PRIVILEGE = DEPLOY / "overlays" / "least-privilege"
-KUSTOMIZATIONS = (BASE, LEAST_PRIVILEGE)
+HOST_NETWORK = DEPLOY / "overlays" / "host-network"
+KUSTOMIZATIONS = (BASE, LEAST_PRIVILEGE, HOST_NETWORK)
 RUNBOOK_PREFIX = "https://github.com/credwatch/credwatch/blob/main/"
 
 # Metric names the rules and dashboards use before the agent exports them (the DNS and TCP work
@@ -705,6 +706,18 @@ def test_overlay_changes_only_the_security_context():
     for obj in (base, least):
         by_kind(obj)["DaemonSet"]["spec"]["template"]["spec"]["containers"][0].pop("securityContext")
     assert base == least
+
+
+def test_host_network_overlay_changes_only_the_pod_network():
+    base, host = render(BASE), render(HOST_NETWORK)
+    pod = by_kind(host)["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert not pod.get("hostPID")
+    # Apart from those two fields, the same objects as the base.
+    pod.pop("dnsPolicy")
+    pod["hostNetwork"] = False
+    assert base == host
 
 
 def test_prometheus_operator_objects():
