@@ -358,6 +358,7 @@ class Bench:
         self.binary = Path(args.binary)
         self.loadgen_bin = Path(args.loadgen)
         self.demo_bin = Path(args.demo)
+        self.compare_binary = Path(args.compare_binary) if args.compare_binary else None
         cpus = sorted(os.sched_getaffinity(0))
         # The compiled generators run on one CPU (the last one we may use), their server side and
         # dnsmasq with them: a ping-pong between two threads on one core does not depend on
@@ -552,6 +553,14 @@ class Bench:
         return [self.cg.spawn(self.cg.child(f"dns/pod{i}"), [sys.executable, "-c", code, str(queries)], stdout=subprocess.PIPE, text=True)
                 for i in range(clients)]
 
+    def linklocal_flood(self, port: int, packets: int) -> subprocess.Popen:
+        """`packets` NTP-sized datagrams to 127.0.0.1:`port` from a pod cgroup, as fast as they go."""
+        code = ("import socket,sys\n"
+                "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                "p=b'\\x23'+bytes(47)\n"
+                "for _ in range(int(sys.argv[2])): s.sendto(p,('127.0.0.1',int(sys.argv[1])))\n")
+        return self.cg.spawn(self.cg.child("linklocal/pod"), [sys.executable, "-c", code, str(port), str(packets)])
+
     # -- benchmarks ----------------------------------------------------------------------------
 
     def bench_fastpath(self) -> None:
@@ -559,12 +568,15 @@ class Bench:
         cg = self.cg.child("fastpath")
         md = free_port()
         per_mode = {"empty": [], "credwatch": []}
+        if self.compare_binary:
+            per_mode["other build"] = []
         with bpf_stats():
             for _, mode in self.alternate(list(per_mode)):
                 if mode == "empty":
                     agent = Agent(self.loadgen_bin, cg, [], baseline=True)
                 else:
-                    agent = Agent(self.binary, cg, ["--metadata-endpoint", f"127.0.0.1:{md}"])
+                    binary = self.binary if mode == "credwatch" else self.compare_binary
+                    agent = Agent(binary, cg, ["--metadata-endpoint", f"127.0.0.1:{md}"])
                 names = {"cw_bench_empty"} if mode == "empty" else {"cw_skb_egress", "cw_skb_ingress"}
                 ns0, cnt0 = agent.stats(names)
                 self.iperf(cg, self.seconds)
@@ -575,6 +587,14 @@ class Bench:
         self.record("fastpath", "credwatch cgroup_skb programs, ns/packet", per_mode["credwatch"], "ns")
         ratios = [c / e for c, e in zip(per_mode["credwatch"], per_mode["empty"])]
         self.record("fastpath", "credwatch / empty", ratios, "x", "≤ 1.5", lambda v: v <= 1.5)
+        if self.compare_binary:
+            other = per_mode["other build"]
+            log(f"fastpath: other build = {self.compare_binary}")
+            self.record("fastpath", "other build's cgroup_skb programs, ns/packet", other, "ns")
+            self.record("fastpath", "other build / empty",
+                        [o / e for o, e in zip(other, per_mode["empty"])], "x")
+            self.record("fastpath", "credwatch / other build",
+                        [c / o for c, o in zip(per_mode["credwatch"], other)], "x")
 
     def bench_slowpath(self) -> None:
         """Kernel ns per program run while the traffic is metadata requests or DNS queries."""
@@ -595,6 +615,20 @@ class Bench:
             ns1, cnt1 = agent.stats(names)
             self.record("slowpath", "DNS traffic, ns/packet", [(ns1 - ns0) / max(cnt1 - cnt0, 1)], "ns")
             agent.stop()
+            # Link-local: UDP to a time sync stand-in (--ntp-endpoint on loopback), the egress
+            # program only (the sink, outside the benchmark cgroup, runs no program).
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+                sink.bind(("127.0.0.1", 0))
+                ntp = sink.getsockname()[1]
+                agent = Agent(self.binary, self.cg.root, ["--metadata-endpoint", f"127.0.0.1:{port}",
+                                                          "--ntp-endpoint", f"127.0.0.1:{ntp}"])
+                egress = {"cw_skb_egress"}
+                ns0, cnt0 = agent.stats(egress)
+                self.linklocal_flood(ntp, 1000 if self.quick else 100_000).wait(timeout=120)
+                ns1, cnt1 = agent.stats(egress)
+                self.record("slowpath", "link-local traffic, ns/packet",
+                            [(ns1 - ns0) / max(cnt1 - cnt0, 1)], "ns")
+                agent.stop()
         del cg
 
     def bench_e2e(self) -> None:
@@ -1073,6 +1107,8 @@ def main() -> int:
     ap.add_argument("--loadgen", required=True, help="the credwatch-loadgen binary")
     ap.add_argument("--demo", required=True,
                     help="the credwatch-demo binary (its demo-client is the storm benchmarks' client)")
+    ap.add_argument("--compare-binary", default=None,
+                    help="another build's credwatch (e.g. main's): fastpath measures it in the same rounds")
     ap.add_argument("--pin-cpu", type=int, default=None,
                     help="CPU for the compiled load generators (default: the last usable one; -1: not pinned)")
     args = ap.parse_args()

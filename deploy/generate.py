@@ -258,6 +258,24 @@ def fleet_dashboard():
         timeseries("TCP connects/s by destination and result",
                    [(f"sum by (destination, result) (rate(credwatch_tcp_connects_total{{{s}}}{rate}))",
                      "{{destination}} {{result}}")], unit="reqps"),
+        row("Link-local budget"),
+        stat("Seconds over 80% of the link-local allowance (1h)",
+             'sum(increase(credwatch_linklocal_packets_per_second_count[1h])) - '
+             'sum(increase(credwatch_linklocal_packets_per_second_bucket{le="819.2"}[1h])) or vector(0)',
+             description="Seconds in which a node sent more than 819 packets to link-local "
+                         "services (IMDS, Amazon DNS, time sync, ECS and Pod Identity agents); "
+                         "EC2 drops what an interface sends beyond 1024 a second.",
+             thresholds=AT_RISK),
+        table("Top pods by link-local packets",
+              f"topk(20, sum by (namespace, pod, service) (rate(credwatch_linklocal_packets_total{{{s}}}{rate})))",
+              "packets/s", unit="pps",
+              description="Which pods spend the node's link-local budget, and on which service."),
+        timeseries("Busiest second per node (packets to link-local services)",
+                   [("max by (instance) (histogram_quantile(1, sum by (instance, le) "
+                     f"(rate(credwatch_linklocal_packets_per_second_bucket{rate}))))",
+                     "{{instance}}")], unit="pps",
+                   description="Upper bound of the histogram bucket holding each node's busiest "
+                               "second; the allowance is 1024 a second per interface."),
         row("Agents"),
         stat("Agents up", 'sum(up{job=~".*credwatch.*"})',
              description="credwatch agents Prometheus scrapes successfully (one per node)."),

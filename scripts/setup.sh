@@ -17,7 +17,7 @@ CARGO_FUZZ=0.13.2
 # qemu-system-x86, busybox-static, debian-archive-keyring: `cargo xtask vm-test` (run by
 # `cargo xtask test`), which boots a Debian kernel fetched from this machine's Debian mirror.
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libllvm22 bpftool iproute2 python3 python3-venv
-  prometheus dnsmasq-base iperf3 tcpdump bpftrace nftables libcap2-bin
+  prometheus dnsmasq-base iperf3 tcpdump bpftrace nftables libcap2-bin ethtool
   qemu-system-x86 busybox-static debian-archive-keyring)
 # kubectl (for `kubectl kustomize` in the deploy tests) is Debian's kubernetes-client, installed
 # by its own step below: some machine images already have /usr/bin/kubectl from another package.

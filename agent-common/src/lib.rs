@@ -11,6 +11,7 @@
 
 pub mod dfa;
 pub mod dns;
+pub mod linklocal;
 pub mod names;
 pub mod sdk;
 pub mod stats;
@@ -25,6 +26,11 @@ pub const ROLE_MAX: usize = 64;
 pub const PORT_FLAG_METADATA: u8 = 1;
 /// Bit set in [`names::MAP_PORTS`] for a DNS server port (UDP and TCP).
 pub const PORT_FLAG_DNS: u8 = 2;
+/// Bit set in [`names::MAP_PORTS`] for the port of a configured link-local service stand-in whose
+/// address is outside the link-local prefixes (a loopback metadata endpoint, `--ntp-endpoint`,
+/// `--vpc-resolver`): packets to it are looked up in [`names::MAP_LINKLOCAL_SERVICES`]. Packets to
+/// 169.254.0.0/16 and fd00:ec2::/64 are looked up whatever their port.
+pub const PORT_FLAG_LINKLOCAL: u8 = 4;
 
 /// Capacity of the per-socket flow table (LRU: the oldest idle flow is evicted first).
 pub const FLOW_TABLE_SIZE: u32 = 16_384;
@@ -339,7 +345,10 @@ pub mod counter {
     pub const REJECT_LATE_RESPONSE: u32 = 24;
     /// TCP per-cgroup statistics table full: a connect or accept was not counted.
     pub const LOST_TCP_STATS_TABLE: u32 = 25;
-    pub const COUNT: u32 = 26;
+    /// Link-local per-(cgroup, service) table full: a packet was counted in the per-second
+    /// totals but not for its workload.
+    pub const LOST_LINKLOCAL_TABLE: u32 = 26;
+    pub const COUNT: u32 = 27;
 }
 
 /// Bytes of payload the kernel copies at once for parsing (a power of two: indexes are masked).
@@ -366,6 +375,9 @@ mod pod {
     unsafe impl aya::Pod for crate::tcp::TcpStatsKey {}
     unsafe impl aya::Pod for crate::tcp::TcpStats {}
     unsafe impl aya::Pod for crate::tcp::TcpStatsSlot {}
+    unsafe impl aya::Pod for crate::linklocal::ServiceValue {}
+    unsafe impl aya::Pod for crate::linklocal::PacketsKey {}
+    unsafe impl aya::Pod for crate::linklocal::SecondSlot {}
 }
 
 /// The secrets guarantee, by construction: every type the kernel hands to userspace (ring-buffer
@@ -377,6 +389,7 @@ mod boundary {
     use super::*;
     use crate::{
         dns::{DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot},
+        linklocal::{PacketsKey, SecondSlot, ServiceValue},
         tcp::{ListenerKey, PendingConnect, TcpEvent, TcpStats, TcpStatsKey, TcpStatsSlot},
     };
 
@@ -472,6 +485,11 @@ mod boundary {
         // Endpoint table: configured by userspace.
         let EndpointKey { addr: _, port: _, _pad } = zeroed();
         let EndpointValue { kind: _, _pad } = zeroed();
+        // Link-local packet counts: a cgroup id, a service number and packet counts; the service
+        // table is configured by userspace. No payload, no address.
+        let PacketsKey { cgroup_id: _, service: _, _pad } = zeroed();
+        let SecondSlot { second: _, packets: _ } = zeroed();
+        let ServiceValue { service: _, _pad } = zeroed();
     }
 
     #[test]
@@ -482,6 +500,8 @@ mod boundary {
         // CW_DNS_STATS_CPU (14th): counts per (cgroup, query type), no payload (DnsStatsSlot).
         // CW_TCP_STATS and CW_TCP_STATS_CPU (15th, 16th): counts per (cgroup, destination class),
         // no payload (TcpStats); CW_TCP_CIDRS (17th): configured address ranges.
-        assert_eq!(names::MAPS.len(), 17, "a new map: decide here whether it can hold payload");
+        // CW_LINKLOCAL_SERVICES, _PACKETS, _SECONDS (18th-20th): configuration, and packet counts
+        // per (cgroup, service) and per second; no payload (ServiceValue, SecondSlot, u64).
+        assert_eq!(names::MAPS.len(), 20, "a new map: decide here whether it can hold payload");
     }
 }

@@ -52,6 +52,14 @@ pub const MAP_TCP_EVENTS: &str = "CW_TCP_EVENTS";
 pub const MAP_COUNTERS: &str = "CW_COUNTERS";
 /// `PerCpuArray<[u8; SCRATCH_LEN]>`: payload bytes copied for parsing, never exported.
 pub const MAP_SCRATCH: &str = "CW_SCRATCH";
+/// `HashMap<linklocal::ServiceKey, linklocal::ServiceValue>`: which link-local service a
+/// destination (address and port, or address and port 0 for any port) is, set by userspace.
+pub const MAP_LINKLOCAL_SERVICES: &str = "CW_LINKLOCAL_SERVICES";
+/// `PerCpuHashMap<linklocal::PacketsKey, u64>`: packets to link-local services per (cgroup,
+/// service), read by userspace at scrape time, pruned when a cgroup vanishes.
+pub const MAP_LINKLOCAL_PACKETS: &str = "CW_LINKLOCAL_PACKETS";
+/// `PerCpuArray<linklocal::SecondSlot>`: each CPU's link-local packets per second, by service.
+pub const MAP_LINKLOCAL_SECONDS: &str = "CW_LINKLOCAL_SECONDS";
 pub const MAPS: &[&str] = &[
     MAP_PORTS,
     MAP_ENDPOINTS,
@@ -70,6 +78,9 @@ pub const MAPS: &[&str] = &[
     MAP_TCP_STATS,
     MAP_TCP_STATS_CPU,
     MAP_TCP_CIDRS,
+    MAP_LINKLOCAL_SERVICES,
+    MAP_LINKLOCAL_PACKETS,
+    MAP_LINKLOCAL_SECONDS,
 ];
 
 /// Load-time switch (a `.rodata` global, 1 as built): whether `cw_sock_ops` may call

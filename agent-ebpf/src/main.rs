@@ -5,7 +5,8 @@
 //! that no module imports one that imports it back, see xtask/src/imports.rs):
 //! - entry points (this file): one per hook; each ignores what the layers below return;
 //! - [`router`]: where a `cgroup_skb` packet goes (the fast path ends most packets there);
-//! - parsers: [`request`] and [`response`] (metadata HTTP), [`dns`], [`tcp`] (connect, sock_ops);
+//! - parsers: [`request`] and [`response`] (metadata HTTP), [`dns`], [`linklocal`] (packets to
+//!   link-local services), [`tcp`] (connect, sock_ops);
 //! - helpers: [`packet`] (IP/L4 headers), [`scratch`] (the payload buffer, automata),
 //!   [`stats`] (counting per cgroup and key), [`opaque`], [`maps`].
 #![no_std]
@@ -18,6 +19,7 @@
 mod router;
 
 mod dns;
+mod linklocal;
 mod request;
 mod response;
 mod tcp;

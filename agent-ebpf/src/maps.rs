@@ -3,10 +3,11 @@ use agent_common::{
     ENDPOINT_TABLE_SIZE, EVENT_RING_BYTES, EndpointKey, EndpointValue, FLOW_TABLE_SIZE, Flow,
     SCRATCH_LEN, counter,
     dns::{DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot},
+    linklocal::{PacketsKey, SecondSlot, ServiceKey, ServiceValue},
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 
 /// The agent's own descriptor for the scratch map is write-only: it holds payload bytes
@@ -82,6 +83,19 @@ pub static CW_TCP_STATS_CPU: PerCpuArray<agent_common::tcp::TcpStatsSlot> =
 #[map]
 pub static CW_TCP_CIDRS: LpmTrie<[u8; 16], u8> =
     LpmTrie::with_max_entries(agent_common::tcp::CIDR_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_LINKLOCAL_SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::with_max_entries(agent_common::linklocal::SERVICE_TABLE_SIZE, 0);
+
+/// Per-CPU: a packet is one plain add on its CPU's copy, no atomics, no shared cache line.
+#[map]
+pub static CW_LINKLOCAL_PACKETS: PerCpuHashMap<PacketsKey, u64> =
+    PerCpuHashMap::with_max_entries(agent_common::linklocal::PACKETS_TABLE_SIZE, 0);
+
+#[map]
+pub static CW_LINKLOCAL_SECONDS: PerCpuArray<SecondSlot> =
+    PerCpuArray::with_max_entries(agent_common::linklocal::SECOND_SLOTS, 0);
 
 /// Ring submit flag BPF_RB_NO_WAKEUP: userspace reads the rings on a timer (every 25 ms), so
 /// waking it per record would only cost an irq_work and a wakeup on every event's path.

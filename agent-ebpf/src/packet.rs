@@ -1,5 +1,6 @@
 //! IP and L4 headers of a `cgroup_skb` packet (data starts at the IP header): the fast path's
 //! direct header read, and the offsets and socket facts the parsers need.
+use agent_common::linklocal::{V4_PREFIX, V6_PREFIX};
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_socket_cookie, bpf_skb_cgroup_id},
@@ -45,14 +46,17 @@ pub struct Segment {
     pub now_ns: u64,
 }
 
-/// (protocol, L4 offset, IPv4?, service-side port)
-pub type Headers = (u8, usize, bool, u16);
+/// (protocol, L4 offset, IPv4?, service-side port, destination link-local?)
+pub type Headers = (u8, usize, bool, u16, bool);
 
 /// Reads protocol and service-side port straight from the packet: a bounds check against a
 /// constant, then plain loads (a helper call per field is several times dearer; this is what keeps
 /// the fast path close to an empty program). An IPv4 header without options and the ports take 24
 /// bytes, an IPv6 header and the ports 44: every TCP or UDP packet has them. IPv4 options and
 /// IPv6 extension headers are not followed (these clients send neither).
+///
+/// On egress it also tells whether the destination is in 169.254.0.0/16 or fd00:ec2::/64 (the
+/// link-local services): one more load and comparison of a byte the other traffic fails on.
 #[inline(always)]
 pub fn headers(ctx: &SkBuffContext, to_service: bool) -> Option<Headers> {
     const V4_LEN: usize = 20 + 4;
@@ -70,15 +74,24 @@ pub fn headers(ctx: &SkBuffContext, to_service: bool) -> Option<Headers> {
     match first >> 4 {
         4 if first & 0x0f == 5 => {
             let proto = at(9);
-            (proto == IPPROTO_TCP || proto == IPPROTO_UDP).then(|| (proto, 20, true, port_at(20)))
+            let link_local = to_service && at(16) == V4_PREFIX[0] && at(17) == V4_PREFIX[1];
+            (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+                .then(|| (proto, 20, true, port_at(20), link_local))
         }
         6 => {
             if start + V6_LEN > ctx.data_end() {
                 return None;
             }
             let proto = at(6);
+            // fd00:ec2::/64: the first byte rules out nearly all other traffic.
+            let link_local = to_service
+                && at(24) == V6_PREFIX[0]
+                && at(25) == V6_PREFIX[1]
+                && at(26) == V6_PREFIX[2]
+                && at(27) == V6_PREFIX[3]
+                && at(28) | at(29) | at(30) | at(31) == 0;
             (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
-                .then(|| (proto, IPV6_HEADER_LEN, false, port_at(IPV6_HEADER_LEN)))
+                .then(|| (proto, IPV6_HEADER_LEN, false, port_at(IPV6_HEADER_LEN), link_local))
         }
         _ => None,
     }

@@ -1,11 +1,12 @@
 //! Where a `cgroup_skb` packet goes: the fast path, then the parser its port and address call
-//! for. A packet whose remote port carries no flag leaves after two or three loads and one array
-//! lookup, which the verifier inlines.
-use agent_common::{EndpointKey, PORT_FLAG_DNS, PORT_FLAG_METADATA};
+//! for. A packet whose remote port carries no flag (and, leaving, whose destination is not
+//! link-local) leaves after a few loads and one array lookup, which the verifier inlines. Packets
+//! leaving for a link-local service are counted (`linklocal`) before any parser sees them.
+use agent_common::{EndpointKey, PORT_FLAG_DNS, PORT_FLAG_LINKLOCAL, PORT_FLAG_METADATA};
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
-    dns,
+    dns, linklocal,
     maps::{CW_ENDPOINTS, CW_PORTS},
     packet::{Direction, IPPROTO_TCP, L4, Segment, cgroup_id, headers, socket_cookie, tcp_payload},
     request, response,
@@ -48,13 +49,28 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
     let to_service = dir == Direction::ToService;
     // One way of reading the headers only: a second (helper-based) path for rare packets would
     // double every path below for the verifier.
-    let Some((proto, l4_off, v4, port)) = headers(ctx, to_service) else {
+    let Some((proto, l4_off, v4, port, link_local)) = headers(ctx, to_service) else {
+        if to_service {
+            let _ = linklocal::on_unrouted(ctx);
+        }
         return Ok(None);
     };
-    let port_flags = match CW_PORTS.get(port as u32) {
-        Some(flags) if *flags != 0 => *flags,
-        _ => return Ok(None),
+    let flags = match CW_PORTS.get(port as u32) {
+        Some(flags) => *flags,
+        None => 0,
     };
+    if flags == 0 && !link_local {
+        return Ok(None);
+    }
+    if to_service && (link_local || flags & PORT_FLAG_LINKLOCAL != 0) {
+        // Counted before any parser runs, so whatever a parser makes of the packet, it is
+        // counted once.
+        let _ = linklocal::on_packet(ctx, v4, port, link_local);
+    }
+    let port_flags = flags & (PORT_FLAG_METADATA | PORT_FLAG_DNS);
+    if port_flags == 0 {
+        return Ok(None);
+    }
     // The header reads above leave the verifier one path per IP version and protocol, each with
     // its own constants (offset 20 or 40, protocol 6 or 17). Linux 6.1 keeps them apart through
     // everything below, walking the parsers once per path (twice the instructions, near the

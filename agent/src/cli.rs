@@ -7,7 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     attribution::pods::config::KubeArgs,
     endpoints::EndpointSpec,
-    features::{dns::args::DnsArgs, metadata::args::DetectorArgs, tcp::args::TcpArgs},
+    features::{
+        dns::args::DnsArgs, linklocal::args::LinkLocalArgs, metadata::args::DetectorArgs,
+        tcp::args::TcpArgs,
+    },
 };
 
 #[derive(Parser, Debug)]
@@ -70,6 +73,10 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub tcp: TcpArgs,
+
+    /// The link-local packet budget (docs/metrics.md#link-local-packet-budget).
+    #[command(flatten)]
+    pub linklocal: LinkLocalArgs,
 
     /// Kubernetes attribution and series lifecycle (docs/metrics.md#kubernetes-attribution).
     #[command(flatten)]

@@ -64,6 +64,8 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("too many {what}: {entries} (at most {capacity})")]
+    TableTooSmall { what: &'static str, entries: usize, capacity: u32 },
 }
 
 /// The loaded, attached programs, and the maps the agent reads whatever the features.
@@ -88,6 +90,12 @@ impl Attachment {
         T: TryFrom<Map, Error = aya::maps::MapError>,
     {
         typed_map(&mut self.ebpf, name)
+    }
+
+    /// Map `name`, left in the object: for configuration maps several features write (the port
+    /// flags) or that only need filling.
+    pub fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, KernelError> {
+        self.ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))
     }
 
     /// Takes map `name` out of the object untyped (e.g. to map it into memory).
@@ -134,7 +142,14 @@ pub struct Settings<'a> {
     pub tcp_ranges: &'a [(u32, [u8; 16], u8)],
 }
 
-pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, KernelError> {
+/// Loads the programs, then lets `configure` take maps and fill tables (the features, built from
+/// the [`Attachment`] before anything runs, so that no packet sees an unconfigured table), then
+/// attaches them to `cgroup`.
+pub fn load_and_attach<T>(
+    cgroup: &Path,
+    settings: &Settings,
+    configure: impl FnOnce(&mut Attachment) -> Result<T, KernelError>,
+) -> Result<(Kernel, T), KernelError> {
     let Settings { endpoints, dns_ports, dns_all_names, dns_timeout, metadata_timeout, tcp_ranges } =
         *settings;
     raise_memlock_limit();
@@ -176,6 +191,10 @@ pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, Ker
         config.set(index, &value, 0).map_err(map_err)?;
     }
 
+    let mut attachment = Attachment { ebpf, programs: Vec::new() };
+    let configured = configure(&mut attachment)?;
+    let Attachment { mut ebpf, .. } = attachment;
+
     let cgroup_fd = File::open(cgroup)
         .map_err(|source| KernelError::Cgroup { path: cgroup.display().to_string(), source })?;
     let mut attached = Vec::new();
@@ -200,7 +219,8 @@ pub fn load_and_attach(cgroup: &Path, settings: &Settings) -> Result<Kernel, Ker
         .map_err(|source| KernelError::Program { name, source })?;
     attached.push(name);
     log::info!("attached {} to {}", attached.join(", "), cgroup.display());
-    Ok(Kernel { attachment: Attachment { ebpf, programs: attached }, counters, features })
+    let kernel = Kernel { attachment: Attachment { ebpf, programs: attached }, counters, features };
+    Ok((kernel, configured))
 }
 
 /// Loads the object, configures it and loads (verifies) every program; nothing is attached.

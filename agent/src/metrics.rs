@@ -126,6 +126,7 @@ const LOST: &[(u32, &str)] = &[
     (counter::LOST_TCP_RINGBUF_FULL, "tcp_ringbuf_full"),
     (counter::LOST_TCP_TABLE, "tcp_table_full"),
     (counter::LOST_TCP_STATS_TABLE, "tcp_stats_table_full"),
+    (counter::LOST_LINKLOCAL_TABLE, "linklocal_table_full"),
 ];
 const DNS_MALFORMED: &[(u32, &str)] = &[
     (counter::DNS_MALFORMED_HEADER, "header"),

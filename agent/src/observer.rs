@@ -74,7 +74,8 @@ pub struct Setup<'a> {
 /// A feature as the pipeline runs it.
 pub struct Feature {
     pub name: &'static str,
-    pub ring: RingBuf<MapData>,
+    /// None for a feature that only counts in kernel tables, read on its `tick`.
+    pub ring: Option<RingBuf<MapData>>,
     pub delivery: Delivery,
     pub observer: Box<dyn Observer>,
 }

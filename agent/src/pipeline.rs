@@ -69,7 +69,13 @@ impl Pipeline {
         let Self { mut cx, features, gauges, mut pod_events } = self;
         let mut polled = Vec::new();
         let mut woken = Vec::new();
+        let mut ringless = Vec::new();
         for Feature { name, ring, delivery, observer } in features {
+            let Some(ring) = ring else {
+                log::debug!("the {name} feature has no ring: ticks only");
+                ringless.push(observer);
+                continue;
+            };
             log::debug!("reading the {name} ring ({delivery:?})");
             match delivery {
                 Delivery::Polled => polled.push(Polled { ring, observer }),
@@ -93,14 +99,14 @@ impl Pipeline {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
-                    for o in observers(&mut polled, &mut woken) {
+                    for o in observers(&mut polled, &mut woken, &mut ringless) {
                         o.tick(&mut cx);
                     }
                     gauges.cgroups_known.set(cx.resolver.known_cgroups() as i64);
                 }
                 _ = sweep.tick() => {
                     let removed = sweep_series(&mut cx);
-                    for o in observers(&mut polled, &mut woken) {
+                    for o in observers(&mut polled, &mut woken, &mut ringless) {
                         o.sweep(&cx, &removed);
                     }
                     if !removed.is_empty() {
@@ -125,8 +131,13 @@ impl Pipeline {
 fn observers<'a>(
     polled: &'a mut [Polled],
     woken: &'a mut [Woken],
+    ringless: &'a mut [Box<dyn Observer>],
 ) -> impl Iterator<Item = &'a mut Box<dyn Observer>> {
-    polled.iter_mut().map(|p| &mut p.observer).chain(woken.iter_mut().map(|w| &mut w.observer))
+    polled
+        .iter_mut()
+        .map(|p| &mut p.observer)
+        .chain(woken.iter_mut().map(|w| &mut w.observer))
+        .chain(ringless.iter_mut())
 }
 
 /// Hands every record waiting in `ring` to `observer`; counts those it cannot decode.

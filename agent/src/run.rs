@@ -72,20 +72,21 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         metadata_timeout: args.metadata_wait(),
         tcp_ranges: &tcp_ranges,
     };
-    let kernel::Kernel { mut attachment, counters, features: kernel_features } =
-        kernel::load_and_attach(&attach_to, &settings).context(
-            "setting up the kernel programs (credwatch needs root, or CAP_BPF, CAP_PERFMON and \
-             CAP_NET_ADMIN; see docs/deploy.md)",
+    let mut registry = Registry::default();
+    let (kernel::Kernel { attachment, counters, features: kernel_features }, features) =
+        kernel::load_and_attach(&attach_to, &settings, |kernel| {
+            features::all(&mut Setup {
+                args: &args,
+                endpoints: &endpoints,
+                kernel,
+                registry: &mut registry,
+            })
+        })
+        .context(
+            "setting up the kernel programs and the features' maps (credwatch needs root, or \
+             CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; see docs/deploy.md)",
         )?;
     let counters = KernelCounters::new(counters);
-    let mut registry = Registry::default();
-    let features = features::all(&mut Setup {
-        args: &args,
-        endpoints: &endpoints,
-        kernel: &mut attachment,
-        registry: &mut registry,
-    })
-    .context("setting up the features' kernel maps")?;
     if !hooks.keep_capabilities {
         // Before any other thread exists: capabilities are per thread.
         match harden::drop_capabilities(|| counters.readable()) {

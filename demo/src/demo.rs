@@ -14,7 +14,10 @@ use agent::{
     attribution::{labels::Workload, pods::config::KubeArgs},
     cli::RunArgs,
     endpoints::EndpointSpec,
-    features::{dns::args::DnsArgs, metadata::args::DetectorArgs, tcp::args::TcpArgs},
+    features::{
+        dns::args::DnsArgs, linklocal::args::LinkLocalArgs, metadata::args::DetectorArgs,
+        tcp::args::TcpArgs,
+    },
     run::{self, Hooks},
 };
 
@@ -70,6 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             storm_valid_margin: 60,
         },
         dns: DnsArgs::default(),
+        linklocal: LinkLocalArgs::default(),
         // The fake AWS API is on loopback: label it as what it stands for.
         tcp: TcpArgs {
             cluster_cidrs: Vec::new(),

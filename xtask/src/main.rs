@@ -51,6 +51,10 @@ enum Task {
         rounds: u32,
         #[arg(long, default_value_t = 5)]
         seconds: u32,
+        /// Another build's `credwatch` binary (e.g. main's), measured by `fastpath` in the same
+        /// rounds, alternating with this one's: "credwatch / other build" is the change's cost.
+        #[arg(long)]
+        compare_binary: Option<PathBuf>,
     },
     /// Run every fuzz target (or the ones named) for a while with libFuzzer and print what each
     /// did (cargo-fuzz, installed by scripts/setup.sh, and the pinned nightly).
@@ -83,8 +87,8 @@ fn main() -> anyhow::Result<()> {
         Task::Test { unit_only, fuzz_seconds, pytest_args } => {
             test(&root, unit_only, fuzz_seconds, &pytest_args)
         }
-        Task::Bench { names, quick, rounds, seconds } => {
-            bench(&root, &names, quick, rounds, seconds)
+        Task::Bench { names, quick, rounds, seconds, compare_binary } => {
+            bench(&root, &names, quick, rounds, seconds, compare_binary.as_deref())
         }
         Task::Fuzz { seconds, targets } => fuzz(&root, seconds, targets),
         Task::VmTest { kernels } => vm_test(&root, kernels),
@@ -215,7 +219,7 @@ fn test_steps(
     steps.run(
         "bench quick",
         "benchmarks, quick mode (gates on exactness rows, not on speed)",
-        || bench(root, &[], true, 1, 1),
+        || bench(root, &[], true, 1, 1, None),
     )?;
     let kernels = if std::env::var_os("CREDWATCH_VM_TEST").is_some_and(|v| v == "1") {
         Vec::new()
@@ -309,6 +313,7 @@ fn bench(
     quick: bool,
     rounds: u32,
     seconds: u32,
+    compare_binary: Option<&Path>,
 ) -> anyhow::Result<()> {
     // Footprint and CPU figures are only meaningful for the release build; the load generator
     // (loadgen/) and the demo's storm client (credwatch-demo demo-client) with the same profile.
@@ -331,6 +336,9 @@ fn bench(
     cmd.args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()]);
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(other) = compare_binary {
+        cmd.arg("--compare-binary").arg(other);
     }
     run(&mut cmd)
 }

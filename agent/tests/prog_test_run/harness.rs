@@ -22,16 +22,19 @@ use std::{
 
 use agent_common::{
     EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
-    PORT_FLAG_METADATA, SCRATCH_LEN, counter,
+    PORT_FLAG_LINKLOCAL, PORT_FLAG_METADATA, SCRATCH_LEN, counter,
     dns::{
         DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot, PENDING_TABLE_SIZE,
         PENDING_WAYS, STATS_CACHE_SLOTS, pending_bucket,
+    },
+    linklocal::{
+        self, PacketsKey, SERVICE_NOT_COUNTED, SecondSlot, Service, ServiceKey, ServiceValue,
     },
     names,
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{CgroupSkb, TestRun as _, TestRunOptions},
 };
 
@@ -113,6 +116,7 @@ pub fn counter_name(index: u32) -> &'static str {
         REJECT_PIPELINED => "REJECT_PIPELINED",
         REJECT_LATE_RESPONSE => "REJECT_LATE_RESPONSE",
         LOST_TCP_STATS_TABLE => "LOST_TCP_STATS_TABLE",
+        LOST_LINKLOCAL_TABLE => "LOST_LINKLOCAL_TABLE",
         _ => "unknown",
     }
 }
@@ -428,6 +432,7 @@ impl Kernel {
             stats.remove(&key).unwrap();
         }
         self.fill_stats_cache(0, 0);
+        self.clear_linklocal();
         self.set_all_names(false);
         self.set_dns_timeout_ms(0);
         self.set_metadata_timeout_ms(0);
@@ -678,6 +683,70 @@ impl Kernel {
         self.flows_map().keys().count()
     }
 
+    /// Packets counted per (cgroup, service), summed over the CPUs (zero entries left out).
+    pub fn linklocal_packets(&mut self) -> BTreeMap<(u64, u8), u64> {
+        self.linklocal_packets_map()
+            .iter()
+            .map(Result::unwrap)
+            .map(|(k, v)| ((k.cgroup_id, k.service), v.iter().sum::<u64>()))
+            .filter(|&(_, n)| n != 0)
+            .collect()
+    }
+
+    /// Every CPU's per-second slots that hold a second (second, packets by service).
+    pub fn linklocal_seconds(&mut self) -> Vec<(u64, [u32; 8])> {
+        let seconds = self.linklocal_seconds_map();
+        let mut out = Vec::new();
+        for index in 0..linklocal::SECOND_SLOTS {
+            for slot in seconds.get(&index, 0).unwrap().iter() {
+                if slot.second != 0 {
+                    out.push((slot.second, slot.packets));
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts `slot` in every CPU's slot for its second.
+    pub fn set_linklocal_second(&mut self, slot: SecondSlot) {
+        let values = PerCpuValues::try_from(vec![slot; self.cpus]).unwrap();
+        let index = linklocal::second_slot(slot.second);
+        self.linklocal_seconds_map().set(index, values, 0).unwrap();
+    }
+
+    /// Fills the per-(cgroup, service) table with filler cgroups.
+    pub fn fill_linklocal_packets(&mut self) {
+        let cpus = self.cpus;
+        let mut map = self.linklocal_packets_map();
+        for i in 0..u64::from(linklocal::PACKETS_TABLE_SIZE) {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus]).unwrap();
+            map.insert(&PacketsKey::new(FILLER_COOKIE + i, 0), zeros, 0)
+                .unwrap_or_else(|e| panic!("filler {i}: {e:?}"));
+        }
+    }
+
+    fn clear_linklocal(&mut self) {
+        let mut packets = self.linklocal_packets_map();
+        for key in packets.keys().map(Result::unwrap).collect::<Vec<_>>() {
+            packets.remove(&key).unwrap();
+        }
+        let zero = SecondSlot::default();
+        let cpus = self.cpus;
+        let mut seconds = self.linklocal_seconds_map();
+        for index in 0..linklocal::SECOND_SLOTS {
+            let values = PerCpuValues::try_from(vec![zero; cpus]).unwrap();
+            seconds.set(index, values, 0).unwrap();
+        }
+    }
+
+    fn linklocal_packets_map(&mut self) -> PerCpuHashMap<&mut MapData, PacketsKey, u64> {
+        PerCpuHashMap::try_from(self.ebpf.map_mut(names::MAP_LINKLOCAL_PACKETS).unwrap()).unwrap()
+    }
+
+    fn linklocal_seconds_map(&mut self) -> PerCpuArray<&mut MapData, SecondSlot> {
+        PerCpuArray::try_from(self.ebpf.map_mut(names::MAP_LINKLOCAL_SECONDS).unwrap()).unwrap()
+    }
+
     fn flows_map(&mut self) -> HashMap<&mut MapData, u64, Flow> {
         HashMap::try_from(self.ebpf.map_mut(names::MAP_FLOWS).unwrap()).unwrap()
     }
@@ -716,9 +785,36 @@ fn configure(ebpf: &mut Ebpf) {
         endpoints.insert(&key, &EndpointValue { kind: kind as u8, _pad: [0; 3] }, 0).unwrap();
     }
     let mut ports: Array<_, u8> = Array::try_from(ebpf.map_mut(names::MAP_PORTS).unwrap()).unwrap();
-    ports.set(u32::from(IMDS_PORT), &PORT_FLAG_METADATA, 0).unwrap();
-    ports.set(u32::from(DNS_PORT), &PORT_FLAG_DNS, 0).unwrap();
+    ports.set(u32::from(IMDS_PORT), &(PORT_FLAG_METADATA | PORT_FLAG_LINKLOCAL), 0).unwrap();
+    ports.set(u32::from(DNS_PORT), &(PORT_FLAG_DNS | PORT_FLAG_LINKLOCAL), 0).unwrap();
+    ports.set(u32::from(NTP_STAND_IN.port), &PORT_FLAG_LINKLOCAL, 0).unwrap();
+    let mut services: HashMap<_, ServiceKey, ServiceValue> =
+        HashMap::try_from(ebpf.map_mut(names::MAP_LINKLOCAL_SERVICES).unwrap()).unwrap();
+    let value = |service: u8| ServiceValue { service, _pad: [0; 3] };
+    let configured = linklocal::DEFAULT_SERVICES
+        .iter()
+        .map(|&(key, service)| (key, service as u8))
+        .chain(linklocal::DEFAULT_NTP_ENDPOINTS.map(|key| (key, Service::Ntp as u8)))
+        .chain(linklocal::DEFAULT_NODE_LOCAL.map(|key| (key, SERVICE_NOT_COUNTED)))
+        .chain([
+            // The stand-ins the agent would be given: `--metadata-endpoint imds=127.0.0.2:8080`
+            // (the IPv6 endpoint above is `custom`, which is no link-local service),
+            // `--vpc-resolver` twice, `--ntp-endpoint`.
+            (EndpointKey::v4(packets::SERVER4, IMDS_PORT), Service::Imds as u8),
+            (VPC_RESOLVER4, Service::AmazonDns as u8),
+            (VPC_RESOLVER6, Service::AmazonDns as u8),
+            (NTP_STAND_IN, Service::Ntp as u8),
+        ]);
+    for (key, service) in configured {
+        services.insert(&key, &value(service), 0).unwrap();
+    }
 }
+
+/// Stand-ins the link-local tests send to (never sent anywhere: test runs only).
+pub const VPC_RESOLVER4: EndpointKey = EndpointKey::v4([127, 0, 0, 53], DNS_PORT);
+pub const VPC_RESOLVER6: EndpointKey =
+    EndpointKey::new([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53], DNS_PORT);
+pub const NTP_STAND_IN: EndpointKey = EndpointKey::v4(packets::SERVER4, 12300);
 
 fn drain<T: Copy>(ring: &mut RingBuf<MapData>) -> Vec<T> {
     drain_raw(ring).0

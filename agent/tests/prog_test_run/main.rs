@@ -7,6 +7,7 @@ mod can_run;
 mod dns;
 mod harness;
 mod http;
+mod linklocal;
 mod loss;
 mod packets;
 mod sdk;

@@ -11,8 +11,9 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_PSH_ACK: u8 = 0x18;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
 
 /// `::1` is the only loopback address in IPv6; the server side uses `::2` only inside these
 /// packets (they are never sent).
@@ -43,35 +44,76 @@ pub fn ethernet(ethertype: u16, rest: &[u8]) -> Vec<u8> {
 }
 
 fn ip(version: Ip, dir: Dir, proto: u8, l4: &[u8]) -> Vec<u8> {
-    match version {
-        Ip::V4 => {
-            let (src, dst) = match dir {
-                Dir::Egress => (CLIENT4, SERVER4),
-                Dir::Ingress => (SERVER4, CLIENT4),
-            };
-            let total = (20 + l4.len()) as u16;
-            let mut h = vec![0x45, 0];
-            h.extend_from_slice(&total.to_be_bytes());
-            h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
-            h.extend_from_slice(&src);
-            h.extend_from_slice(&dst);
-            h.extend_from_slice(l4);
-            ethernet(ETH_P_IP, &h)
+    match (version, dir) {
+        (Ip::V4, Dir::Egress) => ip_packet(&CLIENT4, &SERVER4, proto, l4),
+        (Ip::V4, Dir::Ingress) => ip_packet(&SERVER4, &CLIENT4, proto, l4),
+        (Ip::V6, Dir::Egress) => ip_packet(&CLIENT6, &SERVER6, proto, l4),
+        (Ip::V6, Dir::Ingress) => ip_packet(&SERVER6, &CLIENT6, proto, l4),
+    }
+}
+
+/// An IP packet from `src` to `dst` (both 4 bytes for IPv4 or both 16 for IPv6).
+pub fn ip_packet(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> Vec<u8> {
+    if dst.len() == 4 {
+        let total = (20 + l4.len()) as u16;
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&total.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+        h.extend_from_slice(src);
+        h.extend_from_slice(dst);
+        h.extend_from_slice(l4);
+        ethernet(ETH_P_IP, &h)
+    } else {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        h.extend_from_slice(&[proto, 64]);
+        h.extend_from_slice(src);
+        h.extend_from_slice(dst);
+        h.extend_from_slice(l4);
+        ethernet(ETH_P_IPV6, &h)
+    }
+}
+
+/// A packet from this client to `dst` (4 or 16 bytes): TCP (a data segment) or UDP to
+/// `dst_port`, or any other protocol with `payload` as its body.
+pub fn egress_to(dst: &[u8], proto: u8, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let src: &[u8] = if dst.len() == 4 { &CLIENT4 } else { &CLIENT6 };
+    let mut l4 = Vec::new();
+    match proto {
+        IPPROTO_TCP => {
+            l4.extend_from_slice(&CLIENT_PORT.to_be_bytes());
+            l4.extend_from_slice(&dst_port.to_be_bytes());
+            l4.extend_from_slice(&1u32.to_be_bytes());
+            l4.extend_from_slice(&1u32.to_be_bytes());
+            l4.extend_from_slice(&[0x50, TCP_PSH_ACK, 0xff, 0xff, 0, 0, 0, 0]);
         }
-        Ip::V6 => {
-            let (src, dst) = match dir {
-                Dir::Egress => (CLIENT6, SERVER6),
-                Dir::Ingress => (SERVER6, CLIENT6),
-            };
-            let mut h = vec![0x60, 0, 0, 0];
-            h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            h.extend_from_slice(&[proto, 64]);
-            h.extend_from_slice(&src);
-            h.extend_from_slice(&dst);
-            h.extend_from_slice(l4);
-            ethernet(ETH_P_IPV6, &h)
+        IPPROTO_UDP => {
+            l4.extend_from_slice(&(CLIENT_PORT + 1).to_be_bytes());
+            l4.extend_from_slice(&dst_port.to_be_bytes());
+            l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
+        }
+        _ => {}
+    }
+    l4.extend_from_slice(payload);
+    ip_packet(src, dst, proto, &l4)
+}
+
+/// The same packet as [`egress_to`] seen arriving: from `src`, its port as the source port.
+pub fn ingress_from(src: &[u8], proto: u8, src_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = egress_to(src, proto, src_port, payload);
+    let ip = &mut p[14..];
+    let (a, b, n) = if src.len() == 4 { (12, 16, 4) } else { (8, 24, 16) };
+    for i in 0..n {
+        ip.swap(a + i, b + i);
+    }
+    let l4 = if src.len() == 4 { 20 } else { 40 };
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        for i in 0..2 {
+            ip.swap(l4 + i, l4 + 2 + i);
         }
     }
+    p
 }
 
 fn tcp(version: Ip, dir: Dir, service_port: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {

@@ -1,0 +1,72 @@
+//! The link-local packet budget (EC2: 1024 packets a second per interface to IMDS, the Amazon
+//! DNS resolver, time sync, the ECS and Pod Identity agents). The kernel counts every packet to
+//! them per (cgroup, service) and per second (`agent-ebpf/src/linklocal.rs`), in tables read
+//! here once a second (`tables`), into per-workload counters and per-second histograms
+//! (`observer`, `seconds`, `metrics`). Which destination is which service (`services`) comes from
+//! the documented addresses, the metadata endpoints and the flags (`args`). The ENA driver's own
+//! allowance counters are read at scrape time (`ena`).
+pub mod args;
+pub mod ena;
+pub mod metrics;
+pub mod observer;
+pub mod seconds;
+pub mod services;
+pub mod tables;
+
+use agent_common::{
+    PORT_FLAG_LINKLOCAL,
+    linklocal::{SERVICE_TABLE_SIZE, ServiceKey, ServiceValue},
+    names,
+};
+use aya::maps::{Array, HashMap};
+
+use crate::{
+    clock::Clock,
+    features::linklocal::{
+        metrics::LinkLocalMetrics, observer::LinkLocalObserver, tables::LinkLocalTables,
+    },
+    kernel::{Attachment, KernelError},
+    observer::{Delivery, Feature, Setup},
+};
+
+pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
+    let table = services::table(&setup.args.linklocal, setup.endpoints);
+    configure(setup.kernel, &table)?;
+    let tables = LinkLocalTables::take(setup.kernel)?;
+    let metrics = LinkLocalMetrics::register(setup.registry);
+    Ok(Feature {
+        name: "linklocal",
+        // Counted in kernel tables, read on the tick: nothing travels per packet.
+        ring: None,
+        delivery: Delivery::Polled,
+        observer: Box::new(LinkLocalObserver::new(tables, metrics, Clock::new().monotonic_ns())),
+    })
+}
+
+/// Fills the kernel's service table and flags the ports of stand-ins outside the link-local
+/// prefixes (before the programs are attached: no packet sees an empty table).
+fn configure(kernel: &mut Attachment, table: &[(ServiceKey, u8)]) -> Result<(), KernelError> {
+    if table.len() > SERVICE_TABLE_SIZE as usize {
+        return Err(KernelError::TableTooSmall {
+            what: "link-local service addresses",
+            entries: table.len(),
+            capacity: SERVICE_TABLE_SIZE,
+        });
+    }
+    let map_err = |name| move |source| KernelError::Map { name, source };
+    let name = names::MAP_LINKLOCAL_SERVICES;
+    let mut services: HashMap<_, ServiceKey, ServiceValue> =
+        HashMap::try_from(kernel.map_mut(name)?).map_err(map_err(name))?;
+    for (key, service) in table {
+        let value = ServiceValue { service: *service, _pad: [0; 3] };
+        services.insert(key, &value, 0).map_err(map_err(name))?;
+    }
+    let name = names::MAP_PORTS;
+    let mut ports: Array<_, u8> = Array::try_from(kernel.map_mut(name)?).map_err(map_err(name))?;
+    for port in services::stand_in_ports(table) {
+        let flags = ports.get(&u32::from(port), 0).map_err(map_err(name))?;
+        ports.set(u32::from(port), &(flags | PORT_FLAG_LINKLOCAL), 0).map_err(map_err(name))?;
+        log::info!("counting link-local stand-in packets on port {port}");
+    }
+    Ok(())
+}
