@@ -1,20 +1,18 @@
-//! Loading the kernel programs, filling their configuration maps and attaching them. Dropping
-//! [`Kernel`] detaches everything; attachments are bpf_links owned by this process, so they also
-//! go away if the process dies.
+//! Loading the kernel programs, handing them to the features (which take their maps and fill
+//! their configuration there) and attaching them. Dropping [`Kernel`] detaches everything;
+//! attachments are bpf_links owned by this process, so they also go away if the process dies.
 use std::{
     fs::File,
     os::fd::{AsFd as _, AsRawFd as _},
     path::Path,
 };
 
-use agent_common::{EndpointValue, PORT_FLAG_DNS, PORT_FLAG_METADATA, names, tcp};
+use agent_common::names;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps},
 };
-
-use crate::endpoints::EndpointSpec;
 
 /// The kernel object built by agent/build.rs.
 pub static EBPF_OBJECT: &[u8] =
@@ -92,10 +90,26 @@ impl Attachment {
         typed_map(&mut self.ebpf, name)
     }
 
-    /// Map `name`, left in the object: for configuration maps several features write (the port
-    /// flags) or that only need filling.
+    /// Map `name`, left in the object: for configuration maps that only need filling.
     pub fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, KernelError> {
         self.ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))
+    }
+
+    /// Sets `CW_CONFIG[index]` (each feature writes its own indexes, `names::config`).
+    pub fn set_config(&mut self, index: u32, value: u32) -> Result<(), KernelError> {
+        let name = names::MAP_CONFIG;
+        let map_err = |source| KernelError::Map { name, source };
+        let mut config: Array<_, u32> = Array::try_from(self.map_mut(name)?).map_err(map_err)?;
+        config.set(index, &value, 0).map_err(map_err)
+    }
+
+    /// Adds `flag` to `port`'s flags in `CW_PORTS` (a port can be watched by several features).
+    pub fn flag_port(&mut self, port: u16, flag: u8) -> Result<(), KernelError> {
+        let name = names::MAP_PORTS;
+        let map_err = |source| KernelError::Map { name, source };
+        let mut ports: Array<_, u8> = Array::try_from(self.map_mut(name)?).map_err(map_err)?;
+        let flags = ports.get(&u32::from(port), 0).map_err(map_err)?;
+        ports.set(u32::from(port), &(flags | flag), 0).map_err(map_err)
     }
 
     /// Takes map `name` out of the object untyped (e.g. to map it into memory).
@@ -129,17 +143,9 @@ impl Attachment {
 /// `credwatch_kernel_feature`).
 pub const FEATURE_ACCEPT_ATTRIBUTION: &str = "accept_attribution";
 
-/// What the kernel programs are told at load time.
-pub struct Settings<'a> {
-    pub endpoints: &'a [EndpointSpec],
-    pub dns_ports: &'a [u16],
-    /// An event for every DNS answer (for `--dns-top-names`), not only NXDOMAIN.
-    pub dns_all_names: bool,
-    pub dns_timeout: std::time::Duration,
-    pub metadata_timeout: std::time::Duration,
-    /// The TCP destination-range table: (prefix length, IPv6 network, class), from
-    /// `features::tcp::classify::Classifier::cidr_table`.
-    pub tcp_ranges: &'a [(u32, [u8; 16], u8)],
+/// A duration as the programs read it from `CW_CONFIG`: milliseconds, saturated.
+pub fn config_ms(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// Loads the programs, then lets `configure` take maps and fill tables (the features, built from
@@ -147,15 +153,12 @@ pub struct Settings<'a> {
 /// attaches them to `cgroup`.
 pub fn load_and_attach<T>(
     cgroup: &Path,
-    settings: &Settings,
     configure: impl FnOnce(&mut Attachment) -> Result<T, KernelError>,
 ) -> Result<(Kernel, T), KernelError> {
-    let Settings { endpoints, dns_ports, dns_all_names, dns_timeout, metadata_timeout, tcp_ranges } =
-        *settings;
     raise_memlock_limit();
     // Every program is loaded before any is attached, so that a fallback load starts clean.
     let mut features = vec![(FEATURE_ACCEPT_ATTRIBUTION, true)];
-    let mut ebpf = match load(endpoints, dns_ports, true) {
+    let mut ebpf = match load(true) {
         Err(KernelError::Program { name: names::PROG_SOCK_OPS, source }) => {
             log::debug!("{}: {source}", names::PROG_SOCK_OPS);
             log::warn!(
@@ -168,29 +171,12 @@ pub fn load_and_attach<T>(
                 refusal(&source.to_string()),
             );
             features[0].1 = false;
-            load(endpoints, dns_ports, false)?
+            load(false)?
         }
         result => result?,
     };
 
     let counters = typed_map(&mut ebpf, names::MAP_COUNTERS)?;
-    // Before attaching, so that no packet or connect sees the defaults.
-    configure_tcp_ranges(&mut ebpf, tcp_ranges)?;
-    let map_err = |source| KernelError::Map { name: names::MAP_CONFIG, source };
-    let mut config: Array<_, u32> = Array::try_from(
-        ebpf.map_mut(names::MAP_CONFIG).ok_or(KernelError::MissingMap(names::MAP_CONFIG))?,
-    )
-    .map_err(map_err)?;
-    let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-    for (index, value) in [
-        (names::config::DNS_ALL_NAMES, u32::from(dns_all_names)),
-        (names::config::DNS_TIMEOUT_MS, ms(dns_timeout)),
-        (names::config::METADATA_TIMEOUT_MS, ms(metadata_timeout)),
-        (names::config::TCP_CIDRS, tcp_ranges.len() as u32),
-    ] {
-        config.set(index, &value, 0).map_err(map_err)?;
-    }
-
     let mut attachment = Attachment { ebpf, programs: Vec::new() };
     let configured = configure(&mut attachment)?;
     let Attachment { mut ebpf, .. } = attachment;
@@ -223,18 +209,13 @@ pub fn load_and_attach<T>(
     Ok((kernel, configured))
 }
 
-/// Loads the object, configures it and loads (verifies) every program; nothing is attached.
+/// Loads the object and loads (verifies) every program; nothing is configured or attached.
 /// `sock_ops_cgroup`: see `names::GLOBAL_SOCK_OPS_CGROUP`.
-fn load(
-    endpoints: &[EndpointSpec],
-    dns_ports: &[u16],
-    sock_ops_cgroup: bool,
-) -> Result<Ebpf, KernelError> {
+fn load(sock_ops_cgroup: bool) -> Result<Ebpf, KernelError> {
     let mut ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_SOCK_OPS_CGROUP, &u8::from(sock_ops_cgroup), true)
         .load(EBPF_OBJECT)
         .map_err(KernelError::Load)?;
-    configure_ports(&mut ebpf, endpoints, dns_ports)?;
     for name in [names::PROG_SKB_EGRESS, names::PROG_SKB_INGRESS] {
         let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
         prog.load().map_err(|source| KernelError::Program { name, source })?;
@@ -273,64 +254,6 @@ where
 {
     let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
     T::try_from(map).map_err(|source| KernelError::Map { name, source })
-}
-
-/// Fills the endpoint table and flags each watched port (a port can be both a metadata and a DNS
-/// port; metadata parsing then takes precedence for TCP to an endpoint address).
-fn configure_ports(
-    ebpf: &mut Ebpf,
-    endpoints: &[EndpointSpec],
-    dns_ports: &[u16],
-) -> Result<(), KernelError> {
-    if endpoints.len() > agent_common::ENDPOINT_TABLE_SIZE as usize {
-        return Err(KernelError::TooManyEndpoints(
-            endpoints.len(),
-            agent_common::ENDPOINT_TABLE_SIZE,
-        ));
-    }
-    let map_err = |name| move |source| KernelError::Map { name, source };
-    let mut table: HashMap<_, agent_common::EndpointKey, EndpointValue> = HashMap::try_from(
-        ebpf.map_mut(names::MAP_ENDPOINTS).ok_or(KernelError::MissingMap(names::MAP_ENDPOINTS))?,
-    )
-    .map_err(map_err(names::MAP_ENDPOINTS))?;
-    let mut ports = std::collections::BTreeMap::<u16, u8>::new();
-    for e in endpoints {
-        let value = EndpointValue { kind: e.kind as u8, _pad: [0; 3] };
-        table.insert(&e.key(), &value, 0).map_err(map_err(names::MAP_ENDPOINTS))?;
-        *ports.entry(e.addr.port()).or_default() |= PORT_FLAG_METADATA;
-        log::info!("watching metadata endpoint {e}");
-    }
-    for &port in dns_ports {
-        *ports.entry(port).or_default() |= PORT_FLAG_DNS;
-        log::info!("watching DNS on port {port}");
-    }
-    let mut port_flags: Array<_, u8> = Array::try_from(
-        ebpf.map_mut(names::MAP_PORTS).ok_or(KernelError::MissingMap(names::MAP_PORTS))?,
-    )
-    .map_err(map_err(names::MAP_PORTS))?;
-    for (port, flags) in ports {
-        port_flags.set(u32::from(port), &flags, 0).map_err(map_err(names::MAP_PORTS))?;
-    }
-    Ok(())
-}
-
-/// Fills the TCP range table.
-fn configure_tcp_ranges(
-    ebpf: &mut Ebpf,
-    ranges: &[(u32, [u8; 16], u8)],
-) -> Result<(), KernelError> {
-    let name = names::MAP_TCP_CIDRS;
-    if ranges.len() > tcp::CIDR_TABLE_SIZE as usize {
-        return Err(KernelError::TooManyRanges(ranges.len(), tcp::CIDR_TABLE_SIZE));
-    }
-    let mut trie: LpmTrie<_, [u8; 16], u8> =
-        LpmTrie::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))?)
-            .map_err(|source| KernelError::Map { name, source })?;
-    for &(prefix, net, class) in ranges {
-        trie.insert(&Key::new(prefix, net), &class, 0)
-            .map_err(|source| KernelError::Map { name, source })?;
-    }
-    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones use memory cgroups and

@@ -63,18 +63,9 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     if args.dns.dns_ports.contains(&0) {
         anyhow::bail!("--dns-port 0 is not a port");
     }
-    let tcp_ranges = features::tcp::classifier(&args, &endpoints).cidr_table();
-    let settings = kernel::Settings {
-        endpoints: &endpoints,
-        dns_ports: &args.dns.dns_ports,
-        dns_all_names: args.dns.dns_top_names > 0,
-        dns_timeout: args.dns.timeout(),
-        metadata_timeout: args.metadata_wait(),
-        tcp_ranges: &tcp_ranges,
-    };
     let mut registry = Registry::default();
     let (kernel::Kernel { attachment, counters, features: kernel_features }, features) =
-        kernel::load_and_attach(&attach_to, &settings, |kernel| {
+        kernel::load_and_attach(&attach_to, |kernel| {
             features::all(&mut Setup {
                 args: &args,
                 endpoints: &endpoints,

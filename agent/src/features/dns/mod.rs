@@ -13,16 +13,23 @@ pub mod record;
 pub mod resolvconf;
 pub mod tables;
 
-use agent_common::names;
+use agent_common::{PORT_FLAG_DNS, names};
 
 use crate::{
     features::dns::{metrics::DnsMetrics, observer::DnsObserver, tables::DnsTables},
-    kernel::KernelError,
+    kernel::{self, KernelError},
     observer::{Delivery, Feature, Setup},
 };
 
 pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
     let args = &setup.args.dns;
+    for &port in &args.dns_ports {
+        setup.kernel.flag_port(port, PORT_FLAG_DNS)?;
+        log::info!("watching DNS on port {port}");
+    }
+    // An event for every answer (for --dns-top-names), not only NXDOMAIN.
+    setup.kernel.set_config(names::config::DNS_ALL_NAMES, u32::from(args.dns_top_names > 0))?;
+    setup.kernel.set_config(names::config::DNS_TIMEOUT_MS, kernel::config_ms(args.timeout()))?;
     let tables = DnsTables::take(setup.kernel)?;
     let metrics = DnsMetrics::register(setup.registry);
     Ok(Feature {

@@ -18,7 +18,7 @@ use agent_common::{
     linklocal::{SERVICE_TABLE_SIZE, ServiceKey, ServiceValue},
     names,
 };
-use aya::maps::{Array, HashMap};
+use aya::maps::HashMap;
 
 use crate::{
     clock::Clock,
@@ -53,19 +53,16 @@ fn configure(kernel: &mut Attachment, table: &[(ServiceKey, u8)]) -> Result<(), 
             capacity: SERVICE_TABLE_SIZE,
         });
     }
-    let map_err = |name| move |source| KernelError::Map { name, source };
     let name = names::MAP_LINKLOCAL_SERVICES;
+    let map_err = |source| KernelError::Map { name, source };
     let mut services: HashMap<_, ServiceKey, ServiceValue> =
-        HashMap::try_from(kernel.map_mut(name)?).map_err(map_err(name))?;
+        HashMap::try_from(kernel.map_mut(name)?).map_err(map_err)?;
     for (key, service) in table {
         let value = ServiceValue { service: *service, _pad: [0; 3] };
-        services.insert(key, &value, 0).map_err(map_err(name))?;
+        services.insert(key, &value, 0).map_err(map_err)?;
     }
-    let name = names::MAP_PORTS;
-    let mut ports: Array<_, u8> = Array::try_from(kernel.map_mut(name)?).map_err(map_err(name))?;
     for port in services::stand_in_ports(table) {
-        let flags = ports.get(&u32::from(port), 0).map_err(map_err(name))?;
-        ports.set(u32::from(port), &(flags | PORT_FLAG_LINKLOCAL), 0).map_err(map_err(name))?;
+        kernel.flag_port(port, PORT_FLAG_LINKLOCAL)?;
         log::info!("counting link-local stand-in packets on port {port}");
     }
     Ok(())

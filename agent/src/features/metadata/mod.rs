@@ -10,18 +10,25 @@ pub mod observer;
 pub mod record;
 pub mod unanswered;
 
-use agent_common::names;
+use agent_common::{ENDPOINT_TABLE_SIZE, EndpointKey, EndpointValue, PORT_FLAG_METADATA, names};
+use aya::maps::HashMap;
 
 use crate::{
+    endpoints::EndpointSpec,
     features::metadata::{
         detector::Rule, metrics::MetadataMetrics, observer::MetadataObserver,
         unanswered::Unanswered,
     },
-    kernel::KernelError,
+    kernel::{self, Attachment, KernelError},
     observer::{Delivery, Feature, Setup},
 };
 
 pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
+    configure(setup.kernel, setup.endpoints)?;
+    setup.kernel.set_config(
+        names::config::METADATA_TIMEOUT_MS,
+        kernel::config_ms(setup.args.metadata_wait()),
+    )?;
     let metrics = MetadataMetrics::register(setup.registry);
     // The kernel's flow table, read for the requests left unanswered.
     let unanswered =
@@ -36,4 +43,25 @@ pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
             metrics,
         )),
     })
+}
+
+/// Fills the endpoint table and flags each endpoint's port as a metadata port (a port can also
+/// be a DNS port; metadata parsing then takes precedence for TCP to an endpoint address).
+fn configure(kernel: &mut Attachment, endpoints: &[EndpointSpec]) -> Result<(), KernelError> {
+    if endpoints.len() > ENDPOINT_TABLE_SIZE as usize {
+        return Err(KernelError::TooManyEndpoints(endpoints.len(), ENDPOINT_TABLE_SIZE));
+    }
+    let name = names::MAP_ENDPOINTS;
+    let map_err = |source| KernelError::Map { name, source };
+    let mut table: HashMap<_, EndpointKey, EndpointValue> =
+        HashMap::try_from(kernel.map_mut(name)?).map_err(map_err)?;
+    for e in endpoints {
+        let value = EndpointValue { kind: e.kind as u8, _pad: [0; 3] };
+        table.insert(&e.key(), &value, 0).map_err(map_err)?;
+    }
+    for e in endpoints {
+        kernel.flag_port(e.addr.port(), PORT_FLAG_METADATA)?;
+        log::info!("watching metadata endpoint {e}");
+    }
+    Ok(())
 }
