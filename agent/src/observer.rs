@@ -74,9 +74,9 @@ pub struct Setup<'a> {
 /// A feature as the pipeline runs it.
 pub struct Feature {
     pub name: &'static str,
-    /// None for a feature that only counts in kernel tables, read on its `tick`.
-    pub ring: Option<RingBuf<MapData>>,
-    pub delivery: Delivery,
+    /// Its ring and when it is read; None for a feature that only counts in kernel tables, read
+    /// on its `tick`.
+    pub ring: Option<(RingBuf<MapData>, Delivery)>,
     pub observer: Box<dyn Observer>,
 }
 
@@ -84,7 +84,7 @@ impl std::fmt::Debug for Feature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Feature")
             .field("name", &self.name)
-            .field("delivery", &self.delivery)
+            .field("delivery", &self.ring.as_ref().map(|(_, delivery)| delivery))
             .finish()
     }
 }

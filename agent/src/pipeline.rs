@@ -70,8 +70,8 @@ impl Pipeline {
         let mut polled = Vec::new();
         let mut woken = Vec::new();
         let mut ringless = Vec::new();
-        for Feature { name, ring, delivery, observer } in features {
-            let Some(ring) = ring else {
+        for Feature { name, ring, observer } in features {
+            let Some((ring, delivery)) = ring else {
                 log::debug!("the {name} feature has no ring: ticks only");
                 ringless.push(observer);
                 continue;

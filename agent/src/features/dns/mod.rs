@@ -34,11 +34,10 @@ pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
     let metrics = DnsMetrics::register(setup.registry);
     Ok(Feature {
         name: "dns",
-        ring: Some(setup.kernel.take_map(names::MAP_DNS_EVENTS)?),
         // Events (NXDOMAIN answers) are read as they come: the search-list analysis reads the
         // pod's resolv.conf through one of its processes, and a short-lived resolver may be gone
         // a poll later. They are few (the kernel counts everything else).
-        delivery: Delivery::Woken,
+        ring: Some((setup.kernel.take_map(names::MAP_DNS_EVENTS)?, Delivery::Woken)),
         observer: Box::new(DnsObserver::new(args.timeout(), args.dns_top_names, tables, metrics)),
     })
 }

@@ -26,7 +26,7 @@ use crate::{
         metrics::LinkLocalMetrics, observer::LinkLocalObserver, tables::LinkLocalTables,
     },
     kernel::{Attachment, KernelError},
-    observer::{Delivery, Feature, Setup},
+    observer::{Feature, Setup},
 };
 
 pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
@@ -38,7 +38,6 @@ pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
         name: "linklocal",
         // Counted in kernel tables, read on the tick: nothing travels per packet.
         ring: None,
-        delivery: Delivery::Polled,
         observer: Box::new(LinkLocalObserver::new(tables, metrics, Clock::new().monotonic_ns())),
     })
 }

@@ -35,8 +35,7 @@ pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
         Unanswered::new(setup.kernel.take_map(names::MAP_FLOWS)?, setup.args.metadata_wait());
     Ok(Feature {
         name: "metadata",
-        ring: Some(setup.kernel.take_map(names::MAP_EVENTS)?),
-        delivery: Delivery::Polled,
+        ring: Some((setup.kernel.take_map(names::MAP_EVENTS)?, Delivery::Polled)),
         observer: Box::new(MetadataObserver::new(
             Rule::from(&setup.args.detector),
             unanswered,

@@ -28,8 +28,7 @@ pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
     let metrics = TcpMetrics::register(setup.registry);
     Ok(Feature {
         name: "tcp",
-        ring: Some(setup.kernel.take_map(names::MAP_TCP_EVENTS)?),
-        delivery: Delivery::Polled,
+        ring: Some((setup.kernel.take_map(names::MAP_TCP_EVENTS)?, Delivery::Polled)),
         observer: Box::new(TcpObserver::new(tables, metrics)),
     })
 }
