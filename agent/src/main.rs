@@ -5,7 +5,7 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(&cli.log_level);
+    run::init_logging(&cli.log_level);
     if let Err(e) = harden::disable_core_dumps() {
         log::error!("disabling core dumps: {e}");
         return std::process::ExitCode::FAILURE;
@@ -28,14 +28,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str) {
-    env_logger::Builder::new()
-        // The Kubernetes client logs each failed request itself; agent::attribution::pods says the same once,
-        // with the retry delay. `--log-level info,kube_client=debug` brings them back.
-        .filter_module("kube_client", log::LevelFilter::Off)
-        .parse_filters(level)
-        .format_target(false)
-        .init();
 }

@@ -136,6 +136,19 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logging at `level` (`--log-level`, RUST_LOG syntax), for `credwatch` and for a caller that
+/// embeds the agent (the demo).
+pub fn init_logging(level: &str) {
+    env_logger::Builder::new()
+        // The Kubernetes client logs each failed request itself; crate::attribution::pods says
+        // the same once, with the retry delay. `--log-level info,kube_client=debug` brings them
+        // back.
+        .filter_module("kube_client", log::LevelFilter::Off)
+        .parse_filters(level)
+        .format_target(false)
+        .init();
+}
+
 async fn wait_for_stop(extra: Option<watch::Receiver<bool>>) -> anyhow::Result<()> {
     let mut term =
         tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -57,7 +57,7 @@ pub struct DemoArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    agent::run::init_logging(&cli.log_level);
     // As the agent: the demo runs it in this process.
     if let Err(e) = agent::harden::disable_core_dumps() {
         log::error!("disabling core dumps: {e}");
@@ -78,13 +78,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str) {
-    env_logger::Builder::new()
-        // As credwatch run: the Kubernetes client's own retries are said once by the agent.
-        .filter_module("kube_client", log::LevelFilter::Off)
-        .parse_filters(level)
-        .format_target(false)
-        .init();
 }
