@@ -16,7 +16,7 @@ pub mod tables;
 use agent_common::{PORT_FLAG_DNS, names};
 
 use crate::{
-    features::dns::{metrics::DnsMetrics, observer::DnsObserver, tables::DnsTables},
+    features::dns::{metrics::DnsMetrics, observer::DnsObserver},
     kernel::{self, KernelError},
     observer::{Delivery, Feature, Setup},
 };
@@ -30,7 +30,8 @@ pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
     // An event for every answer (for --dns-top-names), not only NXDOMAIN.
     setup.kernel.set_config(names::config::DNS_ALL_NAMES, u32::from(args.dns_top_names > 0))?;
     setup.kernel.set_config(names::config::DNS_TIMEOUT_MS, kernel::config_ms(args.timeout()))?;
-    let tables = DnsTables::take(setup.kernel)?;
+    let stats = tables::take_stats(setup.kernel)?;
+    let pending = tables::take_pending(setup.kernel)?;
     let metrics = DnsMetrics::register(setup.registry);
     Ok(Feature {
         name: "dns",
@@ -38,6 +39,12 @@ pub fn feature(setup: &mut Setup<'_>) -> Result<Feature, KernelError> {
         // pod's resolv.conf through one of its processes, and a short-lived resolver may be gone
         // a poll later. They are few (the kernel counts everything else).
         ring: Some((setup.kernel.take_map(names::MAP_DNS_EVENTS)?, Delivery::Woken)),
-        observer: Box::new(DnsObserver::new(args.timeout(), args.dns_top_names, tables, metrics)),
+        observer: Box::new(DnsObserver::new(
+            args.timeout(),
+            args.dns_top_names,
+            stats,
+            pending,
+            metrics,
+        )),
     })
 }

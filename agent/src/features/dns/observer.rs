@@ -12,9 +12,10 @@ use agent_common::dns::{DnsStats, DnsStatsKey};
 use super::{
     expansion::Expansion,
     metrics::{DnsLabels, DnsMetrics, DnsNameLabels, DnsQtypeLabels},
+    pending::PendingTable,
     record::{self, DnsAnswer, RCODE_NXDOMAIN},
     resolvconf::{self, ResolvConf},
-    tables::DnsTables,
+    tables::DnsStatsTables,
 };
 use crate::{
     attribution::{labels::Workload, resolver::Resolver},
@@ -39,7 +40,8 @@ struct PodDns {
 #[derive(Debug)]
 pub struct DnsObserver {
     metrics: DnsMetrics,
-    tables: DnsTables,
+    stats: DnsStatsTables,
+    pending: PendingTable,
     timeout_ns: u64,
     pods: HashMap<u64, PodDns>,
     top_names: usize,
@@ -49,12 +51,14 @@ impl DnsObserver {
     pub fn new(
         timeout: Duration,
         top_names: usize,
-        tables: DnsTables,
+        stats: DnsStatsTables,
+        pending: PendingTable,
         metrics: DnsMetrics,
     ) -> Self {
         Self {
             metrics,
-            tables,
+            stats,
+            pending,
             timeout_ns: timeout.as_nanos() as u64,
             pods: HashMap::new(),
             top_names,
@@ -118,10 +122,10 @@ impl Observer for DnsObserver {
     /// as `rcode="timeout"`.
     fn tick(&mut self, cx: &mut Context) {
         let m = &self.metrics;
-        for (key, inc) in self.tables.read_increments() {
+        for (key, inc) in self.stats.read_increments() {
             record_answers(&key, &inc, &mut cx.resolver, m, &mut cx.series);
         }
-        for q in self.tables.take_timed_out(cx.clock.monotonic_ns(), self.timeout_ns) {
+        for q in self.pending.take_timed_out(cx.clock.monotonic_ns(), self.timeout_ns) {
             let workload: Workload = cx.resolver.workload_or_fallback(q.cgroup_id);
             let labels =
                 DnsLabels { workload, qtype: record::qtype_label(q.qtype), rcode: "timeout" };
@@ -134,7 +138,7 @@ impl Observer for DnsObserver {
     /// of cgroups gone, once their counts were read.
     fn sweep(&mut self, cx: &Context, _removed: &HashSet<Workload>) {
         self.pods.retain(|&cgroup_id, _| cx.resolver.holds(cgroup_id));
-        let removed = self.tables.prune(|cgroup_id| !cx.resolver.holds(cgroup_id));
+        let removed = self.stats.prune(|cgroup_id| !cx.resolver.holds(cgroup_id));
         if removed > 0 {
             log::debug!("removed {removed} DNS statistics entries of vanished cgroups");
         }

@@ -7,58 +7,33 @@ use agent_common::{
 };
 use aya::maps::Map;
 
-use super::pending::{PendingTable, TimedOut};
+use super::pending::PendingTable;
 use crate::{
     counts::CountTables,
     kernel::{Attachment, KernelError},
 };
 
-pub struct DnsTables {
-    stats: CountTables<DnsStatsKey, DnsStats>,
-    pending: PendingTable,
+/// The answered-query statistics, read as increments (crate::counts).
+pub type DnsStatsTables = CountTables<DnsStatsKey, DnsStats>;
+
+/// Takes the statistics maps out of the kernel object.
+pub fn take_stats(kernel: &mut Attachment) -> Result<DnsStatsTables, KernelError> {
+    CountTables::take(
+        kernel,
+        names::MAP_DNS_STATS,
+        names::MAP_DNS_STATS_CPU,
+        STATS_CACHE_SLOTS,
+        names::config::DNS_STATS_EPOCH,
+    )
 }
 
-impl std::fmt::Debug for DnsTables {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsTables").field("stats", &self.stats).finish()
-    }
-}
-
-impl DnsTables {
-    /// Takes the DNS maps out of the kernel object, the pending table mapped into this process.
-    pub fn take(kernel: &mut Attachment) -> Result<Self, KernelError> {
-        let name = names::MAP_DNS_PENDING;
-        let Map::Array(data) = kernel.take_raw_map(name)? else {
-            return Err(KernelError::NotAnArray(name));
-        };
-        let pending =
-            PendingTable::new(data).map_err(|source| KernelError::Mmap { name, source })?;
-        let stats = CountTables::take(
-            kernel,
-            names::MAP_DNS_STATS,
-            names::MAP_DNS_STATS_CPU,
-            STATS_CACHE_SLOTS,
-            names::config::DNS_STATS_EPOCH,
-        )?;
-        Ok(Self { stats, pending })
-    }
-
-    /// The increments of every key that counted something since the previous call (a key may
-    /// come more than once: from the shared table and from several CPUs' caches).
-    pub fn read_increments(&mut self) -> Vec<(DnsStatsKey, DnsStats)> {
-        self.stats.read_increments()
-    }
-
-    /// Removes the statistics entries of cgroups that are `gone` (see `CountTables::prune`).
-    pub fn prune(&mut self, gone: impl Fn(u64) -> bool) -> usize {
-        self.stats.prune(gone)
-    }
-
-    /// Frees the slots of queries that waited longer than `timeout_ns` at monotonic time `now_ns`
-    /// and returns them (see [`super::pending`]).
-    pub fn take_timed_out(&mut self, now_ns: u64, timeout_ns: u64) -> Vec<TimedOut> {
-        self.pending.take_timed_out(now_ns, timeout_ns)
-    }
+/// Takes the pending-query table out of the kernel object, mapped into this process.
+pub fn take_pending(kernel: &mut Attachment) -> Result<PendingTable, KernelError> {
+    let name = names::MAP_DNS_PENDING;
+    let Map::Array(data) = kernel.take_raw_map(name)? else {
+        return Err(KernelError::NotAnArray(name));
+    };
+    PendingTable::new(data).map_err(|source| KernelError::Mmap { name, source })
 }
 
 /// Answers in a statistics entry (every answer has one latency).
