@@ -34,6 +34,66 @@ fn digit_action(entry: u16, acc: u64) -> (u8, u64) {
     ((entry & 0xff) as u8, acc)
 }
 
+/// A table entry of an automaton whose high byte is an action ([`headers`], [`request_line`]).
+const fn entry(next: u8, action: u8) -> u16 {
+    next as u16 | ((action as u16) << 8)
+}
+
+/// Whether `a` and `b` both have at least `len` bytes and agree on the first `len`.
+const fn same_prefix(a: &[u8], b: &[u8], len: usize) -> bool {
+    if a.len() < len || b.len() < len {
+        return false;
+    }
+    let mut i = 0;
+    while i < len {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The states of a trie over the byte strings `keys[k].0` (the product tokens of [`headers`],
+/// the paths of [`request_line`]): `nodes[k][len]` is the state of `keys[k]`'s first `len` bytes,
+/// `root` for 0, the others numbered from `first` in order of first appearance (the first key
+/// with a prefix owns its state). With `ends`, a whole key has a state of its own too (a path
+/// goes on after it); without, it has none (a token's last byte acts instead). Also returns
+/// the number of states numbered.
+const fn trie<T, const N: usize, const W: usize>(
+    keys: &[(&[u8], T)],
+    root: u8,
+    first: u8,
+    ends: bool,
+) -> ([[u8; W]; N], usize) {
+    assert!(keys.len() == N);
+    let mut nodes = [[0u8; W]; N];
+    let mut n = 0usize;
+    let mut q = 0usize;
+    while q < N {
+        let key = keys[q].0;
+        let states = if ends { key.len() + 1 } else { key.len() };
+        assert!(states <= W);
+        nodes[q][0] = root;
+        let mut l = 1usize;
+        while l < states {
+            let mut r = 0usize;
+            while r < q && !same_prefix(keys[r].0, key, l) {
+                r += 1;
+            }
+            if r < q {
+                nodes[q][l] = nodes[r][l];
+            } else {
+                nodes[q][l] = first + n as u8;
+                n += 1;
+            }
+            l += 1;
+        }
+        q += 1;
+    }
+    (nodes, n)
+}
+
 /// `"Expiration"`, optional spaces, `:`, optional spaces, `"`, then `YYYY-MM-DDThh:mm:ss`.
 /// The accumulator ends as the decimal number `YYYYMMDDhhmmss`.
 ///
@@ -272,7 +332,7 @@ pub mod headers {
     /// First node of the product trie; the trie takes the states from here to `B`.
     const PRODUCT: u8 = VALUE + 1;
     /// Phase B: a `User-Agent` was read (its id is in the accumulator).
-    const B: u8 = PRODUCT + product_nodes() as u8;
+    const B: u8 = PRODUCT + PRODUCT_TRIE.1 as u8;
     /// The header block has ended; nothing after it seen yet.
     pub const END: u8 = B + LINE_STATES;
     /// `METHOD + k`: k upper-case letters of what follows the end.
@@ -341,10 +401,6 @@ pub mod headers {
             }
         }
         scan
-    }
-
-    const fn entry(next: u8, action: u8) -> u16 {
-        next as u16 | ((action as u16) << 8)
     }
 
     const fn sdk_action(sdk: Sdk) -> u8 {
@@ -442,61 +498,26 @@ pub mod headers {
 
     const LONGEST: usize = 24;
 
-    const fn same_prefix(a: &[u8], b: &[u8], len: usize) -> bool {
-        if a.len() < len || b.len() < len {
-            return false;
-        }
-        let mut i = 0;
-        while i < len {
-            if a[i] != b[i] {
-                return false;
-            }
-            i += 1;
-        }
-        true
-    }
-
     /// `NODES[p][len]`: the trie node of `PRODUCTS[p]`'s first `len` bytes (`VALUE` for 0; a
-    /// whole token has no node: its last byte sets the id), numbered in order of first
-    /// appearance (the first token with a prefix owns its node).
-    const NODES: [[u8; LONGEST]; PRODUCTS.len()] = nodes().0;
+    /// whole token has no node: its last byte sets the id).
+    const NODES: [[u8; LONGEST]; PRODUCTS.len()] = PRODUCT_TRIE.0;
+    const PRODUCT_TRIE: ([[u8; LONGEST]; PRODUCTS.len()], usize) =
+        trie(PRODUCTS, VALUE, PRODUCT, false);
 
-    const fn nodes() -> ([[u8; LONGEST]; PRODUCTS.len()], usize) {
-        let mut nodes = [[0u8; LONGEST]; PRODUCTS.len()];
-        let mut n = 0usize;
+    // A token that were a prefix of another would end where the other goes on.
+    const _: () = {
         let mut q = 0usize;
         while q < PRODUCTS.len() {
             let token = PRODUCTS[q].0;
-            assert!(token.len() <= LONGEST && !token.is_empty());
-            // A token that were a prefix of another would end where the other goes on.
+            assert!(!token.is_empty());
             let mut r = 0usize;
             while r < PRODUCTS.len() {
                 assert!(r == q || !same_prefix(PRODUCTS[r].0, token, token.len()));
                 r += 1;
             }
-            nodes[q][0] = VALUE;
-            let mut l = 1usize;
-            while l < token.len() {
-                let mut r = 0usize;
-                while r < q && !same_prefix(PRODUCTS[r].0, token, l) {
-                    r += 1;
-                }
-                if r < q {
-                    nodes[q][l] = nodes[r][l];
-                } else {
-                    nodes[q][l] = PRODUCT + n as u8;
-                    n += 1;
-                }
-                l += 1;
-            }
             q += 1;
         }
-        (nodes, n)
-    }
-
-    const fn product_nodes() -> usize {
-        nodes().1
-    }
+    };
 
     /// The trie's rows: by default the value names no known product (`Other`, and the rest of
     /// the line is skipped in phase B); whitespace before the value is skipped; then the edges
@@ -616,7 +637,7 @@ pub mod request_line {
     pub const BAD_ROLE: u8 = 28;
     /// First trie node; the trie takes the states from here on.
     const TRIE: u8 = 29;
-    pub const STATES_USED: usize = TRIE as usize + trie_nodes();
+    pub const STATES_USED: usize = TRIE as usize + PATH_TRIE.1;
 
     /// The paths of the trie, without their leading `/`, and what each ends as.
     const PATHS: [(&[u8], End); 5] = [
@@ -639,10 +660,6 @@ pub mod request_line {
 
     pub static TABLE: [u16; LARGE_TABLE_LEN] = build();
 
-    const fn entry(next: u8, action: u8) -> u16 {
-        next as u16 | ((action as u16) << 8)
-    }
-
     const fn method(m: u8) -> u8 {
         m << METHOD_SHIFT
     }
@@ -660,56 +677,11 @@ pub mod request_line {
         }
     }
 
-    const fn same_prefix(a: &[u8], b: &[u8], len: usize) -> bool {
-        if a.len() < len || b.len() < len {
-            return false;
-        }
-        let mut i = 0;
-        while i < len {
-            if a[i] != b[i] {
-                return false;
-            }
-            i += 1;
-        }
-        true
-    }
-
     const LONGEST: usize = 64;
 
-    /// `NODES[p][len]`: the trie node of `PATHS[p]`'s first `len` bytes (`ROOT` for 0),
-    /// numbered in order of first appearance (the first path with a prefix owns its node).
-    const NODES: [[u8; LONGEST + 1]; PATHS.len()] = nodes().0;
-
-    const fn nodes() -> ([[u8; LONGEST + 1]; PATHS.len()], usize) {
-        let mut nodes = [[0u8; LONGEST + 1]; PATHS.len()];
-        let mut n = 0usize;
-        let mut q = 0usize;
-        while q < PATHS.len() {
-            let path = PATHS[q].0;
-            assert!(path.len() <= LONGEST);
-            nodes[q][0] = ROOT;
-            let mut l = 1usize;
-            while l <= path.len() {
-                let mut r = 0usize;
-                while r < q && !same_prefix(PATHS[r].0, path, l) {
-                    r += 1;
-                }
-                if r < q {
-                    nodes[q][l] = nodes[r][l];
-                } else {
-                    nodes[q][l] = TRIE + n as u8;
-                    n += 1;
-                }
-                l += 1;
-            }
-            q += 1;
-        }
-        (nodes, n)
-    }
-
-    const fn trie_nodes() -> usize {
-        nodes().1
-    }
+    /// `NODES[p][len]`: the trie node of `PATHS[p]`'s first `len` bytes (`ROOT` for 0).
+    const NODES: [[u8; LONGEST + 1]; PATHS.len()] = PATH_TRIE.0;
+    const PATH_TRIE: ([[u8; LONGEST + 1]; PATHS.len()], usize) = trie(&PATHS, ROOT, TRIE, true);
 
     const _: () = assert!(STATES_USED <= LARGE_STATES);
 

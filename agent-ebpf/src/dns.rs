@@ -19,7 +19,7 @@ use agent_common::{
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
-    maps::{CW_CONFIG, CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, CW_DNS_STATS_CPU, count},
+    maps::{CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, CW_DNS_STATS_CPU, config, count},
     opaque::opaque,
     packet::{IPPROTO_TCP, L4, cgroup_id, payload, socket_cookie},
     scratch::{load_scratch, wipe_scratch_first},
@@ -331,12 +331,12 @@ fn known_qtype(qtype: u16) -> u16 {
 
 #[inline(always)]
 fn all_names() -> bool {
-    CW_CONFIG.get(config::DNS_ALL_NAMES).is_some_and(|v| *v != 0)
+    config(config::DNS_ALL_NAMES) != 0
 }
 
 #[inline(always)]
 fn dns_timeout_ns() -> u64 {
-    CW_CONFIG.get(config::DNS_TIMEOUT_MS).map_or(0, |ms| u64::from(*ms) * 1_000_000)
+    u64::from(config(config::DNS_TIMEOUT_MS)) * 1_000_000
 }
 
 /// An event carrying the response's question section raw (its name is the query's name), for

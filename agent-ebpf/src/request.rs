@@ -101,8 +101,7 @@ fn on_payload(ctx: &SkBuffContext, seg: &Segment) -> Result<(), i64> {
     let line = scan_request_line(buf);
     let mut role_name = [0u8; ROLE_MAX];
     copy_role(&line, buf, &mut role_name);
-    wipe_scratch(buf);
-    let header = scan_headers(ctx, seg, header);
+    let header = scan_headers(ctx, seg, buf, header);
 
     if role == HEADERS {
         if let Some(flow) = CW_FLOWS.get_ptr_mut(&seg.cookie) {
@@ -231,10 +230,19 @@ fn copy_role(scan: &Scan, buf: &[u8; SCRATCH_LEN], role: &mut [u8; ROLE_MAX]) {
     }
 }
 
-/// Runs the header automaton over this segment's payload from where `scan` stopped.
+/// Runs the header automaton over this segment's payload from where `scan` stopped: over
+/// `first`, the payload's first chunk (loaded already, for the request line), then over the
+/// chunks after it. Wipes each.
 #[inline(always)]
-fn scan_headers(ctx: &SkBuffContext, seg: &Segment, mut scan: headers::Scan) -> headers::Scan {
-    let mut chunk = 0;
+fn scan_headers(
+    ctx: &SkBuffContext,
+    seg: &Segment,
+    first: &mut [u8; SCRATCH_LEN],
+    mut scan: headers::Scan,
+) -> headers::Scan {
+    run_headers(first, &mut scan);
+    wipe_scratch(first);
+    let mut chunk = 1;
     while chunk < SCAN_CHUNKS {
         let skip = chunk * SCRATCH_LEN as u32;
         if skip >= seg.payload_len {

@@ -2,12 +2,12 @@
 //! the epoch userspace advances after each read (the model and its rule: `agent_common::stats`).
 //! DNS answers and TCP connects count through here; each feature adds to the counts it owns.
 use agent_common::stats::{CacheSlot, CountKey, Counts, slot_is_idle};
-use aya_ebpf::maps::{HashMap, PerCpuArray};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    maps::{HashMap, PerCpuArray},
+};
 
-use crate::maps::{self, CW_CONFIG};
-
-/// Map update flag: create only.
-const BPF_NOEXIST: u64 = 1;
+use crate::maps;
 
 /// This CPU's cache slot for `key`, taken for it if it is empty or idle since the epoch before
 /// last (`config[epoch_index]`); None when another key holds it. The flag: the slot was taken
@@ -19,7 +19,7 @@ pub fn cache_slot<K: CountKey, V: Counts>(
     epoch_index: u32,
 ) -> Option<(*mut CacheSlot<K, V>, bool)> {
     let slot = cache.get_ptr_mut(key.cache_slot())?;
-    let epoch = CW_CONFIG.get(epoch_index).map_or(0, |e| u64::from(*e));
+    let epoch = u64::from(maps::config(epoch_index));
     let mut taken = false;
     unsafe {
         let held = (*slot).key;
@@ -52,7 +52,7 @@ pub fn shared_entry<K, V: Counts>(
     }
     // BPF_NOEXIST: another CPU may have created it meanwhile, which is just as good (and then
     // that CPU reports it as new).
-    let created = table.insert(key, zero, BPF_NOEXIST).is_ok();
+    let created = table.insert(key, zero, u64::from(BPF_NOEXIST)).is_ok();
     match table.get_ptr_mut(key) {
         Some(p) => Some((p, created)),
         None => {

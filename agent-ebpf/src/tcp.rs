@@ -40,8 +40,8 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        CW_CONFIG, CW_ENDPOINTS, CW_PORTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS,
-        CW_TCP_LISTENERS, CW_TCP_STATS, CW_TCP_STATS_CPU, NO_WAKEUP, count,
+        CW_ENDPOINTS, CW_PORTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS,
+        CW_TCP_STATS, CW_TCP_STATS_CPU, NO_WAKEUP, config, count,
     },
     opaque::opaque,
     stats,
@@ -118,7 +118,7 @@ fn class_of(addr: [u32; 4], port: u16) -> u8 {
         return CLASS_DNS;
     }
     // The range lookup (a trie walk in a helper) only when ranges are configured.
-    if CW_CONFIG.get(config::TCP_CIDRS).is_some_and(|n| *n != 0)
+    if config(config::TCP_CIDRS) != 0
         && let Some(class) = CW_TCP_CIDRS.get(&cidr_key(addr))
         && *class != CLASS_EXTERNAL
     {
