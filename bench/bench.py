@@ -611,7 +611,7 @@ class Bench:
             self.dnsmasq()
             ns0, cnt0 = agent.stats(names)
             for p in self.dns_flood(2, 100 if self.quick else 5000):
-                p.wait(timeout=120)
+                self.wait_ok(p, 120)
             ns1, cnt1 = agent.stats(names)
             self.record("slowpath", "DNS traffic, ns/packet", [(ns1 - ns0) / max(cnt1 - cnt0, 1)], "ns")
             agent.stop()
@@ -624,7 +624,7 @@ class Bench:
                                                           "--ntp-endpoint", f"127.0.0.1:{ntp}"])
                 egress = {"cw_skb_egress"}
                 ns0, cnt0 = agent.stats(egress)
-                self.linklocal_flood(ntp, 1000 if self.quick else 100_000).wait(timeout=120)
+                self.wait_ok(self.linklocal_flood(ntp, 1000 if self.quick else 100_000), 120)
                 ns1, cnt1 = agent.stats(egress)
                 self.record("slowpath", "link-local traffic, ns/packet",
                             [(ns1 - ns0) / max(cnt1 - cnt0, 1)], "ns")

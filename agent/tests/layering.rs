@@ -15,23 +15,16 @@ use std::{
 };
 
 type Module = Vec<String>;
+/// From each file, the files it uses: for each, the first line naming it and the path named.
+type Edges = BTreeMap<Module, BTreeMap<Module, (usize, String)>>;
 
 #[test]
 fn agent_sources_have_no_import_loop() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let files = modules(&src);
     assert!(files.len() > 20, "found only {} modules under {}", files.len(), src.display());
-    let mut edges: BTreeMap<Module, BTreeMap<Module, (usize, String)>> = BTreeMap::new();
-    for (module, path) in &files {
-        let text = fs::read_to_string(path).unwrap();
-        for (line, target) in paths_named(&text, module) {
-            let Some(to) = file_of(&files, &target) else { continue };
-            if &to != module {
-                let example = (line, target.join("::"));
-                edges.entry(module.clone()).or_default().entry(to).or_insert(example);
-            }
-        }
-    }
+    let texts = files.iter().map(|(module, path)| (module, fs::read_to_string(path).unwrap()));
+    let edges = edges(&files, texts);
     let loops = cycles(&files, &edges);
     let described: Vec<String> = loops
         .iter()
@@ -64,15 +57,7 @@ fn a_child_importing_through_its_parent_is_a_loop() {
     let parent_src = "mod b;\npub use b::Thing;\npub fn f() { let _ = b::make(); }\n";
     let child_src =
         "use super::{helper, Other as _};\n// use crate::z;\nfn g() { \"crate::y\"; }\n";
-    let mut edges: BTreeMap<Module, BTreeMap<Module, (usize, String)>> = BTreeMap::new();
-    for (module, text) in [(&parent, parent_src), (&child, child_src)] {
-        for (line, target) in paths_named(text, module) {
-            let to = file_of(&files, &target).unwrap();
-            if &to != module {
-                edges.entry(module.clone()).or_default().insert(to, (line, target.join("::")));
-            }
-        }
-    }
+    let edges = edges(&files, [(&parent, parent_src.into()), (&child, child_src.into())]);
     assert_eq!(edges[&parent].keys().collect::<Vec<_>>(), [&child]);
     assert_eq!(edges[&child].keys().collect::<Vec<_>>(), [&parent], "comments and strings skipped");
     assert_eq!(cycles(&files, &edges).len(), 1);
@@ -107,6 +92,24 @@ fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
         }
     }
     out
+}
+
+/// The edges between `files` that their `texts` name (paths outside `files` are not edges).
+fn edges<'a>(
+    files: &BTreeMap<Module, PathBuf>,
+    texts: impl IntoIterator<Item = (&'a Module, String)>,
+) -> Edges {
+    let mut edges = Edges::new();
+    for (module, text) in texts {
+        for (line, target) in paths_named(&text, module) {
+            let Some(to) = file_of(files, &target) else { continue };
+            if &to != module {
+                let example = (line, target.join("::"));
+                edges.entry(module.clone()).or_default().entry(to).or_insert(example);
+            }
+        }
+    }
+    edges
 }
 
 /// The file whose module is the longest prefix of `path`.
@@ -361,12 +364,9 @@ fn absolute(path: &[String], here: &Module, children: &BTreeSet<&str>) -> Option
 }
 
 /// Strongly connected components with more than one file (Tarjan).
-fn cycles(
-    files: &BTreeMap<Module, PathBuf>,
-    edges: &BTreeMap<Module, BTreeMap<Module, (usize, String)>>,
-) -> Vec<BTreeSet<Module>> {
+fn cycles(files: &BTreeMap<Module, PathBuf>, edges: &Edges) -> Vec<BTreeSet<Module>> {
     struct State<'a> {
-        edges: &'a BTreeMap<Module, BTreeMap<Module, (usize, String)>>,
+        edges: &'a Edges,
         index: BTreeMap<&'a Module, (usize, usize)>,
         stack: Vec<&'a Module>,
         on_stack: BTreeSet<&'a Module>,

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from harness import CLIENTS, remove_tree, wait_for
+from harness import CLIENTS, SETTLE_SECONDS, remove_tree, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import netlab  # noqa: E402
@@ -125,17 +126,9 @@ def test_per_workload_counts_are_exact_per_service(agent, cgroups, stand_ins):
     assert (sent["dns"], sent["ntp"]) == (7, 11), sent
     assert stand_ins.sink_counts() == {"dns": 7, "ntp": 11}
     expected = {a.pod: {"imds": imds_packets, "amazon_dns": 7}, b.pod: {"ntp": 11}}
-
-    def settled():
-        metrics = running.scrape()
-        got = {pod: linklocal_series(metrics, pod) for pod in expected}
-        return (got, metrics) if got == expected else None
-
-    try:
-        got, metrics = wait_for(settled, what="exact link-local counts")
-    except AssertionError:
-        metrics = running.scrape()
-        raise AssertionError(f"expected {expected}; agent exported:\n{metrics.describe()}")
+    metrics = settle(running,
+                     lambda m: {pod: linklocal_series(m, pod) for pod in expected} == expected,
+                     f"exact link-local counts {expected}")
     for labels in metrics.select(PACKETS, pod=a.pod):
         assert dict(labels)["container"] == a.container, labels
     assert metrics.value(LOST, reason="linklocal_table_full") == 0
@@ -154,18 +147,25 @@ def test_per_workload_counts_are_exact_per_service(agent, cgroups, stand_ins):
 
 
 def settle(running, check, what: str):
-    """Scrapes until `check(metrics)` holds; fails with the link-local series otherwise."""
+    """Scrapes until `check(metrics)` holds, then requires it to hold again SETTLE_SECONDS later
+    (a count that goes past its figure late is an over-count, as harness.wait_for_count has it);
+    returns that later scrape. Fails with the link-local series otherwise."""
     last = {}
 
     def ok():
         last["m"] = running.scrape()
         return last["m"] if check(last["m"]) else None
 
+    def explain():
+        return f"; agent exported:\n{last['m'].describe('credwatch_linklocal')}"
+
     try:
-        return wait_for(ok, what=what)
+        wait_for(ok, what=what)
     except AssertionError as err:
-        raise AssertionError(f"{err}; agent exported:\n"
-                             f"{last['m'].describe('credwatch_linklocal')}") from None
+        raise AssertionError(f"{err}{explain()}") from None
+    time.sleep(SETTLE_SECONDS)
+    assert ok(), f"{what} held, and no longer {SETTLE_SECONDS} s later (a late over-count){explain()}"
+    return last["m"]
 
 
 def expected_buckets(per_second: list[int]) -> dict[float, int]:

@@ -15,11 +15,19 @@
 //! run is reported as [`Miss`] and the whole case is retried from a clean state.
 use std::{
     collections::BTreeMap,
+    net::{Ipv6Addr, SocketAddr},
     os::unix::fs::MetadataExt as _,
     path::PathBuf,
     sync::{Mutex, MutexGuard, OnceLock},
 };
 
+use agent::{
+    endpoints::EndpointSpec,
+    features::linklocal::{
+        args::{LinkLocalArgs, ServiceAddr},
+        services,
+    },
+};
 use agent_common::{
     EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
     PORT_FLAG_LINKLOCAL, PORT_FLAG_METADATA, SCRATCH_LEN, counter,
@@ -27,9 +35,7 @@ use agent_common::{
         DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot, PENDING_TABLE_SIZE,
         PENDING_WAYS, STATS_CACHE_SLOTS, pending_bucket,
     },
-    linklocal::{
-        self, PacketsKey, SERVICE_NOT_COUNTED, SecondSlot, Service, ServiceKey, ServiceValue,
-    },
+    linklocal::{self, PacketsKey, SecondSlot, ServiceKey, ServiceValue},
     names,
 };
 use aya::{
@@ -774,40 +780,47 @@ impl Kernel {
     }
 }
 
-/// Fills CW_ENDPOINTS and CW_PORTS the way `kernel.rs` does.
+/// Fills CW_ENDPOINTS, CW_PORTS and the link-local service table the way the agent does
+/// (`kernel.rs`, `features::linklocal`), given `--metadata-endpoint imds=127.0.0.2:8080
+/// --metadata-endpoint custom=[::2]:8080 --vpc-resolver 127.0.0.53 --vpc-resolver
+/// [2001:db8::53] --ntp-endpoint 127.0.0.2:12300` (on top of the default NTP endpoints). The
+/// IPv6 endpoint is `custom`, which is no link-local service.
 fn configure(ebpf: &mut Ebpf) {
+    let specs = [
+        EndpointSpec { addr: (packets::SERVER4, IMDS_PORT).into(), kind: EndpointKind::Imds },
+        EndpointSpec { addr: (packets::SERVER6, IMDS_PORT).into(), kind: EndpointKind::Custom },
+    ];
     let mut endpoints: HashMap<_, EndpointKey, EndpointValue> =
         HashMap::try_from(ebpf.map_mut(names::MAP_ENDPOINTS).unwrap()).unwrap();
-    for (key, kind) in [
-        (EndpointKey::v4(packets::SERVER4, IMDS_PORT), EndpointKind::Imds),
-        (EndpointKey::new(packets::SERVER6, IMDS_PORT), EndpointKind::Custom),
-    ] {
-        endpoints.insert(&key, &EndpointValue { kind: kind as u8, _pad: [0; 3] }, 0).unwrap();
+    for spec in &specs {
+        let value = EndpointValue { kind: spec.kind as u8, _pad: [0; 3] };
+        endpoints.insert(&spec.key(), &value, 0).unwrap();
     }
+    let mut ntp_endpoints = LinkLocalArgs::default().ntp_endpoints;
+    ntp_endpoints.push(socket_addr(&NTP_STAND_IN));
+    let args = LinkLocalArgs {
+        vpc_resolvers: [VPC_RESOLVER4, VPC_RESOLVER6].map(|k| ServiceAddr(socket_addr(&k))).into(),
+        ntp_endpoints,
+        ..Default::default()
+    };
+    let table = services::table(&args, &specs);
+
     let mut ports: Array<_, u8> = Array::try_from(ebpf.map_mut(names::MAP_PORTS).unwrap()).unwrap();
-    ports.set(u32::from(IMDS_PORT), &(PORT_FLAG_METADATA | PORT_FLAG_LINKLOCAL), 0).unwrap();
-    ports.set(u32::from(DNS_PORT), &(PORT_FLAG_DNS | PORT_FLAG_LINKLOCAL), 0).unwrap();
-    ports.set(u32::from(NTP_STAND_IN.port), &PORT_FLAG_LINKLOCAL, 0).unwrap();
-    let mut services: HashMap<_, ServiceKey, ServiceValue> =
-        HashMap::try_from(ebpf.map_mut(names::MAP_LINKLOCAL_SERVICES).unwrap()).unwrap();
-    let value = |service: u8| ServiceValue { service, _pad: [0; 3] };
-    let configured = linklocal::DEFAULT_SERVICES
-        .iter()
-        .map(|&(key, service)| (key, service as u8))
-        .chain(linklocal::DEFAULT_NTP_ENDPOINTS.map(|key| (key, Service::Ntp as u8)))
-        .chain(linklocal::DEFAULT_NODE_LOCAL.map(|key| (key, SERVICE_NOT_COUNTED)))
-        .chain([
-            // The stand-ins the agent would be given: `--metadata-endpoint imds=127.0.0.2:8080`
-            // (the IPv6 endpoint above is `custom`, which is no link-local service),
-            // `--vpc-resolver` twice, `--ntp-endpoint`.
-            (EndpointKey::v4(packets::SERVER4, IMDS_PORT), Service::Imds as u8),
-            (VPC_RESOLVER4, Service::AmazonDns as u8),
-            (VPC_RESOLVER6, Service::AmazonDns as u8),
-            (NTP_STAND_IN, Service::Ntp as u8),
-        ]);
-    for (key, service) in configured {
-        services.insert(&key, &value(service), 0).unwrap();
+    ports.set(u32::from(IMDS_PORT), &PORT_FLAG_METADATA, 0).unwrap();
+    ports.set(u32::from(DNS_PORT), &PORT_FLAG_DNS, 0).unwrap();
+    for port in services::stand_in_ports(&table) {
+        let flags = ports.get(&u32::from(port), 0).unwrap();
+        ports.set(u32::from(port), &(flags | PORT_FLAG_LINKLOCAL), 0).unwrap();
     }
+    let mut service_map: HashMap<_, ServiceKey, ServiceValue> =
+        HashMap::try_from(ebpf.map_mut(names::MAP_LINKLOCAL_SERVICES).unwrap()).unwrap();
+    for (key, service) in table {
+        service_map.insert(&key, &ServiceValue { service, _pad: [0; 3] }, 0).unwrap();
+    }
+}
+
+fn socket_addr(key: &EndpointKey) -> SocketAddr {
+    SocketAddr::new(Ipv6Addr::from(key.addr).to_canonical(), key.port)
 }
 
 /// Stand-ins the link-local tests send to (never sent anywhere: test runs only).

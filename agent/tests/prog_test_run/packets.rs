@@ -78,24 +78,11 @@ pub fn ip_packet(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> Vec<u8> {
 /// `dst_port`, or any other protocol with `payload` as its body.
 pub fn egress_to(dst: &[u8], proto: u8, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     let src: &[u8] = if dst.len() == 4 { &CLIENT4 } else { &CLIENT6 };
-    let mut l4 = Vec::new();
-    match proto {
-        IPPROTO_TCP => {
-            l4.extend_from_slice(&CLIENT_PORT.to_be_bytes());
-            l4.extend_from_slice(&dst_port.to_be_bytes());
-            l4.extend_from_slice(&1u32.to_be_bytes());
-            l4.extend_from_slice(&1u32.to_be_bytes());
-            l4.extend_from_slice(&[0x50, TCP_PSH_ACK, 0xff, 0xff, 0, 0, 0, 0]);
-        }
-        IPPROTO_UDP => {
-            l4.extend_from_slice(&(CLIENT_PORT + 1).to_be_bytes());
-            l4.extend_from_slice(&dst_port.to_be_bytes());
-            l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-            l4.extend_from_slice(&[0, 0]);
-        }
-        _ => {}
-    }
-    l4.extend_from_slice(payload);
+    let l4 = match proto {
+        IPPROTO_TCP => tcp_segment(CLIENT_PORT, dst_port, 1, TCP_PSH_ACK, payload),
+        IPPROTO_UDP => udp_datagram(CLIENT_PORT + 1, dst_port, payload),
+        _ => payload.to_vec(),
+    };
     ip_packet(src, dst, proto, &l4)
 }
 
@@ -121,6 +108,11 @@ fn tcp(version: Ip, dir: Dir, service_port: u16, seq: u32, flags: u8, payload: &
         Dir::Egress => (CLIENT_PORT, service_port),
         Dir::Ingress => (service_port, CLIENT_PORT),
     };
+    ip(version, dir, IPPROTO_TCP, &tcp_segment(sport, dport, seq, flags, payload))
+}
+
+/// A TCP segment (ack 1, no options, checksum left 0) carrying `payload`.
+fn tcp_segment(sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut h = Vec::with_capacity(20 + payload.len());
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
@@ -128,7 +120,7 @@ fn tcp(version: Ip, dir: Dir, service_port: u16, seq: u32, flags: u8, payload: &
     h.extend_from_slice(&1u32.to_be_bytes()); // ack
     h.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     h.extend_from_slice(payload);
-    ip(version, dir, IPPROTO_TCP, &h)
+    h
 }
 
 fn udp(dir: Dir, service_port: u16, payload: &[u8]) -> Vec<u8> {
@@ -136,13 +128,18 @@ fn udp(dir: Dir, service_port: u16, payload: &[u8]) -> Vec<u8> {
         Dir::Egress => (CLIENT_PORT + 1, service_port),
         Dir::Ingress => (service_port, CLIENT_PORT + 1),
     };
+    ip(Ip::V4, dir, IPPROTO_UDP, &udp_datagram(sport, dport, payload))
+}
+
+/// A UDP datagram (checksum left 0) carrying `payload`.
+fn udp_datagram(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut h = Vec::with_capacity(8 + payload.len());
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
     h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     h.extend_from_slice(&[0, 0]);
     h.extend_from_slice(payload);
-    ip(Ip::V4, dir, IPPROTO_UDP, &h)
+    h
 }
 
 /// Client to service (what `cw_skb_egress` sees).
