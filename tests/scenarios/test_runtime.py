@@ -311,6 +311,7 @@ def node(request, cgroups, tmp_path_factory):
         yield node
     finally:
         podman.remove_all()
+        podspec.remove_image(image)
         for server in servers.values():
             server.close()
         for server in dns.values():
@@ -544,7 +545,7 @@ def operator_scrape_config(objects: list[dict], targets_file: Path) -> dict:
     endpointslice role; the Kubernetes service discovery (which Debian's Prometheus is built
     without) is replaced by a file_sd target carrying the same __meta_kubernetes_* labels."""
     kinds = by_kind(objects)
-    monitor, service = kinds["ServiceMonitor"], kinds["Service"]
+    monitor = kinds["ServiceMonitor"]
     spec = monitor["spec"]
     (endpoint,) = spec["endpoints"]
     relabel = [{"source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"}]

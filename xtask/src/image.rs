@@ -100,7 +100,13 @@ pub fn image(root: &Path, args: &ImageArgs) -> anyhow::Result<()> {
     }
     if platforms.iter().any(|p| p.oci_arch == host.oci_arch) {
         crate::step(&format!("buildah: {} (linux/{})", args.tag, host.oci_arch));
+        let previous = image_id(&args.tag);
         buildah_bud(root, &context, host, version, &["--tag", &args.tag])?;
+        // The image the tag named before is now untagged: remove it rather than let every
+        // build leave one behind (it stays if a container still uses it).
+        if let Some(previous) = previous.filter(|id| Some(id) != image_id(&args.tag).as_ref()) {
+            let _ = Command::new("buildah").args(["rmi", &previous]).output();
+        }
     }
     if let Some(manifest) = &args.manifest {
         crate::step(&format!("buildah: manifest list {manifest}"));
@@ -212,6 +218,16 @@ fn buildah_bud(
         .arg(root.join("Containerfile"))
         .arg(context);
     crate::run(&mut cmd)
+}
+
+/// The id of the local image `name`, if there is one.
+fn image_id(name: &str) -> Option<String> {
+    let out = Command::new("buildah")
+        .args(["images", "--quiet", "--no-trunc", name])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())?;
+    String::from_utf8(out.stdout).ok()?.lines().next().map(str::to_string)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
