@@ -620,10 +620,12 @@ def discovered_target(objects: list[dict], address: str) -> dict:
     return {"targets": [address], "labels": labels}
 
 
+# The operator's scrape job is checked once, against the privileged profile's agent.
+ON_PRIVILEGED = pytest.mark.parametrize("node", ["privileged"], indirect=True)
+
+
 @pytest.fixture(scope="module")
 def operator_prometheus(node, tmp_path_factory):
-    if node.profile != "privileged":
-        pytest.skip("checked once, on the privileged profile's agent")
     prometheus = tool("prometheus")
     tmp = tmp_path_factory.mktemp("operator")
     objects = render(BASE)
@@ -665,6 +667,7 @@ def operator_prometheus(node, tmp_path_factory):
         proc.wait(timeout=20)
 
 
+@ON_PRIVILEGED
 def test_operator_target_labels_are_the_agent_pods(node, operator_prometheus):
     (up,) = operator_prometheus('up')
     labels = up["metric"]
@@ -679,6 +682,7 @@ def test_operator_target_labels_are_the_agent_pods(node, operator_prometheus):
     assert series["metric"]["pod"] == kiam.uid and series["metric"]["node"] == NODE_NAME
 
 
+@ON_PRIVILEGED
 def test_operator_scrape_has_no_exported_labels(node, operator_prometheus, request):
     """No series arrives with an exported_* label: the agent's labels never collide with the
     operator's target labels (job, instance, namespace, service, pod, container, endpoint)."""
@@ -695,6 +699,7 @@ def test_operator_scrape_has_no_exported_labels(node, operator_prometheus, reque
     assert operator_prometheus('credwatch_credential_fetches_total{metadata_endpoint="imds"}')
 
 
+@ON_PRIVILEGED
 def test_operator_rules_and_dashboards_see_the_agent_labels(node, operator_prometheus, request):
     """Every alert expression and dashboard query, run through the operator-shaped job, groups
     by labels that exist: a `sum by (…, metadata_endpoint, …)` over credential series returns
