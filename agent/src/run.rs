@@ -90,7 +90,14 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     if !hooks.keep_capabilities {
         // Before any other thread exists: capabilities are per thread.
         match harden::drop_capabilities(|| counters.readable()) {
-            Ok(kept) => log::info!("dropped capabilities; kept {}", kept.join(", ")),
+            Ok(dropped) if dropped.bounding_set_shrunk => {
+                log::info!("dropped capabilities; kept {}", dropped.kept.join(", "))
+            }
+            Ok(dropped) => log::info!(
+                "dropped capabilities; kept {}; bounding set left as the runtime set it (no \
+                 CAP_SETPCAP to shrink it; no_new_privs keeps it from being regained)",
+                dropped.kept.join(", ")
+            ),
             Err(e) => log::error!("dropping capabilities: {e:#}; running with all of them"),
         }
     }

@@ -976,9 +976,6 @@ def test_least_privilege_capabilities(cgroups, pod, servers, processes, tmp_path
         print(f"  without {missing}: {line}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 20 item 6: without CAP_SETPCAP the post-attach drop fails at PR_CAPBSET_DROP "
-    "(harden.rs drop_capabilities), logs ERROR and keeps every capability"))
 def test_least_privilege_agent_keeps_only_what_it_needs(cgroups, servers, processes, tmp_path):
     """Once attached, the agent under exactly the profile's capabilities drops all but those it
     keeps, without an ERROR."""
