@@ -1,11 +1,11 @@
 //! credwatch: the agent's command line (`credwatch run`); everything else is the agent library.
-use agent::{cli, harden, run};
+use agent::{cli, harden, logging, run};
 use anyhow::Context as _;
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(&cli.log_level);
+    logging::init(&cli.log_level, cli.log_format);
     if let Err(e) = harden::disable_core_dumps() {
         log::error!("disabling core dumps: {e}");
         return std::process::ExitCode::FAILURE;
@@ -28,14 +28,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str) {
-    env_logger::Builder::new()
-        // The Kubernetes client logs each failed request itself; agent::attribution::pods says the same once,
-        // with the retry delay. `--log-level info,kube_client=debug` brings them back.
-        .filter_module("kube_client", log::LevelFilter::Off)
-        .parse_filters(level)
-        .format_target(false)
-        .init();
 }

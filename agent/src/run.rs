@@ -5,7 +5,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
+use tokio::{signal::unix::SignalKind, sync::watch};
 
 use prometheus_client::registry::Registry;
 
@@ -55,7 +55,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
 
     // Bind first: a port already in use is the most common start-up failure; report it before
     // touching the kernel.
-    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+    let listener = http::bind(args.listen).with_context(|| {
         format!("listening on {} (is another credwatch running? see --listen)", args.listen)
     })?;
     let listen = listener.local_addr().unwrap_or(args.listen);
@@ -123,15 +123,27 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         rejects: own.userspace.clone(),
     };
     let gauges = PipelineGauges { cgroups_known: own.cgroups_known.clone(), attribution };
-    let pipeline = Pipeline::new(cx, features, gauges, pod_events);
-
     let ready: Ready = Arc::default();
+    // With Kubernetes attribution on, the pipeline says ready once it has the first pod list:
+    // before that, every series would be labelled by pod UID and relabelled moments later.
+    let kubernetes = pod_events.is_some();
+    let pipeline =
+        Pipeline::new(cx, features, gauges, pod_events, kubernetes.then(|| ready.clone()));
+
     let registry = Arc::new(registry);
     let server =
         tokio::spawn(http::serve(listener, registry.clone(), ready.clone(), stop_rx.clone()));
     let events = tokio::spawn(pipeline.run(stop_rx.clone()));
-    ready.store(true, Ordering::Release);
-    log::info!("ready: metrics on http://{listen}/metrics, observing {}", attach_to.display());
+    if kubernetes {
+        log::info!(
+            "metrics on http://{listen}/metrics, observing {}; ready once the first pod list \
+             has loaded",
+            attach_to.display()
+        );
+    } else {
+        ready.store(true, Ordering::Release);
+        log::info!("ready: metrics on http://{listen}/metrics, observing {}", attach_to.display());
+    }
     if let Some(tx) = hooks.on_ready {
         let _ = tx.send(registry);
     }

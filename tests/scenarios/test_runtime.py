@@ -75,10 +75,6 @@ ITEM3 = ("issue 20 item 3: a container that exited before the agent read its eve
          "pod=\"/cgroup-id/<id>\") nor analysed (resolv.conf is read through /proc/<pid>/root of "
          "a live process of the container's own cgroup: dns/observer.rs read_resolv_conf); learn "
          "cgroup paths as cgroups are made and resolv.conf per pod")
-ITEM4 = ("issue 20 item 4: podman's cgroupfs container cgroup `libpod-<id>` (no .scope) is not "
-         "recognised as a container (workload.rs container_id), so container=\"\"")
-ITEM6 = ("issue 20 item 6: without CAP_SETPCAP the post-attach drop fails at PR_CAPBSET_DROP "
-         "(harden.rs drop_capabilities), logs ERROR and keeps every capability")
 
 
 # --- the node: agent container, pods, servers ------------------------------------------------------
@@ -400,8 +396,7 @@ def test_agent_container_runs_as_the_pod_spec_says(node):
     assert len(image["RootFS"]["Layers"]) == 1
 
 
-def test_every_container_is_labelled_with_its_container_id(node, request):
-    xfail_if(request, True, ITEM4)
+def test_every_container_is_labelled_with_its_container_id(node):
     wanted = {
         ("credwatch_credential_fetches_total", "kiam", "app"),
         ("credwatch_credential_fetches_total", "healthy", "app"),
@@ -519,21 +514,33 @@ def error_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if re.match(r"^\[\S+ ERROR", line)]
 
 
-def test_no_error_in_the_agent_log(node, request):
-    xfail_if(request, node.profile == "least-privilege", ITEM6)
+def test_no_error_in_the_agent_log(node):
     log = node.log()
     assert "ready: metrics on" in log, log[-2000:]
     assert error_lines(log) == [], log[-3000:]
 
 
-def test_agent_keeps_only_the_capabilities_it_needs(node, request):
-    xfail_if(request, node.profile == "least-privilege", ITEM6)
+def test_agent_keeps_only_the_capabilities_it_needs(node):
     pid = node.pid()
     effective = status_caps(pid, "CapEff")
     assert effective == KEPT_AFTER_ATTACH, effective
     assert status_caps(pid, "CapPrm") == effective
     assert status_caps(pid, "CapAmb") == set() and status_caps(pid, "CapInh") == set()
-    assert error_lines(node.log()) == []
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert re.search(r"^NoNewPrivs:\s*1$", status, re.M)
+    (container,) = node.pod_spec["containers"]
+    context = container["securityContext"]
+    bounding = status_caps(pid, "CapBnd")
+    log = node.log()
+    if context.get("privileged"):
+        # With CAP_SETPCAP the agent shrinks the bounding set too.
+        assert bounding == KEPT_AFTER_ATTACH, bounding
+        assert "bounding set left" not in log
+    else:
+        # Without it the bounding set stays the profile's list, which no_new_privs seals.
+        assert bounding == {"cap_" + cap.lower() for cap in context["capabilities"]["add"]}
+        assert "bounding set left as the runtime set it" in log, log[-2000:]
+    assert error_lines(log) == []
 
 
 # --- Prometheus Operator ---------------------------------------------------------------------------
@@ -683,13 +690,9 @@ def test_operator_target_labels_are_the_agent_pods(node, operator_prometheus):
 
 
 @ON_PRIVILEGED
-def test_operator_scrape_has_no_exported_labels(node, operator_prometheus, request):
+def test_operator_scrape_has_no_exported_labels(node, operator_prometheus):
     """No series arrives with an exported_* label: the agent's labels never collide with the
     operator's target labels (job, instance, namespace, service, pod, container, endpoint)."""
-    xfail_if(request, True, "issue 20 item 5: the agent's metadata label is still `endpoint`, "
-             "which the operator's `endpoint` target label turns into exported_endpoint; "
-             "rename it metadata_endpoint (metrics.rs RequestLabels, DurationLabels, "
-             "CredentialLabels)")
     collided = operator_prometheus('{__name__=~"credwatch_.+", exported_endpoint!=""}')
     names = sorted({s["metric"]["__name__"] for s in collided})
     assert not names, f"series with exported_endpoint: {names}"
@@ -700,11 +703,10 @@ def test_operator_scrape_has_no_exported_labels(node, operator_prometheus, reque
 
 
 @ON_PRIVILEGED
-def test_operator_rules_and_dashboards_see_the_agent_labels(node, operator_prometheus, request):
+def test_operator_rules_and_dashboards_see_the_agent_labels(node, operator_prometheus):
     """Every alert expression and dashboard query, run through the operator-shaped job, groups
     by labels that exist: a `sum by (…, metadata_endpoint, …)` over credential series returns
     the endpoint, not an empty label."""
-    xfail_if(request, True, "issue 20 item 5: metadata_endpoint is not exported yet (rename)")
     kiam = node.pods["kiam"]
     result = operator_prometheus(
         f'sum by (pod, metadata_endpoint, role) '
