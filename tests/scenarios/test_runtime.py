@@ -70,11 +70,12 @@ KEPT_AFTER_ATTACH = {"cap_sys_ptrace", "cap_dac_read_search"}
 
 # Issue 20 items whose agent changes are not made yet (PHASE 2): the assertions that need them
 # are strict xfails.
-ITEM3 = ("issue 20 item 3: a container that exited before the agent read its events is neither "
-         "attributed (its cgroup is gone, so its path is unknown: workload.rs Resolver, "
-         "pod=\"/cgroup-id/<id>\") nor analysed (resolv.conf is read through /proc/<pid>/root of "
-         "a live process of the container's own cgroup: dns/observer.rs read_resolv_conf); learn "
-         "cgroup paths as cgroups are made and resolv.conf per pod")
+ITEM3 = ("issue 20 item 3 (half done): resolv.conf is now learnt per pod (from the pod's sandbox "
+         "or any other of its processes: test_dns.py's exited-container test), but podman "
+         "removes the Job container's cgroup before the frozen agent runs again, so its id has "
+         "no path any more (attribution/resolver.rs: pod=\"/cgroup-id/<id>\") and neither its "
+         "pod nor its resolv.conf can be found; attributing a removed cgroup needs the kernel "
+         "to record its ancestors (bpf_skb_ancestor_cgroup_id) while it exists")
 
 
 # --- the node: agent container, pods, servers ------------------------------------------------------

@@ -63,6 +63,19 @@ pub fn identify(path: &str) -> Identity {
     Identity { pod_uid: None, container_id, fallback }
 }
 
+/// The pod-level cgroup of a kubelet-shaped path (`…/pod<uid>` or `…-pod<uid>.slice`), which
+/// holds every container of the pod, the sandbox included; `None` outside a pod.
+pub fn pod_cgroup(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut pod = std::path::PathBuf::new();
+    for part in path.components() {
+        pod.push(part);
+        if part.as_os_str().to_str().and_then(pod_uid).is_some() {
+            return Some(pod);
+        }
+    }
+    None
+}
+
 fn short_id(id: Option<&str>) -> String {
     id.map(|id| id[..CONTAINER_ID_SHOWN.min(id.len())].to_string()).unwrap_or_default()
 }
@@ -179,6 +192,24 @@ mod tests {
             let full = (!container.is_empty()).then_some(CID);
             assert_eq!(id.container_id.as_deref(), full, "{path}");
         }
+    }
+
+    #[test]
+    fn the_pod_cgroup_of_a_container() {
+        use std::path::Path;
+        let uid_ = UID.replace('-', "_");
+        let systemd = format!(
+            "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice"
+        );
+        let container = format!("{systemd}/cri-containerd-{CID}.scope");
+        assert_eq!(pod_cgroup(Path::new(&container)).unwrap(), Path::new(&systemd));
+        let cgroupfs =
+            format!("/sys/fs/cgroup/unified/credwatch-test-7/kubepods/besteffort/pod{UID}");
+        let container = format!("{cgroupfs}/libpod-{CID}");
+        assert_eq!(pod_cgroup(Path::new(&container)).unwrap(), Path::new(&cgroupfs));
+        assert_eq!(pod_cgroup(Path::new(&cgroupfs)).unwrap(), Path::new(&cgroupfs));
+        assert_eq!(pod_cgroup(Path::new("/sys/fs/cgroup/system.slice/nginx.service")), None);
+        assert_eq!(pod_cgroup(Path::new("/sys/fs/cgroup/kubepods/burstable")), None);
     }
 
     /// Container cgroups in the shapes each runtime and driver makes them (the podman cgroupfs
