@@ -76,6 +76,12 @@ impl Platform {
     }
 }
 
+/// This machine's platform, `linux/<arch>`, if the image is built for it.
+pub fn host_platform() -> anyhow::Result<String> {
+    let host = PLATFORMS.iter().find(|p| p.is_host()).context("this machine's architecture")?;
+    Ok(format!("linux/{}", host.oci_arch))
+}
+
 pub fn image(root: &Path, args: &ImageArgs) -> anyhow::Result<()> {
     let platforms =
         args.platforms.iter().map(|p| Platform::named(p)).collect::<anyhow::Result<Vec<_>>>()?;
