@@ -172,7 +172,8 @@ pub async fn serve(
                     }
                     // Dropping the stream closes it.
                     Err(Refused::Client) => {
-                        log::debug!("{MAX_PER_CLIENT} metrics connections open from {}: closed {peer}", peer.ip())
+                        let client = peer.ip().to_canonical();
+                        log::debug!("{MAX_PER_CLIENT} metrics connections open from {client}: closed {peer}")
                     }
                     Err(Refused::Total) => {
                         log::debug!("{MAX_CONNECTIONS} metrics connections open: closed {peer}")

@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 
-from harness import (CLIENTS, METRIC_TIMEOUT, Cgroup, credserver, free_port, remove_tree,
+from harness import (CLIENTS, METRIC_TIMEOUT, READY_TIMEOUT, Cgroup, credserver, free_port,
+                     remove_tree,
                      wait_for, wait_for_count, wait_for_value)
 
 # tests/fixtures is on sys.path through harness
@@ -277,7 +278,7 @@ def test_api_down_at_start_then_relabelled_when_it_comes_up(cgroups, servers, ag
     wait_metric(watcher, UP, 1, timeout=RECONNECT_TIMEOUT)
     wait_metric(watcher, PODS, 1)
     wait_metric(watcher, UNRESOLVED, 0)
-    assert watcher.ready()
+    wait_for(watcher.ready, READY_TIMEOUT, interval=0.1, what="/readyz after the first list")
     assert "ready: the first pod list has loaded" in watcher.stderr()
     labels = k8s_labels(pod, "app", "Deployment/api")
     fetch(processes, app, imds, 1)
