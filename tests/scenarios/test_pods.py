@@ -19,8 +19,7 @@ import uuid
 import pytest
 
 from harness import (CLIENTS, METRIC_TIMEOUT, READY_TIMEOUT, Cgroup, credserver, free_port,
-                     remove_tree,
-                     wait_for, wait_for_count, wait_for_value)
+                     remove_tree, wait_for, wait_for_count, wait_for_value)
 
 # tests/fixtures is on sys.path through harness
 from kube_apiserver import KubeApiServer, load_fixture, pod_from_fixture  # noqa: E402
