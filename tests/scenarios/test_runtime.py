@@ -293,6 +293,11 @@ def node(request, cgroups, tmp_path_factory):
             exit_code = podman.wait(f"{podman.prefix}-job-job")
             assert exit_code == 0, podman.logs(f"{podman.prefix}-job-job")
             dns["job"].wait_answered(1)
+            # As on a node: the runtime removes the exited container's cgroup (podman's
+            # cleanup, shortly after the exit) before the agent runs again.
+            job_cgroup = cgroups.mount / pods["job"].cgroup_parent.lstrip("/") / f"libpod-{job}"
+            wait_for(lambda: not job_cgroup.exists(), 30, interval=0.1,
+                     what="the Job container's cgroup removed")
         finally:
             podspec.podman("unpause", agent_name)
         assert job
