@@ -293,8 +293,10 @@ def node(request, cgroups, tmp_path_factory):
             exit_code = podman.wait(f"{podman.prefix}-job-job")
             assert exit_code == 0, podman.logs(f"{podman.prefix}-job-job")
             dns["job"].wait_answered(1)
-            # As on a node: the runtime removes the exited container's cgroup (podman's
-            # cleanup, shortly after the exit) before the agent runs again.
+            # As on a node: the runtime removes the exited container's cgroup before the agent
+            # runs again (podman's cleanup does it shortly after the exit; `podman rm` makes
+            # sure of it).
+            podspec.podman("rm", f"{podman.prefix}-job-job")
             job_cgroup = cgroups.mount / pods["job"].cgroup_parent.lstrip("/") / f"libpod-{job}"
             wait_for(lambda: not job_cgroup.exists(), 30, interval=0.1,
                      what="the Job container's cgroup removed")
