@@ -42,13 +42,22 @@ impl MetadataObserver {
         let metadata_endpoint = o.endpoint.as_str();
         let kind = o.kind.as_str();
         let sdk = o.sdk.as_str();
-        log::debug!("{metadata_endpoint} {kind} sdk={sdk} role={:?} {:?} ({workload:?})", o.role, o.what);
+        log::debug!(
+            "{metadata_endpoint} {kind} sdk={sdk} role={:?} {:?} ({workload:?})",
+            o.role,
+            o.what
+        );
         let m = &self.metrics;
         match o.what {
             What::Response { status, latency_ns, imdsv1 } => {
                 let code = status.to_string();
-                let labels =
-                    RequestLabels { workload: workload.clone(), metadata_endpoint, kind, code, sdk };
+                let labels = RequestLabels {
+                    workload: workload.clone(),
+                    metadata_endpoint,
+                    kind,
+                    code,
+                    sdk,
+                };
                 cx.series.get_or_create(&m.requests, &labels).inc();
                 let labels = DurationLabels { workload: workload.clone(), metadata_endpoint, kind };
                 cx.series.get_or_create(&m.duration, &labels).observe(latency_ns as f64 / 1e9);
@@ -74,8 +83,13 @@ impl MetadataObserver {
             What::NoResponse { imdsv1 } => {
                 // Counted, but not timed: there is no response to time.
                 let code = NO_RESPONSE.to_string();
-                let labels =
-                    RequestLabels { workload: workload.clone(), metadata_endpoint, kind, code, sdk };
+                let labels = RequestLabels {
+                    workload: workload.clone(),
+                    metadata_endpoint,
+                    kind,
+                    code,
+                    sdk,
+                };
                 cx.series.get_or_create(&m.requests, &labels).inc();
                 if imdsv1 {
                     cx.series.get_or_create(&m.imdsv1, &workload).inc();
