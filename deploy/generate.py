@@ -334,7 +334,7 @@ def fleet_dashboard():
                          "EC2 drops what an interface sends beyond 1024 a second.",
              thresholds=AT_RISK),
         table("Top pods by link-local packets",
-              f"topk(20, sum by (namespace, pod, service) (rate(credwatch_linklocal_packets_total{{{s}}}{rate})))",
+              f"topk(20, sum by (namespace, pod, linklocal_service) (rate(credwatch_linklocal_packets_total{{{s}}}{rate})))",
               "packets/s", unit="pps",
               description="Which pods spend the node's link-local budget, and on which service."),
         timeseries("Busiest second per node (packets to link-local services)",
