@@ -4,7 +4,18 @@
 - deploy/base/prometheusrule.yaml (Prometheus Operator) from deploy/prometheus/rules.yaml, the one
   hand-maintained copy of the alerting rules: the same `groups:` text indented under `spec:`,
   comments included;
-- deploy/grafana/*.json, the importable Grafana dashboards, from the panel lists below.
+- deploy/grafana/*.json, the importable Grafana dashboards, from the panel lists below;
+- deploy/overlays/least-privilege/, the least-privilege profile: every file of deploy/base, the
+  DaemonSet with the container's securityContext below instead of `privileged: true`;
+- deploy/overlays/host-network/, the host-network profile: every file of deploy/base, the
+  DaemonSet's pod in the host's network namespace (HOST_NETWORK_POD below).
+
+Each profile is a directory of its own rather than a kustomize overlay of deploy/base because no
+overlay syntax renders with both kustomize v2 (Debian's kubectl 1.20, which the tests use: a
+directory is included only through `bases:`, a patch only through `patchesStrategicMerge:`,
+`patchesJson6902:` or a `patches:` list of file names) and kustomize v5 (current kubectl, which
+warns on exactly those fields and reads `patches:` entries as objects). A kustomization whose
+`resources:` are files is read the same way by both, without warnings.
 
     python3 deploy/generate.py          # rewrite the generated files
     python3 deploy/generate.py --check  # exit 1 if any is out of date (the tests do this too)
@@ -13,6 +24,7 @@ No dependencies beyond the standard library, so it runs anywhere the repository 
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -55,10 +67,52 @@ def render(source: str) -> str:
 
 GRAFANA = DEPLOY / "grafana"
 DS = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'namespace=~"$namespace", pod=~"$pod"'
-FLEET_SEL = 'namespace=~"$namespace"'
+# Every dashboard narrows by cluster (one Prometheus, Thanos, Mimir or Amazon Managed Prometheus
+# often serves many; an empty value matches series without the label), node and workload.
+AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
+FLEET_SEL = AGENT_SEL + ', namespace=~"$namespace", workload=~"$workload"'
+SEL = FLEET_SEL + ', pod=~"$pod"'
+IN_CLUSTER = 'cluster=~"$cluster"'
+IN_NAMESPACE = AGENT_SEL + ', namespace=~"$namespace"'
 POD_DASHBOARD_LINK = ("/d/credwatch-pod/credwatch-pod?${datasource:queryparam}"
                       "&var-namespace=${__data.fields.namespace}&var-pod=${__data.fields.pod}")
+
+
+# Descriptions of panels whose call below does not give one.
+PANEL_DESCRIPTIONS = {
+    "Metadata calls/s by metadata endpoint and kind":
+        "Requests to the metadata and credential endpoints (imds, ecs, pod_identity, custom) by kind: token, role_list, credentials, metadata.",
+    "Credential call latency p99 by metadata endpoint":
+        "99th percentile time to first byte of credential requests, per endpoint: what every refresh waits.",
+    "Top pods by DNS failure ratio":
+        "Share of each pod's DNS queries that timed out or were answered SERVFAIL/REFUSED (NXDOMAIN is not a failure).",
+    "DNS queries/s by rcode":
+        "DNS queries of the selected pods by response code; timeout: no answer within --dns-timeout.",
+    "DNS latency p99":
+        "99th percentile DNS response time over the selected pods.",
+    "Top pods by failed TCP connects":
+        "Connection attempts that were refused, reset, timed out or failed, per pod and destination class.",
+    "TCP connects/s by destination and result":
+        "Outbound connection attempts by destination class (metadata, dns, cluster, aws_api, loopback, external) and result.",
+    "Credential fetches/s by role and SDK":
+        "Credential documents delivered to this pod per second, by IAM role, metadata endpoint and client SDK.",
+    "Remaining lifetime at delivery":
+        "10th and 50th percentile of how long the delivered credentials had left; at or under 15 minutes SDKs refresh on every use.",
+    "Metadata calls/s by kind, code and SDK":
+        "This pod's metadata calls by endpoint, kind, HTTP status and client SDK.",
+    "Metadata latency by kind":
+        "Median and 99th percentile time to first byte of this pod's metadata calls, by kind.",
+    "Time waiting on metadata (s/s) by kind":
+        "Seconds per second this pod spends waiting on metadata calls, by kind.",
+    "IMDSv1 requests/s":
+        "IMDS GETs without a session token, per container: these fail once IMDSv2 is required.",
+    "DNS latency by qtype":
+        "Median and 99th percentile DNS response time of this pod, by query type.",
+    "TCP connect latency p99 by destination":
+        "99th percentile time from connect() to the handshake's end, by destination class.",
+    "TCP accepts/s":
+        "Inbound connections accepted on this pod's listeners.",
+}
 
 
 def target(expr, legend="", instant=False, table=False, ref="A"):
@@ -74,6 +128,9 @@ def target(expr, legend="", instant=False, table=False, ref="A"):
 
 def stat(title, expr, unit="short", description="", mappings=None, thresholds=None, w=6, h=4):
     steps = thresholds or [{"color": "green", "value": None}]
+    description = description or PANEL_DESCRIPTIONS.get(title, "")
+    if not description:
+        raise SystemExit(f"panel {title!r} has no description")
     return {
         "type": "stat", "title": title, "description": description, "w": w, "h": h,
         "targets": [target(expr, instant=True)],
@@ -86,6 +143,9 @@ def stat(title, expr, unit="short", description="", mappings=None, thresholds=No
 
 
 def timeseries(title, targets, unit="short", description="", w=12, h=8, stack=False):
+    description = description or PANEL_DESCRIPTIONS.get(title, "")
+    if not description:
+        raise SystemExit(f"panel {title!r} has no description")
     return {
         "type": "timeseries", "title": title, "description": description, "w": w, "h": h,
         "targets": [target(expr, legend, ref=chr(ord("A") + i))
@@ -102,6 +162,9 @@ def timeseries(title, targets, unit="short", description="", w=12, h=8, stack=Fa
 
 def table(title, expr, value_title, unit="short", description="", w=12, h=8, link=True):
     links = [{"title": "Open pod", "url": POD_DASHBOARD_LINK}] if link else []
+    description = description or PANEL_DESCRIPTIONS.get(title, "")
+    if not description:
+        raise SystemExit(f"panel {title!r} has no description")
     return {
         "type": "table", "title": title, "description": description, "w": w, "h": h,
         "targets": [target(expr, table=True)],
@@ -144,8 +207,9 @@ def layout(panels):
 def variables(pod_multi):
     counted = "|".join(f"credwatch_{name}_total" for name in (
         "metadata_requests", "credential_fetches", "dns_requests", "tcp_connects"))
-    namespaces_of = f'{{__name__=~"{counted}"}}'
-    pods_of = f'{{__name__=~"{counted}", namespace=~"$namespace"}}'
+
+    def of(selector=""):
+        return f'{{__name__=~"{counted}"{", " + selector if selector else ""}}}'
 
     def query_var(name, label, query, multi):
         return {
@@ -159,8 +223,11 @@ def variables(pod_multi):
     return [
         {"name": "datasource", "label": "Data source", "type": "datasource",
          "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": ""},
-        query_var("namespace", "Namespace", f"label_values({namespaces_of}, namespace)", True),
-        query_var("pod", "Pod", f"label_values({pods_of}, pod)", pod_multi),
+        query_var("cluster", "Cluster", f"label_values({of()}, cluster)", True),
+        query_var("node", "Node", f"label_values({of(IN_CLUSTER)}, node)", True),
+        query_var("namespace", "Namespace", f"label_values({of(AGENT_SEL)}, namespace)", True),
+        query_var("workload", "Workload", f"label_values({of(IN_NAMESPACE)}, workload)", True),
+        query_var("pod", "Pod", f"label_values({of(FLEET_SEL)}, pod)", pod_multi),
     ]
 
 
@@ -231,12 +298,12 @@ def fleet_dashboard():
               "token requests without a response",
               description="Alert CredwatchIMDSTokenUnanswered: the instance's hop limit is too "
                           "low for pods (1), or the path to IMDS drops the answer."),
-        timeseries("Metadata calls/s by endpoint and kind",
-                   [(f"sum by (endpoint, kind) (rate(credwatch_metadata_requests_total{{{s}}}{rate}))",
-                     "{{endpoint}} {{kind}}")], unit="reqps"),
-        timeseries("Credential call latency p99 by endpoint",
-                   [(f'histogram_quantile(0.99, sum by (endpoint, le) (rate(credwatch_metadata_request_duration_seconds_bucket{{{s}, kind="credentials"}}{rate})))',
-                     "{{endpoint}} p99")], unit="s"),
+        timeseries("Metadata calls/s by metadata endpoint and kind",
+                   [(f"sum by (metadata_endpoint, kind) (rate(credwatch_metadata_requests_total{{{s}}}{rate}))",
+                     "{{metadata_endpoint}} {{kind}}")], unit="reqps"),
+        timeseries("Credential call latency p99 by metadata endpoint",
+                   [(f'histogram_quantile(0.99, sum by (metadata_endpoint, le) (rate(credwatch_metadata_request_duration_seconds_bucket{{{s}, kind="credentials"}}{rate})))',
+                     "{{metadata_endpoint}} p99")], unit="s"),
         row("DNS"),
         table("Top pods by DNS search-list expansion",
               f"topk(20, sum by (namespace, pod) (rate(credwatch_dns_search_expansion_queries_total{{{s}}}{rate})))",
@@ -260,33 +327,33 @@ def fleet_dashboard():
                      "{{destination}} {{result}}")], unit="reqps"),
         row("Link-local budget"),
         stat("Seconds over 80% of the link-local allowance (1h)",
-             'sum(increase(credwatch_linklocal_packets_per_second_count[1h])) - '
-             'sum(increase(credwatch_linklocal_packets_per_second_bucket{le="819.2"}[1h])) or vector(0)',
+             f'sum(increase(credwatch_linklocal_packets_per_second_count{{{AGENT_SEL}}}[1h])) - '
+             f'sum(increase(credwatch_linklocal_packets_per_second_bucket{{le="819.2", {AGENT_SEL}}}[1h])) or vector(0)',
              description="Seconds in which a node sent more than 819 packets to link-local "
                          "services (IMDS, Amazon DNS, time sync, ECS and Pod Identity agents); "
                          "EC2 drops what an interface sends beyond 1024 a second.",
              thresholds=AT_RISK),
         table("Top pods by link-local packets",
-              f"topk(20, sum by (namespace, pod, service) (rate(credwatch_linklocal_packets_total{{{s}}}{rate})))",
+              f"topk(20, sum by (namespace, pod, linklocal_service) (rate(credwatch_linklocal_packets_total{{{s}}}{rate})))",
               "packets/s", unit="pps",
               description="Which pods spend the node's link-local budget, and on which service."),
         timeseries("Busiest second per node (packets to link-local services)",
                    [("max by (instance) (histogram_quantile(1, sum by (instance, le) "
-                     f"(rate(credwatch_linklocal_packets_per_second_bucket{rate}))))",
+                     f"(rate(credwatch_linklocal_packets_per_second_bucket{{{AGENT_SEL}}}{rate}))))",
                      "{{instance}}")], unit="pps",
                    description="Upper bound of the histogram bucket holding each node's busiest "
                                "second; the allowance is 1024 a second per interface."),
         row("Agents"),
-        stat("Agents up", 'sum(up{job=~".*credwatch.*"})',
+        stat("Agents up", f'sum(up{{job=~".*credwatch.*", {AGENT_SEL}}})',
              description="credwatch agents Prometheus scrapes successfully (one per node)."),
-        stat("Events lost (1h)", "sum(increase(credwatch_events_lost_total[1h])) or vector(0)",
+        stat("Events lost (1h)", f"sum(increase(credwatch_events_lost_total{{{AGENT_SEL}}}[1h])) or vector(0)",
              thresholds=AT_RISK, description="Events the agents dropped: counts are low when > 0."),
-        stat("cgroups indexed", "sum(credwatch_cgroups_known)",
+        stat("cgroups indexed", f"sum(credwatch_cgroups_known{{{AGENT_SEL}}})",
              description="cgroups the agents know, over all nodes."),
-        stat("Agent heap (largest)", "max(credwatch_agent_heap_bytes)", unit="bytes",
+        stat("Agent heap (largest)", f"max(credwatch_agent_heap_bytes{{{AGENT_SEL}}})", unit="bytes",
              description="Memory the busiest agent has allocated and not freed; a leak is a line "
                          "that keeps rising (RSS also holds freed memory, docs/metrics.md)."),
-        stat("Parse rejects/s", "sum(rate(credwatch_parse_rejects_total[$__rate_interval])) or vector(0)",
+        stat("Parse rejects/s", f"sum(rate(credwatch_parse_rejects_total{{{AGENT_SEL}}}[$__rate_interval])) or vector(0)",
              unit="reqps", description="Metadata traffic the parsers refused (see docs/metrics.md)."),
     ]
     return dashboard(
@@ -307,7 +374,7 @@ def pod_dashboard():
              mappings=STORM_MAPPINGS, thresholds=AT_RISK,
              description="The agent's storm flag for this pod (any role, any SDK)."),
         stat("Credential fetches/s", f"sum(rate(credwatch_credential_fetches_total{{{s}}}{rate}))",
-             unit="reqps"),
+             unit="reqps", description="Credential documents delivered to this pod per second."),
         stat("Median lifetime at delivery",
              f"histogram_quantile(0.5, sum by (le) (rate(credwatch_credential_remaining_lifetime_seconds_bucket{{{s}}}[1h])))",
              unit="s", description="How long the credentials this pod received had left. At or "
@@ -320,11 +387,11 @@ def pod_dashboard():
               "storm (1 = storm)", link=False,
               description="Which SDK each container fetches credentials with (from the "
                           "requests' User-Agent: none = no header, other = unrecognised), and "
-                          "whether the agent flags it. The CredentialRefreshStorm runbook has "
+                          "whether the agent flags it. The CredwatchCredentialRefreshStorm runbook has "
                           "the fix for each SDK."),
         timeseries("Credential fetches/s by role and SDK",
-                   [(f"sum by (role, endpoint, sdk) (rate(credwatch_credential_fetches_total{{{s}}}{rate}))",
-                     "{{role}} ({{endpoint}}, {{sdk}})")], unit="reqps"),
+                   [(f"sum by (role, metadata_endpoint, sdk) (rate(credwatch_credential_fetches_total{{{s}}}{rate}))",
+                     "{{role}} ({{metadata_endpoint}}, {{sdk}})")], unit="reqps"),
         timeseries("Remaining lifetime at delivery",
                    [(f"histogram_quantile(0.1, sum by (role, le) (rate(credwatch_credential_remaining_lifetime_seconds_bucket{{{s}}}[10m])))",
                      "{{role}} p10"),
@@ -332,8 +399,8 @@ def pod_dashboard():
                      "{{role}} p50")], unit="s"),
         row("Metadata calls"),
         timeseries("Metadata calls/s by kind, code and SDK",
-                   [(f"sum by (endpoint, kind, code, sdk) (rate(credwatch_metadata_requests_total{{{s}}}{rate}))",
-                     "{{endpoint}} {{kind}} {{code}} {{sdk}}")], unit="reqps", stack=True),
+                   [(f"sum by (metadata_endpoint, kind, code, sdk) (rate(credwatch_metadata_requests_total{{{s}}}{rate}))",
+                     "{{metadata_endpoint}} {{kind}} {{code}} {{sdk}}")], unit="reqps", stack=True),
         timeseries("Metadata latency by kind",
                    [(f"histogram_quantile(0.5, sum by (kind, le) (rate(credwatch_metadata_request_duration_seconds_bucket{{{s}}}{rate})))",
                      "{{kind}} p50"),
@@ -346,8 +413,8 @@ def pod_dashboard():
                    [(f"sum by (container) (rate(credwatch_metadata_imdsv1_requests_total{{{s}}}{rate}))",
                      "{{container}}")], unit="reqps"),
         timeseries("Metadata requests without a response/s",
-                   [(f'sum by (endpoint, kind) (rate(credwatch_metadata_requests_total{{{s}, code="no_response"}}{rate}))',
-                     "{{endpoint}} {{kind}}")], unit="reqps",
+                   [(f'sum by (metadata_endpoint, kind) (rate(credwatch_metadata_requests_total{{{s}, code="no_response"}}{rate}))',
+                     "{{metadata_endpoint}} {{kind}}")], unit="reqps",
                    description="No response status line before the connection ended or "
                                "--metadata-timeout passed. Token requests here, with IMDSv1 "
                                "requests rising: the IMDSv2 hop limit (runbook "
@@ -388,6 +455,129 @@ def pod_dashboard():
                 "includeVars": True, "keepTime": True}])
 
 
+# --- the least-privilege profile ----------------------------------------------------------------
+
+BASE = DEPLOY / "base"
+LEAST_PRIVILEGE = DEPLOY / "overlays" / "least-privilege"
+HOST_NETWORK = DEPLOY / "overlays" / "host-network"
+# The host-network profile's pod fields, instead of the base's `hostNetwork: false`.
+HOST_NETWORK_POD = """\
+      hostNetwork: true
+      # The Kubernetes API by its service name still resolves through the cluster DNS.
+      dnsPolicy: ClusterFirstWithHostNet
+"""
+PROFILE_HEADER = """\
+# GENERATED by deploy/generate.py from deploy/base/{name}{what}: edit that
+# file{profile}, then run `python3 deploy/generate.py`.
+"""
+LEAST_PRIVILEGE_SECURITY_CONTEXT = """\
+          securityContext:
+            privileged: false
+            allowPrivilegeEscalation: false
+            runAsUser: 0
+            readOnlyRootFilesystem: true
+            # containerd's RuntimeDefault profile allows bpf(2) and perf_event_open(2) to a
+            # container holding CAP_BPF and CAP_PERFMON; CRI-O's (containers/common) only to one
+            # holding CAP_SYS_ADMIN: there, use a Localhost profile (docs/deploy.md).
+            seccompProfile:
+              type: RuntimeDefault
+            capabilities:
+              drop: ["ALL"]
+              # To load and attach (tests/scenarios/test_deploy.py removes each in turn):
+              # BPF creates maps and loads programs; PERFMON lets the verifier accept pointer
+              # arithmetic on map values ("prohibited for !root" without it); NET_ADMIN loads
+              # and attaches cgroup_skb programs. Kernels 5.8-5.10 also need SYS_RESOURCE
+              # (docs/deploy.md).
+              # Kept once attached, when the agent drops everything else: SYS_PTRACE reads
+              # /proc/<pid>/root/etc/resolv.conf of pods that run as other users (DNS
+              # search-list analysis); DAC_READ_SEARCH finds a cgroup by its id
+              # (open_by_handle_at) instead of walking the tree.
+              add: ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]
+"""
+
+
+def kustomization_resources(text: str) -> list[str]:
+    """The file names under `resources:` of deploy/base/kustomization.yaml (one `- name` a line)."""
+    lines = text.splitlines()
+    start = lines.index("resources:") + 1
+    names = []
+    for line in lines[start:]:
+        if line.lstrip().startswith("#"):
+            continue
+        match = re.fullmatch(r"  - (\S+)", line)
+        if not match:
+            break
+        names.append(match.group(1))
+    return names
+
+
+def least_privilege_daemonset(base: str) -> str:
+    """deploy/base/daemonset.yaml with the container's securityContext block replaced."""
+    block = re.search(r"^          securityContext:\n(?:            .*\n| *#.*\n)*", base, re.M)
+    if block is None or "privileged: true" not in block.group(0):
+        raise SystemExit("deploy/base/daemonset.yaml: no privileged container securityContext")
+    return base[:block.start()] + LEAST_PRIVILEGE_SECURITY_CONTEXT + base[block.end():]
+
+
+def host_network_daemonset(base: str) -> str:
+    """deploy/base/daemonset.yaml in the host's network namespace."""
+    line = "      hostNetwork: false\n"
+    if base.count(line) != 1:
+        raise SystemExit("deploy/base/daemonset.yaml: no pod-level `hostNetwork: false` line")
+    return base.replace(line, HOST_NETWORK_POD)
+
+
+def profile(directory: Path, daemonset, note: str, intro: str,
+            generated: dict[Path, str]) -> dict[Path, str]:
+    """A profile's files, from deploy/base as on disk or as just `generated`: every file the
+    same but the DaemonSet, which `daemonset` rewrites."""
+    kustomization = (BASE / "kustomization.yaml").read_text()
+    names = kustomization_resources(kustomization)
+    files = {}
+    for name in names:
+        text = generated.get(BASE / name) or (BASE / name).read_text()
+        what = profile_note = ""
+        if name == "daemonset.yaml":
+            text, what, profile_note = daemonset(text), f", with {note[0]}", f" or {note[1]}"
+        files[directory / name] = PROFILE_HEADER.format(name=name, what=what,
+                                                        profile=profile_note) + text
+    body = kustomization.split("apiVersion:", 1)[1]
+    files[directory / "kustomization.yaml"] = PROFILE_HEADER.format(
+        name="kustomization.yaml", what="", profile="") + intro + "apiVersion:" + body
+    return files
+
+
+def least_privilege_profile(generated: dict[Path, str]) -> dict[Path, str]:
+    return profile(
+        LEAST_PRIVILEGE, least_privilege_daemonset,
+        ("the profile's securityContext",
+         "the profile (LEAST_PRIVILEGE_SECURITY_CONTEXT in deploy/generate.py)"), """\
+# credwatch without `privileged: true`: the container gets only the capabilities the agent
+# needs (deploy/generate.py says why each one), with RuntimeDefault seccomp and no privilege
+# escalation. Every other object is the same as in deploy/base.
+#
+#   kubectl apply -k deploy/overlays/least-privilege
+""", generated)
+
+
+def host_network_profile(generated: dict[Path, str]) -> dict[Path, str]:
+    return profile(
+        HOST_NETWORK, host_network_daemonset,
+        ("the host's network namespace", "the profile (HOST_NETWORK_POD in deploy/generate.py)"),
+        """\
+# credwatch in the host's network namespace, so that it sees the node's ENA interfaces and
+# exports their `*_allowance_exceeded` counters (credwatch_ena_allowance_exceeded_total, which
+# the CredwatchLinkLocalAllowanceExceeded alert reads). Everything else is the base: the kernel
+# programs see every pod's traffic from the cgroups either way. The price: the metrics port
+# (9500) listens on the node's addresses, and NetworkPolicies do not apply to host-network
+# pods. For both this and least-privilege, set `hostNetwork: true` and
+# `dnsPolicy: ClusterFirstWithHostNet` in a copy of deploy/overlays/least-privilege.
+# docs/runbooks/CredwatchLinkLocalAllowanceExceeded.md.
+#
+#   kubectl apply -k deploy/overlays/host-network
+""", generated)
+
+
 DASHBOARDS = {"credwatch-fleet.json": fleet_dashboard, "credwatch-pod.json": pod_dashboard}
 
 
@@ -395,6 +585,8 @@ def outputs() -> dict[Path, str]:
     files = {TARGET: render(SOURCE.read_text())}
     for name, build in DASHBOARDS.items():
         files[GRAFANA / name] = json.dumps(build(), indent=2) + "\n"
+    files.update(least_privilege_profile(files))
+    files.update(host_network_profile(files))
     return files
 
 

@@ -18,7 +18,13 @@ CARGO_FUZZ=0.13.2
 # `cargo xtask test`), which boots a Debian kernel fetched from this machine's Debian mirror.
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libllvm22 bpftool iproute2 python3 python3-venv
   prometheus dnsmasq-base iperf3 tcpdump bpftrace nftables libcap2-bin ethtool
-  qemu-system-x86 busybox-static debian-archive-keyring)
+  qemu-system-x86 busybox-static debian-archive-keyring
+  # The container image (`cargo xtask image`: buildah, the aarch64 cross toolchain and glibc for
+  # the static arm64 binary, qemu-user-static to run it) and the runtime suite (podman with runc;
+  # busybox-static is also the workload containers' shell).
+  podman buildah runc qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+# The static arm64 agent binary in the image (docs/deploy.md, multi-architecture images).
+RUST_CROSS_TARGETS=(aarch64-unknown-linux-gnu)
 # kubectl (for `kubectl kustomize` in the deploy tests) is Debian's kubernetes-client, installed
 # by its own step below: some machine images already have /usr/bin/kubectl from another package.
 KUBECTL_DEB=kubernetes-client
@@ -76,6 +82,12 @@ if ! have_toolchain "$RUST_BPF"; then
   log "rustup: installing $RUST_BPF with rust-src"
   rustup toolchain install "$RUST_BPF" --profile minimal -c rust-src -c clippy
 fi
+for target in "${RUST_CROSS_TARGETS[@]}"; do
+  if ! rustup target list --toolchain "$RUST_USER" --installed | grep -qx "$target"; then
+    log "rustup: adding target $target to $RUST_USER"
+    rustup target add --toolchain "$RUST_USER" "$target"
+  fi
+done
 for component in rust-src clippy; do
   if ! rustup component list --toolchain "$RUST_BPF" --installed | grep -q "^$component"; then
     rustup component add --toolchain "$RUST_BPF" "$component"
@@ -128,4 +140,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 cargo "+$RUST_USER" build --locked --quiet \
   --manifest-path tests/clients/rust_sdk/Cargo.toml --target-dir target/rust-sdk-client
-log "ok: toolchains $RUST_USER + $RUST_BPF, bpf-linker $BPF_LINKER, cargo-fuzz $CARGO_FUZZ, python test environment, JavaScript and Rust SDK clients ($SECONDS s)"
+log "ok: toolchains $RUST_USER (+ ${RUST_CROSS_TARGETS[*]}) + $RUST_BPF, bpf-linker $BPF_LINKER, cargo-fuzz $CARGO_FUZZ, python test environment, JavaScript and Rust SDK clients ($SECONDS s)"

@@ -28,8 +28,19 @@ pub struct Cli {
     #[arg(long, global = true, env = "CREDWATCH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Log line format: `text` (`[time LEVEL message]`) or `json` (one object per line with
+    /// `time`, `level`, `target` and `message`, for log pipelines).
+    #[arg(long, global = true, env = "CREDWATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,8 +72,10 @@ pub struct RunArgs {
     #[arg(long, env = "CREDWATCH_NO_DEFAULT_ENDPOINTS")]
     pub no_default_endpoints: bool,
 
-    /// Address for /metrics, /healthz and /readyz. Use 127.0.0.1:9500 behind a proxy.
-    #[arg(long, env = "CREDWATCH_LISTEN", default_value = "0.0.0.0:9500")]
+    /// Address for /metrics, /healthz and /readyz. The default, [::]:9500, takes IPv4 and IPv6
+    /// clients (dual-stack; 0.0.0.0:9500 where the kernel has no IPv6). Use 127.0.0.1:9500
+    /// behind a proxy.
+    #[arg(long, env = "CREDWATCH_LISTEN", default_value = "[::]:9500")]
     pub listen: SocketAddr,
 
     #[command(flatten)]

@@ -41,6 +41,7 @@ mod tests {
 
 /// Capability numbers (linux/capability.h).
 const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SETPCAP: u32 = 8;
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
@@ -65,16 +66,26 @@ pub enum CapabilityError {
     },
 }
 
-/// Drops every capability except [`KEPT`], from the effective, permitted, inheritable, ambient
-/// and bounding sets, and sets no_new_privs. `CAP_BPF` is kept only where the kernel still asks
+/// What [`drop_capabilities`] did.
+#[derive(Debug)]
+pub struct Dropped {
+    /// The capabilities kept, by name.
+    pub kept: Vec<&'static str>,
+    /// Whether the bounding set was shrunk too. That needs `CAP_SETPCAP`, which the
+    /// least-privilege profile does not grant: there the bounding set stays what the container
+    /// runtime made it (the profile's own list), which no_new_privs makes unusable (no execve
+    /// can raise the permitted set again).
+    pub bounding_set_shrunk: bool,
+}
+
+/// Drops every capability except [`KEPT`], from the effective, permitted, inheritable and
+/// ambient sets, and from the bounding set when it holds `CAP_SETPCAP` to do it (see
+/// [`Dropped::bounding_set_shrunk`]), and sets no_new_privs. `CAP_BPF` is kept only where the kernel still asks
 /// for it on every `bpf()` call (older kernels with unprivileged BPF disabled check it even for
 /// lookups on a descriptor the process holds; 6.1 and 6.18 do not, tested), which `bpf_works`
 /// tells by using one of the agent's own descriptors with `CAP_BPF` and `CAP_SYS_ADMIN` out of
 /// the effective set (reversible: the permitted set is unchanged then).
-/// Returns the names of the capabilities kept.
-pub fn drop_capabilities(
-    bpf_works: impl FnOnce() -> bool,
-) -> Result<Vec<&'static str>, CapabilityError> {
+pub fn drop_capabilities(bpf_works: impl FnOnce() -> bool) -> Result<Dropped, CapabilityError> {
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
     if threads != 1 {
         return Err(CapabilityError::Threads(threads));
@@ -99,14 +110,19 @@ pub fn drop_capabilities(
         keep |= bit(CAP_BPF);
         names.push("CAP_BPF");
     }
-    // The bounding set first: shrinking it needs CAP_SETPCAP, which goes next.
-    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(40);
-    for cap in (0..=last_cap).filter(|&c| keep & bit(c) == 0) {
-        // SAFETY: prctl with integer arguments.
-        sys("PR_CAPBSET_DROP", unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) }.into())?;
+    // The bounding set first: shrinking it needs CAP_SETPCAP, which goes next. Without it
+    // (least-privilege profile) it is left as the runtime set it.
+    let bounding_set_shrunk = effective & bit(CAP_SETPCAP) != 0;
+    if bounding_set_shrunk {
+        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(40);
+        for cap in (0..=last_cap).filter(|&c| keep & bit(c) == 0) {
+            // SAFETY: prctl with integer arguments.
+            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+            sys("PR_CAPBSET_DROP", rc.into())?;
+        }
     }
     // SAFETY: as above. EINVAL on kernels without ambient capabilities (before 4.3) is fine.
     let _ = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
@@ -116,7 +132,7 @@ pub fn drop_capabilities(
         "PR_SET_NO_NEW_PRIVS",
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }.into(),
     )?;
-    Ok(names)
+    Ok(Dropped { kept: names, bounding_set_shrunk })
 }
 
 const fn bit(cap: u32) -> u64 {

@@ -11,6 +11,7 @@ pub mod harden;
 pub mod histogram;
 pub mod http;
 pub mod kernel;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod observer;

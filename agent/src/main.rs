@@ -1,11 +1,11 @@
 //! credwatch: the agent's command line (`credwatch run`); everything else is the agent library.
-use agent::{cli, harden, run};
+use agent::{cli, harden, logging, run};
 use anyhow::Context as _;
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    run::init_logging(&cli.log_level);
+    logging::init(&cli.log_level, cli.log_format);
     if let Err(e) = harden::disable_core_dumps() {
         log::error!("disabling core dumps: {e}");
         return std::process::ExitCode::FAILURE;

@@ -15,6 +15,7 @@ use tokio::{
 
 use crate::{
     attribution::{labels::Workload, metrics::AttributionMetrics, pods::cache::PodEvent},
+    http::Ready,
     observer::{Context, Delivery, Feature, Observer},
 };
 
@@ -39,6 +40,8 @@ pub struct Pipeline {
     features: Vec<Feature>,
     gauges: PipelineGauges,
     pod_events: Option<mpsc::Receiver<PodEvent>>,
+    /// Set once the first pod list has been applied (Kubernetes attribution on).
+    ready_on_sync: Option<Ready>,
 }
 
 /// A ring read on the poll timer, and the observer of its records.
@@ -54,19 +57,21 @@ struct Woken {
 }
 
 impl Pipeline {
-    /// `pod_events` (from crate::attribution::pods) relabel cgroups.
+    /// `pod_events` (from crate::attribution::pods) relabel cgroups; `ready_on_sync` is set
+    /// once the first full pod list among them has been applied.
     pub fn new(
         cx: Context,
         features: Vec<Feature>,
         gauges: PipelineGauges,
         pod_events: Option<mpsc::Receiver<PodEvent>>,
+        ready_on_sync: Option<Ready>,
     ) -> Self {
-        Self { cx, features, gauges, pod_events }
+        Self { cx, features, gauges, pod_events, ready_on_sync }
     }
 
     /// Reads every feature's ring until `shutdown` changes.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
-        let Self { mut cx, features, gauges, mut pod_events } = self;
+        let Self { mut cx, features, gauges, mut pod_events, mut ready_on_sync } = self;
         let mut polled = Vec::new();
         let mut woken = Vec::new();
         let mut ringless = Vec::new();
@@ -116,7 +121,14 @@ impl Pipeline {
                     gauges.attribution.pods.set(cx.resolver.pods_known() as i64);
                 }
                 event = next_pod_event(&mut pod_events) => match event {
-                    Some(e) => cx.resolver.apply(e, Instant::now()),
+                    Some(e) => {
+                        let synced = matches!(e, PodEvent::Synced { .. });
+                        cx.resolver.apply(e, Instant::now());
+                        if let Some(ready) = ready_on_sync.take_if(|_| synced) {
+                            ready.store(true, std::sync::atomic::Ordering::Release);
+                            log::info!("ready: the first pod list has loaded");
+                        }
+                    }
                     None => {
                         log::warn!("pod watch ended: keeping the last known pods");
                         pod_events = None;

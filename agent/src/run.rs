@@ -5,7 +5,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{net::TcpListener, signal::unix::SignalKind, sync::watch};
+use tokio::{signal::unix::SignalKind, sync::watch};
 
 use prometheus_client::registry::Registry;
 
@@ -55,7 +55,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
 
     // Bind first: a port already in use is the most common start-up failure; report it before
     // touching the kernel.
-    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+    let listener = http::bind(args.listen).with_context(|| {
         format!("listening on {} (is another credwatch running? see --listen)", args.listen)
     })?;
     let listen = listener.local_addr().unwrap_or(args.listen);
@@ -81,7 +81,14 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     if !hooks.keep_capabilities {
         // Before any other thread exists: capabilities are per thread.
         match harden::drop_capabilities(|| counters.readable()) {
-            Ok(kept) => log::info!("dropped capabilities; kept {}", kept.join(", ")),
+            Ok(dropped) if dropped.bounding_set_shrunk => {
+                log::info!("dropped capabilities; kept {}", dropped.kept.join(", "))
+            }
+            Ok(dropped) => log::info!(
+                "dropped capabilities; kept {}; bounding set left as the runtime set it (no \
+                 CAP_SETPCAP to shrink it; no_new_privs keeps it from being regained)",
+                dropped.kept.join(", ")
+            ),
             Err(e) => log::error!("dropping capabilities: {e:#}; running with all of them"),
         }
     }
@@ -107,15 +114,27 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         rejects: own.userspace.clone(),
     };
     let gauges = PipelineGauges { cgroups_known: own.cgroups_known.clone(), attribution };
-    let pipeline = Pipeline::new(cx, features, gauges, pod_events);
-
     let ready: Ready = Arc::default();
+    // With Kubernetes attribution on, the pipeline says ready once it has the first pod list:
+    // before that, every series would be labelled by pod UID and relabelled moments later.
+    let kubernetes = pod_events.is_some();
+    let pipeline =
+        Pipeline::new(cx, features, gauges, pod_events, kubernetes.then(|| ready.clone()));
+
     let registry = Arc::new(registry);
     let server =
         tokio::spawn(http::serve(listener, registry.clone(), ready.clone(), stop_rx.clone()));
     let events = tokio::spawn(pipeline.run(stop_rx.clone()));
-    ready.store(true, Ordering::Release);
-    log::info!("ready: metrics on http://{listen}/metrics, observing {}", attach_to.display());
+    if kubernetes {
+        log::info!(
+            "metrics on http://{listen}/metrics, observing {}; ready once the first pod list \
+             has loaded",
+            attach_to.display()
+        );
+    } else {
+        ready.store(true, Ordering::Release);
+        log::info!("ready: metrics on http://{listen}/metrics, observing {}", attach_to.display());
+    }
     if let Some(tx) = hooks.on_ready {
         let _ = tx.send(registry);
     }
@@ -134,19 +153,6 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     }
     drop(attachment);
     Ok(())
-}
-
-/// Logging at `level` (`--log-level`, RUST_LOG syntax), for `credwatch` and for a caller that
-/// embeds the agent (the demo).
-pub fn init_logging(level: &str) {
-    env_logger::Builder::new()
-        // The Kubernetes client logs each failed request itself; crate::attribution::pods says
-        // the same once, with the retry delay. `--log-level info,kube_client=debug` brings them
-        // back.
-        .filter_module("kube_client", log::LevelFilter::Off)
-        .parse_filters(level)
-        .format_target(false)
-        .init();
 }
 
 async fn wait_for_stop(extra: Option<watch::Receiver<bool>>) -> anyhow::Result<()> {

@@ -146,11 +146,11 @@ fn print_summary(elapsed: Duration, pods: &[DemoPod], registry: &Registry) {
         let calls: u64 = ["token", "role_list", "credentials"]
             .into_iter()
             .map(|kind| {
-                let labels = [("endpoint", "imds"), ("kind", kind), ("code", "200")];
+                let labels = [("metadata_endpoint", "imds"), ("kind", kind), ("code", "200")];
                 sum("credwatch_metadata_requests_total", w, &labels)
             })
             .sum();
-        let role = [("endpoint", "imds"), ("role", server::ROLE)];
+        let role = [("metadata_endpoint", "imds"), ("role", server::ROLE)];
         let fetches = sum("credwatch_credential_fetches_total", w, &role);
         let flagged = sum("credwatch_credential_refresh_storm", w, &[("role", server::ROLE)]) == 1;
         let api = [("destination", "aws_api"), ("result", "established")];

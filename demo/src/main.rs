@@ -57,7 +57,7 @@ pub struct DemoArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    agent::run::init_logging(&cli.log_level);
+    agent::logging::init(&cli.log_level, agent::cli::LogFormat::Text);
     // As the agent: the demo runs it in this process.
     if let Err(e) = agent::harden::disable_core_dumps() {
         log::error!("disabling core dumps: {e}");

@@ -98,14 +98,16 @@ def servers():
 @pytest.fixture
 def agent(cgroups, processes, tmp_path):
     """Factory: `agent(server, ...)` starts credwatch watching the test subtree for those
-    metadata endpoints and waits for /readyz; stopped with SIGTERM afterwards."""
+    metadata endpoints and waits for /readyz (unless wait_ready=False: then for /healthz);
+    stopped with SIGTERM afterwards."""
     started = []
 
-    def start(*metadata_servers, extra_args=STORM_ARGS, log_level="debug"):
+    def start(*metadata_servers, extra_args=STORM_ARGS, log_level="debug", wait_ready=True):
         workdir = tmp_path / f"agent{len(started)}"
         workdir.mkdir()
         endpoints = [server.endpoint for server in metadata_servers]
-        started.append(Agent(processes, workdir, cgroups.root, endpoints, extra_args, log_level))
+        started.append(Agent(processes, workdir, cgroups.root, endpoints, extra_args, log_level,
+                             wait_ready=wait_ready))
         return started[-1]
 
     yield start

@@ -211,7 +211,7 @@ def http_get(port: int, path: str, accept: str = OPENMETRICS) -> tuple[int, str]
 
 class Agent:
     def __init__(self, processes: Processes, workdir: Path, cgroup_root: Path, endpoints,
-                 extra_args=(), log_level="debug"):
+                 extra_args=(), log_level="debug", wait_ready=True):
         self.port = free_port()
         self.stdout_path, self.stderr_path = workdir / "agent.stdout", workdir / "agent.stderr"
         argv = [str(agent_binary()), "run", "--cgroup-path", str(cgroup_root),
@@ -223,15 +223,20 @@ class Agent:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDWATCH_")}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = processes.spawn(argv, stdout=out, stderr=err, env=env)
-        wait_for(self._ready, READY_TIMEOUT, interval=0.1, what="agent /readyz")
+        path = "/readyz" if wait_ready else "/healthz"
+        wait_for(lambda: self._answers(path), READY_TIMEOUT, interval=0.1, what=f"agent {path}")
 
-    def _ready(self) -> bool:
+    def _answers(self, path: str) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"agent exited {self.proc.returncode}:\n{self.stderr()[-3000:]}")
         try:
-            return http_get(self.port, "/readyz")[0] == 200
+            return http_get(self.port, path)[0] == 200
         except OSError:
             return False
+
+    def ready(self) -> bool:
+        """/readyz answers 200 now."""
+        return http_get(self.port, "/readyz")[0] == 200
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")

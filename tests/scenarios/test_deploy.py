@@ -38,6 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kube_apiserver import KubeApiServer  # tests/fixtures, on sys.path through harness
 from harness import (
     OPENMETRICS, PROMETHEUS_TEXT, REPO, Agent, Metrics, Processes, agent_binary, credserver,
     demo_binary, free_port, http_get, wait_for, wait_for_count,
@@ -63,7 +64,8 @@ PENDING_METRICS: set[str] = set()
 HARDWARE_LABELS = {"credwatch_ena_allowance_exceeded_total": {"interface", "allowance"}}
 # Series Prometheus makes itself, and labels the scrape adds (docs/deploy.md).
 PROMETHEUS_SERIES = {"up"}
-TARGET_LABELS = {"job", "instance", "node"}
+# `cluster` is an external label (one Prometheus, Thanos or Mimir for many clusters).
+TARGET_LABELS = {"job", "instance", "node", "cluster"}
 # What Grafana substitutes for its built-in interval variables, for the queries sent here.
 GRAFANA_BUILTINS = {"__rate_interval": "30s", "__range": "5m", "__interval": "15s"}
 
@@ -94,8 +96,16 @@ def run(argv, **kwargs) -> subprocess.CompletedProcess:
 # --- what the rules and dashboards use -----------------------------------------------------------
 
 
-def alert_rules() -> list[dict]:
+def all_rules() -> list[dict]:
     return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def alert_rules() -> list[dict]:
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def recording_rules() -> list[dict]:
+    return [rule for rule in all_rules() if "record" in rule]
 
 
 def all_panels(dashboard: dict):
@@ -131,9 +141,9 @@ def metric_names(expr: str) -> set[str]:
 def used_metric_names() -> dict[str, set[str]]:
     """metric name -> where it is used."""
     used: dict[str, set[str]] = {}
-    for rule in alert_rules():
+    for rule in all_rules():
         for name in metric_names(rule["expr"]):
-            used.setdefault(name, set()).add(f"rules.yaml {rule['alert']}")
+            used.setdefault(name, set()).add(f"rules.yaml {rule.get('alert') or rule['record']}")
     for dash, title, expr in dashboard_queries():
         for name in metric_names(expr):
             used.setdefault(name, set()).add(f"{dash} '{title}'")
@@ -167,7 +177,7 @@ def exported_sample_names(exposition: str) -> set[str]:
 def test_promtool_check_rules():
     result = run([tool("promtool"), "check", "rules", str(RULES)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_cover_every_alert():
@@ -183,23 +193,30 @@ def test_promtool_unit_tests_cover_every_alert():
     alerts = {rule["alert"] for rule in alert_rules()}
     assert alerts - fires == set(), "alerts with no unit test where they fire"
     assert alerts - silent == set(), "alerts with no unit test where they stay silent"
+    # Every recording rule is evaluated by a promql_expr_test with expected samples.
+    checked = {re.match(r"[\w:]+", check["expr"]).group(0)
+               for case in yaml.safe_load(RULES_TEST.read_text())["tests"]
+               for check in case.get("promql_expr_test", []) if check.get("exp_samples")}
+    assert {rule["record"] for rule in recording_rules()} - checked == set(), \
+        "recording rules with no unit test"
 
 
 def test_unit_tests_fail_when_an_alert_is_broken(tmp_path):
     """The unit tests are not vacuous: a storm rule that also flags healthy pods fails them."""
-    broken = RULES.read_text().replace("credwatch_credential_refresh_storm == 1",
-                                       "credwatch_credential_refresh_storm >= 0")
+    broken = RULES.read_text().replace("expr: credwatch_credential_refresh_storm == 1",
+                                       "expr: credwatch_credential_refresh_storm >= 0")
     assert broken != RULES.read_text()
     (tmp_path / "rules.yaml").write_text(broken)
     shutil.copy(RULES_TEST, tmp_path / "rules_test.yaml")
     result = run([tool("promtool"), "test", "rules", "rules_test.yaml"], cwd=tmp_path)
     assert result.returncode != 0
-    assert "CredentialRefreshStorm" in result.stdout + result.stderr
+    assert "CredwatchCredentialRefreshStorm" in result.stdout + result.stderr
 
 
 def test_every_alert_has_annotations_and_a_runbook():
     for rule in alert_rules():
         name, annotations = rule["alert"], rule.get("annotations", {})
+        assert name.startswith("Credwatch"), f"{name}: alert names start with Credwatch"
         assert {"summary", "description", "runbook_url"} <= set(annotations), name
         assert rule["labels"]["severity"] in {"info", "warning", "critical"}, name
         url = annotations["runbook_url"]
@@ -240,7 +257,7 @@ def test_plain_prometheus_example_config(tmp_path):
         shutil.copy(RULES, tmp_path / "rules.yaml")
         result = run([tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
 
 
 # --- dashboards --------------------------------------------------------------------------------
@@ -256,7 +273,8 @@ def test_dashboards_are_importable_json():
         variables = {var["name"]: var for var in dashboard["templating"]["list"]}
         assert variables["datasource"]["type"] == "datasource"
         assert variables["datasource"]["query"] == "prometheus"
-        assert {"namespace", "pod"} <= set(variables)
+        # Fleets: one Prometheus (Thanos, Mimir, Amazon Managed Prometheus) for many clusters.
+        assert {"cluster", "node", "namespace", "workload", "pod"} <= set(variables)
         ids = [panel["id"] for panel in all_panels(dashboard)]
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
         for panel in all_panels(dashboard):
@@ -265,6 +283,7 @@ def test_dashboards_are_importable_json():
             if panel["type"] == "row":
                 continue
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert panel.get("description"), f"{path.name} '{panel['title']}' has no description"
             assert panel["targets"], f"{path.name} '{panel['title']}' has no query"
             for target in panel["targets"]:
                 assert target["datasource"]["uid"] == "${datasource}"
@@ -365,6 +384,9 @@ def stack(cgroups, tmp_path_factory):
     server = credserver.CredentialServer("127.0.0.1", lifetime=21600,
                                          unanswered_tokens=True).start()
     upstream = credserver.ApiServer().start()
+    # The Kubernetes API stand-in, so that the agent exports its watch's health
+    # (credwatch_kubernetes_watch_up, CredwatchKubernetesWatchDown) as it does in a cluster.
+    kube = KubeApiServer().start()
     demo = agent = prom = None
     try:
         # The storm scenario: a KIAM-like pod and a healthy one, in the demo's own cgroups.
@@ -375,7 +397,9 @@ def stack(cgroups, tmp_path_factory):
                                    stdout=out, stderr=err, env=env)
         # A second agent on a test pod that calls IMDS without tokens (6-hour credentials).
         (tmp / "agent").mkdir()
-        agent = Agent(processes, tmp / "agent", cgroups.root, [server.endpoint])
+        kubeconfig = kube.kubeconfig(tmp / "kubeconfig")
+        agent = Agent(processes, tmp / "agent", cgroups.root, [server.endpoint], extra_args=(
+            "--kubernetes", "on", "--kubeconfig", str(kubeconfig), "--node-name", "test-node"))
         imdsv1 = cgroups.systemd_pod()
 
         prom_port = free_port()
@@ -442,12 +466,13 @@ def stack(cgroups, tmp_path_factory):
         processes.end_all()
         server.close()
         upstream.close()
+        kube.stop()
 
 
 def test_storm_alert_fires_for_the_storm_pod_only(stack):
-    wanted = {("CredentialRefreshStorm", stack.storm_pod),
-              ("ShortLivedCredentialsDelivered", stack.storm_pod),
-              ("IMDSv1InUse", stack.imdsv1_pod),
+    wanted = {("CredwatchCredentialRefreshStorm", stack.storm_pod),
+              ("CredwatchShortLivedCredentialsDelivered", stack.storm_pod),
+              ("CredwatchIMDSv1InUse", stack.imdsv1_pod),
               ("CredwatchIMDSTokenUnanswered", stack.imdsv1_pod)}
     seen: dict[tuple[str, str], float] = {}
 
@@ -466,27 +491,30 @@ def test_storm_alert_fires_for_the_storm_pod_only(stack):
           + ", ".join(f"{name} {pod[:8]} {secs:.1f}" for (name, pod), secs in sorted(seen.items())))
 
     # Nothing else fires or is pending: not for the healthy pods, not for the agents. (One slow
-    # loopback call on a busy machine can lift a pod's p99 over MetadataLatencyHigh's 25 ms, so
+    # loopback call on a busy machine can lift a pod's p99 over CredwatchMetadataLatencyHigh's 25 ms, so
     # that alert is left to the unit tests here.)
     time.sleep(3)
     alerts = {(a["labels"]["alertname"], a["labels"].get("pod", "")) for a in stack.alerts()}
-    timing = {alert for alert in alerts if alert[0] == "MetadataLatencyHigh"}
+    timing = {alert for alert in alerts if alert[0] == "CredwatchMetadataLatencyHigh"}
     if timing:
-        print(f"MetadataLatencyHigh on this busy machine: {sorted(timing)}")
+        print(f"CredwatchMetadataLatencyHigh on this busy machine: {sorted(timing)}")
     assert alerts - timing == wanted, f"unexpected alerts: {alerts - timing - wanted}"
-    storm = next(a for a in stack.alerts() if a["labels"]["alertname"] == "CredentialRefreshStorm")
+    storm = next(a for a in stack.alerts()
+                 if a["labels"]["alertname"] == "CredwatchCredentialRefreshStorm")
     assert storm["labels"]["role"] == "demo-app-role"
     # The demo's client sends Java SDK v1's User-Agent: the alert names the SDK and its fix.
     assert storm["labels"]["sdk"] == "java_v1", storm
     assert "Java SDK v1" in storm["annotations"]["description"], storm
-    assert storm["annotations"]["runbook_url"].endswith("docs/runbooks/CredentialRefreshStorm.md")
+    assert storm["annotations"]["runbook_url"].endswith(
+        "docs/runbooks/CredwatchCredentialRefreshStorm.md")
     assert stack.storm_pod in storm["annotations"]["summary"]
 
 
 def substitutions(stack: Stack, dashboard: str) -> list[dict[str, str]]:
     """The variable values a user would pick: 'All' on the fleet dashboard; each pod in turn on
     the single-pod dashboard."""
-    base = {"namespace": ".*", **GRAFANA_BUILTINS}
+    base = {"cluster": ".*", "node": ".*", "namespace": ".*", "workload": ".*",
+            **GRAFANA_BUILTINS}
     if dashboard == "credwatch-fleet.json":
         return [dict(base, pod=".*")]
     return [dict(base, pod=pod) for pod in (stack.storm_pod, stack.healthy_pod, stack.imdsv1_pod)]
@@ -516,7 +544,8 @@ def test_every_dashboard_query_returns_data(stack):
 
     # The pod variables list the pods the agents saw.
     for dashboard, var, label, selector in variable_queries():
-        selector = expand(selector, {"namespace": ".*"})
+        selector = expand(selector, {"cluster": ".*", "node": ".*", "namespace": ".*",
+                                     "workload": ".*"})
         status, body = http_get(stack.prometheus_port, f"/api/v1/label/{label}/values?"
                                 + urllib.parse.urlencode({"match[]": selector}))
         assert status == 200, body
@@ -549,7 +578,7 @@ def test_metric_names_in_rules_and_dashboards_exist(stack):
     labels: dict[str, set[str]] = {}
     for (name, label_set) in Metrics.parse(stack.agent.metrics_text()) | Metrics.parse(stack.demo_text()):
         labels.setdefault(name, set()).update(dict(label_set))
-    exprs = [rule["expr"] for rule in alert_rules()] + [e for _, _, e in dashboard_queries()]
+    exprs = [rule["expr"] for rule in all_rules()] + [e for _, _, e in dashboard_queries()]
     for expr in exprs:
         for name, matchers in re.findall(r"\b(credwatch_[a-z0-9_]+)\{([^}]*)\}", expr):
             if is_pending(name):
@@ -580,37 +609,36 @@ def test_promtool_check_metrics_on_agent_output(stack):
 # --- manifests ---------------------------------------------------------------------------------
 
 
-def kubectls() -> dict[str, str]:
-    """version -> kubectl binary: Debian's kubernetes-client (in .tools/ where /usr/bin/kubectl
-    belongs to another package, see scripts/setup.sh) and any other kubectl on PATH."""
-    found = {}
-    candidates = [os.environ.get("KUBECTL"),
-                  str(REPO / ".tools/kubernetes-client/usr/bin/kubectl"),
-                  shutil.which("kubectl")]
+def debian_kubectl() -> str:
+    """Debian's kubectl (kubernetes-client 1.20, kustomize v2.0.3 built in): /usr/bin/kubectl
+    where that package owns it, else the copy scripts/setup.sh unpacks into .tools/ (some images
+    have another package's /usr/bin/kubectl, which the tests do not use)."""
+    candidates = [os.environ.get("KUBECTL"), str(REPO / ".tools/kubernetes-client/usr/bin/kubectl")]
+    owner = run(["dpkg-query", "-S", "/usr/bin/kubectl"]).stdout.split(":")[0]
+    if owner == "kubernetes-client":
+        candidates.append("/usr/bin/kubectl")
     for path in filter(None, candidates):
-        if not Path(path).exists():
-            continue
-        result = run([path, "version", "--client"])
-        match = re.search(r'GitVersion:"(v[\d.]+)|Client Version: (v[\d.]+)', result.stdout)
-        if result.returncode == 0 and match:
-            found.setdefault(match.group(1) or match.group(2), path)
-    return found
+        if Path(path).exists():
+            return path
+    pytest.skip("no Debian kubectl (scripts/setup.sh installs kubernetes-client)")
+
+
+# Kustomization fields kustomize v5 reads without a deprecation warning (its
+# Kustomization.CheckDeprecatedFields warns on bases, commonLabels, imageTags, patchesJson6902,
+# patchesStrategicMerge and vars) that kustomize v2 reads the same way.
+KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources"}
 
 
 def render(directory: Path) -> list[dict]:
-    binaries = kubectls()
-    if not binaries:
-        pytest.skip("no kubectl (scripts/setup.sh installs Debian's kubernetes-client)")
-    rendered = {}
-    for version, kubectl in binaries.items():
-        result = run([kubectl, "kustomize", str(directory)])
-        assert result.returncode == 0, f"kubectl {version} kustomize {directory}: {result.stderr}"
-        rendered[version] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    first, *others = rendered.values()
-    for version, objects in rendered.items():
-        # kustomize v2 (kubectl 1.20) and v5 (newer kubectl) must produce the same objects.
-        assert objects == first, f"kubectl {version} renders {directory} differently"
-    return first
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    deprecated = set(kustomization) - KUSTOMIZATION_FIELDS
+    assert not deprecated, f"{directory}: fields outside {KUSTOMIZATION_FIELDS}: {deprecated}"
+    for resource in kustomization["resources"]:
+        assert (directory / resource).is_file(), f"{directory}: {resource} is not a file"
+    result = run([debian_kubectl(), "kustomize", str(directory)])
+    assert result.returncode == 0, f"kubectl kustomize {directory}: {result.stderr}"
+    assert result.stderr == "", f"kubectl kustomize {directory} warned: {result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def by_kind(objects: list[dict]) -> dict[str, dict]:
@@ -627,16 +655,32 @@ def container(objects) -> dict:
 
 
 def test_kustomize_renders_base_and_overlay():
-    versions = kubectls()
-    if not any(v.startswith("v1.20.") for v in versions):
-        note(f"Debian's kubectl 1.20 (kustomize v2) not found, rendered with {sorted(versions)}")
+    version = run([debian_kubectl(), "version", "--client"]).stdout
+    assert 'GitVersion:"v1.20.' in version, version
     for directory in KUSTOMIZATIONS:
         kinds = by_kind(render(directory))
         assert set(kinds) == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                              "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule"}
+                              "DaemonSet", "Service", "NetworkPolicy", "ServiceMonitor",
+                              "PrometheusRule"}
         for obj in kinds.values():
             if obj["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding"}:
                 assert obj["metadata"]["namespace"] == "credwatch", obj["kind"]
+
+
+def test_least_privilege_profile_is_generated_from_the_base():
+    """deploy/overlays/least-privilege is deploy/generate.py's output (checked for staleness
+    by test_generated_files_are_up_to_date): the same files as deploy/base, only the DaemonSet's
+    securityContext differs (test_overlay_changes_only_the_security_context)."""
+    base = yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"]
+    least = yaml.safe_load((LEAST_PRIVILEGE / "kustomization.yaml").read_text())["resources"]
+    assert base == least
+    for name in base:
+        assert (LEAST_PRIVILEGE / name).read_text().startswith("# GENERATED by deploy/generate.py")
+    # The same for the host-network profile (test_host_network_overlay_changes_only_the_pod_network).
+    host = yaml.safe_load((HOST_NETWORK / "kustomization.yaml").read_text())["resources"]
+    assert base == host
+    for name in base:
+        assert (HOST_NETWORK / name).read_text().startswith("# GENERATED by deploy/generate.py")
 
 
 def test_manifests_validate_against_kubernetes_schemas():
@@ -662,7 +706,22 @@ def test_daemonset_base():
     agent = container(render(BASE))
     assert pod["priorityClassName"] == "system-node-critical"
     assert pod["tolerations"] == [{"operator": "Exists"}]
-    assert not pod.get("hostPID") and not pod.get("hostNetwork")
+    # The host's PID namespace for per-pod resolv.conf reads (docs/deploy.md); no host network.
+    assert pod["hostPID"] is True and not pod.get("hostNetwork")
+    # Linux nodes of the image's architectures, not Fargate, not EKS hybrid nodes.
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]},
+        {"key": "eks.amazonaws.com/compute-type", "operator": "NotIn",
+         "values": ["fargate", "hybrid"]},
+    ]
+    # Both address families (IPv6-only clusters probe and scrape the pod's IPv6 address).
+    assert "--listen=[::]:9500" in agent["args"]
+    # No prometheus.io annotations: the annotation-based job's target labels would collide.
+    annotations = kinds["DaemonSet"]["spec"]["template"]["metadata"].get("annotations", {})
+    assert not [key for key in annotations if key.startswith("prometheus.io/")]
     assert pod["serviceAccountName"] == kinds["ServiceAccount"]["metadata"]["name"]
     assert agent["securityContext"]["privileged"] is True
     # Mounts: the host's cgroup2 tree read-only, nothing else (no bpffs, no BTF, no tracefs).
@@ -701,7 +760,8 @@ def test_overlay_changes_only_the_security_context():
     assert context["privileged"] is False
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"]["drop"] == ["ALL"]
-    assert context["capabilities"]["add"], "the overlay must add capabilities"
+    assert context["capabilities"]["add"] == [*ATTACH_CAPABILITIES, *KEPT_CAPABILITIES]
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
     # Apart from the container's securityContext, the two profiles render the same objects.
     for obj in (base, least):
         by_kind(obj)["DaemonSet"]["spec"]["template"]["spec"]["containers"][0].pop("securityContext")
@@ -713,7 +773,7 @@ def test_host_network_overlay_changes_only_the_pod_network():
     pod = by_kind(host)["DaemonSet"]["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
-    assert not pod.get("hostPID")
+    assert pod["hostPID"] is True
     # Apart from those two fields, the same objects as the base.
     pod.pop("dnsPolicy")
     pod["hostNetwork"] = False
@@ -752,6 +812,18 @@ def test_prometheus_operator_objects():
             assert obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "monitoring"
 
 
+def test_network_policy_admits_only_the_monitoring_namespace():
+    kinds = by_kind(render(BASE))
+    policy, pod = kinds["NetworkPolicy"], kinds["DaemonSet"]["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]
+    (port,) = pod["spec"]["containers"][0]["ports"]
+    assert rule["ports"] == [{"port": port["name"], "protocol": "TCP"}]
+
+
 def run_help() -> str:
     binary = agent_binary()
     if not binary.exists():
@@ -780,33 +852,32 @@ def test_daemonset_flags_are_accepted_by_the_agent(tmp_path):
         assert str(missing) in result.stderr, result.stderr
 
 
-def test_dockerfile_uses_the_pinned_toolchains():
-    dockerfile = (REPO / "Dockerfile").read_text()
-    setup = (REPO / "scripts" / "setup.sh").read_text()
-
-    def channel(path: str) -> str:
-        return tomllib.loads((REPO / path).read_text())["toolchain"]["channel"]
-
-    # The two Rust pins live in their toolchain files, which setup.sh reads; bpf-linker's in setup.sh.
-    pins = {"RUST_USER": channel("rust-toolchain.toml"),
-            "RUST_BPF": channel("agent-ebpf/rust-toolchain.toml"),
-            **dict(re.findall(r"^(BPF_LINKER)=(\S+)$", setup, re.M))}
-    assert "BPF_LINKER" in pins, "scripts/setup.sh should pin BPF_LINKER"
-    for path in ("rust-toolchain.toml", "agent-ebpf/rust-toolchain.toml"):
-        assert path in setup, f"scripts/setup.sh should read its toolchain from {path}"
-    for name, value in pins.items():
-        assert re.search(rf"^ARG {name}={re.escape(value)}$", dockerfile, re.M), \
-            f"Dockerfile should pin {name}={value} like scripts/setup.sh"
-    assert "llvm-22" in dockerfile
-    assert re.search(r"^FROM .* AS build$", dockerfile, re.M | re.I), "multi-stage build expected"
-    assert 'ENTRYPOINT ["/usr/bin/credwatch"]' in dockerfile
+def test_one_image_recipe_that_pulls_nothing():
+    """The Containerfile is the only image recipe; it starts from scratch (no registry base) and
+    copies the binary `cargo xtask image` built (the runtime suite runs the result)."""
+    recipes = [p.name for p in REPO.iterdir() if p.name in ("Dockerfile", "Containerfile")]
+    assert recipes == ["Containerfile"]
+    containerfile = (REPO / "Containerfile").read_text()
+    froms = re.findall(r"^FROM (\S+)", containerfile, re.M)
+    assert froms == ["scratch"], froms
+    assert not re.search(r"^RUN ", containerfile, re.M), "no RUN step: nothing runs at build time"
+    assert re.search(r"^COPY --chmod=0555 \S+/credwatch /usr/bin/credwatch$", containerfile, re.M)
+    assert 'ENTRYPOINT ["/usr/bin/credwatch"]' in containerfile
 
 
 # --- least privilege ---------------------------------------------------------------------------
 
 
+# The least-privilege profile's capabilities: those needed to load and attach (each one's
+# removal makes the agent fail at start), and those the agent keeps once attached (harden.rs
+# KEPT: resolv.conf of pods of other users, cgroup lookups by id), which it can run without.
+ATTACH_CAPABILITIES = ["BPF", "PERFMON", "NET_ADMIN"]
+KEPT_CAPABILITIES = ["SYS_PTRACE", "DAC_READ_SEARCH"]
+
+
 def overlay_capabilities() -> list[str]:
     added = container(render(LEAST_PRIVILEGE))["securityContext"]["capabilities"]["add"]
+    assert added == [*ATTACH_CAPABILITIES, *KEPT_CAPABILITIES]
     return ["cap_" + cap.lower() for cap in added]
 
 
@@ -866,7 +937,9 @@ def test_least_privilege_capabilities(cgroups, pod, servers, processes, tmp_path
                                              server.endpoint, caps)
     state = wait_for(lambda: ready_or_exited(proc, port), 30, interval=0.1, what="agent start")
     assert state == "ready", f"agent with {caps} failed:\n{stderr.read_text()[-3000:]}"
-    assert effective_caps(proc.pid) == set(caps)
+    # Never more than the profile grants (what it keeps once attached:
+    # test_least_privilege_agent_keeps_only_what_it_needs).
+    assert effective_caps(proc.pid) <= set(caps)
     assert re.search(r"^NoNewPrivs:\s*1$", Path(f"/proc/{proc.pid}/status").read_text(), re.M)
     request = (b"GET " + credserver.ROLE_LIST_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     processes.run_client("raw_client.py", ["--host", server.host, "--port", server.port,
@@ -880,9 +953,10 @@ def test_least_privilege_capabilities(cgroups, pod, servers, processes, tmp_path
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0, stderr.read_text()[-2000:]
 
-    # Without any one of them: the agent exits with an error instead of becoming ready.
+    # Without any one of those needed to attach: the agent exits with an error instead of
+    # becoming ready.
     errors = {}
-    for missing in caps:
+    for missing in ["cap_" + cap.lower() for cap in ATTACH_CAPABILITIES]:
         keep = [cap for cap in caps if cap != missing]
         proc, port, stderr = start_bounded_agent(processes, tmp_path, cgroups.root,
                                                  cgroups.mount, server.endpoint, keep)
@@ -900,3 +974,21 @@ def test_least_privilege_capabilities(cgroups, pod, servers, processes, tmp_path
     print("\nminimal capability set:", ", ".join(caps))
     for missing, line in errors.items():
         print(f"  without {missing}: {line}")
+
+
+def test_least_privilege_agent_keeps_only_what_it_needs(cgroups, servers, processes, tmp_path):
+    """Once attached, the agent under exactly the profile's capabilities drops all but those it
+    keeps, without an ERROR."""
+    binary = agent_binary()
+    if not binary.exists():
+        pytest.skip(f"{binary} is not built")
+    server = servers(credserver.CredentialServer, "127.0.0.1", lifetime=900)
+    proc, port, stderr = start_bounded_agent(processes, tmp_path, cgroups.root, cgroups.mount,
+                                             server.endpoint, overlay_capabilities())
+    state = wait_for(lambda: ready_or_exited(proc, port), 30, interval=0.1, what="agent start")
+    assert state == "ready", stderr.read_text()[-3000:]
+    errors = [line for line in stderr.read_text().splitlines() if re.match(r"^\[\S+ ERROR", line)]
+    assert errors == []
+    assert effective_caps(proc.pid) == {"cap_" + cap.lower() for cap in KEPT_CAPABILITIES}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0

@@ -13,10 +13,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import select
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -153,6 +156,53 @@ def test_search_list_amplification_matches_dnsmasq_log(pod, servers, dns_agent, 
     assert 0 < spent <= all_latency, dns_samples(metrics)
     assert spent <= 2 * client.seconds, (spent, client.seconds)
     assert_clean(metrics)
+
+
+def test_a_container_that_exited_is_analysed_with_its_pods_resolv_conf(pod, servers, dns_agent,
+                                                                        processes, tmp_path):
+    """A Job-like container resolves once and exits before the agent reads anything (the agent
+    is stopped meanwhile, as a busy or throttled agent would be): its resolv.conf is learnt per
+    pod, from another process of the pod (the sandbox, a sibling cgroup), so its search-list
+    expansions still count. (Its cgroup is still there here; one removed before the agent runs
+    again is tests/scenarios/test_runtime.py's expected failure.)"""
+    dnsmasq = servers(Dnsmasq, tmp_path / "dnsmasq", [DNSMASQ_V4], [
+        "--address=/batch.example.com/192.0.2.11", "--local=/example.com/",
+        "--local=/cluster.local/"])
+    watcher = dns_agent()
+    conf_text = KUBE_RESOLV_CONF.format(ns=DNSMASQ_V4)
+    conf = tmp_path / "pod-resolv.conf"
+    conf.write_text(conf_text)
+    sandbox_cgroup = pod.path.parent / f"cri-containerd-{os.urandom(32).hex()}.scope"
+    sandbox_cgroup.mkdir()
+    sandbox = processes.spawn(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+         'mount --bind "$1" /etc/resolv.conf && exec sleep 600', "sh", str(conf)],
+        sandbox_cgroup)
+
+    def sandbox_ready():
+        try:
+            return Path(f"/proc/{sandbox.pid}/root/etc/resolv.conf").read_text() == conf_text \
+                and Path(f"/proc/{sandbox.pid}/comm").read_text().strip() == "sleep"
+        except OSError:
+            return False
+
+    wait_for(sandbox_ready, 10, what="the sandbox with the pod's resolv.conf")
+    os.kill(watcher.proc.pid, signal.SIGSTOP)
+    try:
+        with lookup(processes, pod, tmp_path / "job", conf_text, ["batch.example.com"]) as job:
+            assert job.results["batch.example.com"] == ["192.0.2.11"]
+        logged = dnsmasq.wait_answered(1)
+        assert (pod.path / "cgroup.procs").read_text() == "", "the job's process is gone"
+    finally:
+        os.kill(watcher.proc.pid, signal.SIGCONT)
+    expanded = {f"batch.example.com.{suffix}" for suffix in SEARCH}
+    expansions = [q for q in logged if q.name in expanded and q.rcode == "NXDOMAIN"]
+    assert len(expansions) == 2 * len(SEARCH), logged
+    expect_requests(watcher, logged, pod.labels)
+    metrics = wait_for_value(watcher, len(expansions), EXPANSION_QUERIES, **pod.labels)
+    assert metrics.value(EXPANSION_QUERIES, **pod.labels) == len(expansions)
+    sandbox.kill()
+    sandbox.wait(timeout=10)
 
 
 # --- 2. latency --------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def stand_ins(processes):
 
 
 def linklocal_series(metrics, pod: str) -> dict[str, float]:
-    return {dict(labels)["service"]: value
+    return {dict(labels)["linklocal_service"]: value
             for labels, value in metrics.select(PACKETS, pod=pod).items()}
 
 
@@ -138,7 +138,7 @@ def test_per_workload_counts_are_exact_per_service(agent, cgroups, stand_ins):
     metrics = settle(running, lambda m: m.value(PER_SECOND + "_sum") == total,
                      f"{PER_SECOND}_sum == {total}")
     for service, n in (("imds", imds_packets), ("amazon_dns", 7), ("ntp", 11), ("other", 0)):
-        assert metrics.value(SERVICE_PER_SECOND + "_sum", service=service) == n, service
+        assert metrics.value(SERVICE_PER_SECOND + "_sum", linklocal_service=service) == n, service
 
     # A vanished cgroup's kernel entries go: pod a held two (imds, amazon_dns), b one.
     assert metrics.value(ENTRIES) == 3
@@ -201,8 +201,8 @@ def observe_burst(agent, cgroups, stand_ins, counts: list[int]) -> None:
     # the buckets their counts call for.
     want = {le: n + quiet for le, n in expected_buckets(list(seen.values())).items()}
     assert got == want, f"seconds {seen}: buckets {got}, expected {want}"
-    service = {le: after.bucket(SERVICE_PER_SECOND, le, service="ntp")
-               - before.bucket(SERVICE_PER_SECOND, le, service="ntp") for le in BOUNDS}
+    service = {le: after.bucket(SERVICE_PER_SECOND, le, linklocal_service="ntp")
+               - before.bucket(SERVICE_PER_SECOND, le, linklocal_service="ntp") for le in BOUNDS}
     assert service == want, f"ntp: {service}, expected {want}"
     assert after.value(LOST, reason="linklocal_table_full") == 0
 

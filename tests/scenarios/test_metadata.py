@@ -69,7 +69,7 @@ def test_java_v1_storm_imdsv2_ipv4(pod, servers, agent, processes):
     client = run_java(processes, pod, server, upstream, 20, imdsv2=True)
     assert client["credentials"] == 20, "15-minute credentials must refresh on every request"
 
-    labels = dict(pod.labels, endpoint="custom")
+    labels = dict(pod.labels, metadata_endpoint="custom")
     for kind in METADATA_KINDS:
         wait_for_value(watcher, client[kind], REQUESTS, kind=kind, code="200", **labels)
     metrics = wait_for_value(watcher, client["credentials"], FETCHES, role=ROLE, **labels)
@@ -87,7 +87,7 @@ def test_java_v1_imdsv1_ipv6(cgroups, servers, agent, processes):
 
     client = run_java(processes, pod, server, upstream, 20)
 
-    labels = dict(pod.labels, endpoint="custom")
+    labels = dict(pod.labels, metadata_endpoint="custom")
     for kind in ("role_list", "credentials"):
         wait_for_value(watcher, client[kind], REQUESTS, kind=kind, code="200", **labels)
     wait_for_value(watcher, client["role_list"] + client["credentials"], IMDSV1, **pod.labels)
@@ -103,7 +103,7 @@ def test_botocore_container_provider_storm(pod, servers, agent, processes):
     served = run_botocore(processes, pod, server, api, 15)
     assert served > 1, "botocore should refresh 14-minute container credentials on every use"
 
-    wait_for_value(watcher, served, FETCHES, role="ecs-task", endpoint="custom", **pod.labels)
+    wait_for_value(watcher, served, FETCHES, role="ecs-task", metadata_endpoint="custom", **pod.labels)
     wait_for_value(watcher, 1, STORM, role="ecs-task", **pod.labels)
 
 
@@ -115,7 +115,7 @@ def test_healthy_lifetime_is_not_a_storm(pod, servers, agent, processes):
     client = run_java(processes, pod, server, upstream, 20, imdsv2=True)
     assert client["credentials"] == 1
 
-    labels = dict(pod.labels, endpoint="custom", role=ROLE)
+    labels = dict(pod.labels, metadata_endpoint="custom", role=ROLE)
     wait_for_value(watcher, 1, FETCHES, **labels)
     metrics = wait_for_value(watcher, 1, LIFETIME + "_count", **labels)
     assert metrics.bucket(LIFETIME, 14400, **labels) == 0
@@ -130,7 +130,7 @@ def test_expiration_split_across_segments(pod, servers, agent, processes):
 
     client = run_java(processes, pod, server, upstream, 5, imdsv2=True)
 
-    labels = dict(pod.labels, endpoint="custom", role=ROLE)
+    labels = dict(pod.labels, metadata_endpoint="custom", role=ROLE)
     wait_for_value(watcher, client["credentials"], FETCHES, **labels)
     metrics = wait_for_value(watcher, client["credentials"], LIFETIME + "_count", **labels)
     # The timestamp itself was reassembled, not just noticed: 900 s lands in the 900 bucket.
@@ -148,7 +148,7 @@ def test_chunked_credential_document(pod, servers, agent, processes):
     client = run_java(processes, pod, server, upstream, 5, imdsv2=True)
     assert b"Transfer-Encoding: chunked" in server.exchanges()[-1][2]
 
-    labels = dict(pod.labels, endpoint="custom", role=ROLE)
+    labels = dict(pod.labels, metadata_endpoint="custom", role=ROLE)
     wait_for_value(watcher, client["credentials"], FETCHES, **labels)
     metrics = wait_for_value(watcher, client["credentials"], LIFETIME + "_count", **labels)
     assert metrics.bucket(LIFETIME, 600, **labels) == 0
@@ -163,7 +163,7 @@ def test_latency_to_first_byte(pod, servers, agent, processes):
 
     client = run_java(processes, pod, server, upstream, 3)
 
-    labels = dict(pod.labels, endpoint="custom", kind="credentials")
+    labels = dict(pod.labels, metadata_endpoint="custom", kind="credentials")
     metrics = wait_for_value(watcher, client["credentials"], DURATION + "_count", **labels)
     assert metrics.bucket(DURATION, 0.25, **labels) == 0
     assert metrics.bucket(DURATION, 0.5, **labels) == client["credentials"]
@@ -230,7 +230,8 @@ def test_plain_cgroup_is_labelled_by_its_path(cgroups, servers, agent, processes
     client = run_java(processes, plain, server, upstream, 2)
 
     total = client["role_list"] + client["credentials"]
-    wait_for_value(watcher, total, REQUESTS, pod=plain.pod, container="", endpoint="custom")
+    wait_for_value(watcher, total, REQUESTS, pod=plain.pod, container="",
+                   metadata_endpoint="custom")
 
 
 # The `sdk` label (docs/metrics.md). Real clients where the machine has them: curl and Python's

@@ -88,7 +88,7 @@ def test_imdsv2_hop_limit(hops, sdk, lab, cgroups, agent):
     v1 = sum(1 for e in log if e["method"] == "GET" and not e["token"])
     assert tokens >= 1, log
     assert (v1 > 0) == (hops == 1), f"IMDSv1 fallback only when the token answer is lost: {log}"
-    labels = dict(pod_cgroup.labels, endpoint="imds")
+    labels = dict(pod_cgroup.labels, metadata_endpoint="imds")
     wait_for_value(watcher, len(log) - unanswered, REQUESTS, code="200", **labels)
     wait_for_value(watcher, v1, IMDSV1, **pod_cgroup.labels)
     metrics = wait_for_value(watcher, unanswered, REQUESTS, kind="token", code="no_response",
@@ -158,9 +158,9 @@ def test_connect_time_redirect(lab, cgroups, agent):
     watcher = agent(Declared("imds", asked), Declared("custom", marker))
     pod.run_json(argv, env=clean_env())
     pod.run_json([PY, CLIENTS / "credential_fetch.py", "--host", "192.0.2.1", "--port", 18081])
-    wait_for_value(watcher, 1, REQUESTS, endpoint="custom", **labels)
+    wait_for_value(watcher, 1, REQUESTS, metadata_endpoint="custom", **labels)
     assert len(server.stop()["log"]) >= 2, "the redirect delivered the SDK's calls"
-    assert watcher.scrape().value(REQUESTS, endpoint="imds", **labels) == 0
+    assert watcher.scrape().value(REQUESTS, metadata_endpoint="imds", **labels) == 0
     watcher.stop()
 
     # The redirect target declared: every call counted, exactly.
@@ -168,7 +168,7 @@ def test_connect_time_redirect(lab, cgroups, agent):
     watcher = agent(Declared("imds", server))
     pod.run_json(argv, env=clean_env())
     log = server.stop()["log"]
-    wait_for_value(watcher, len(log), REQUESTS, endpoint="imds", **labels)
-    wait_for_value(watcher, 1, FETCHES, endpoint="imds", **labels)
+    wait_for_value(watcher, len(log), REQUESTS, metadata_endpoint="imds", **labels)
+    wait_for_value(watcher, 1, FETCHES, metadata_endpoint="imds", **labels)
     redirect.send_signal(signal.SIGTERM)
     assert redirect.wait(timeout=10) == 0

@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
-from harness import (CLIENTS, METRIC_TIMEOUT, Cgroup, credserver, free_port, remove_tree,
-                     wait_for, wait_for_count, wait_for_value)
+from harness import (CLIENTS, METRIC_TIMEOUT, READY_TIMEOUT, Cgroup, credserver, free_port,
+                     remove_tree, wait_for, wait_for_count, wait_for_value)
 
 # tests/fixtures is on sys.path through harness
 from kube_apiserver import KubeApiServer, load_fixture, pod_from_fixture  # noqa: E402
@@ -257,23 +257,28 @@ def test_api_down_at_start_then_relabelled_when_it_comes_up(cgroups, servers, ag
     api = stub(start=False, port=free_port())
     pod, cg = make_pod("deployment", cgroups, "burstable", "systemd")
     api.add_pod(pod)
-    watcher = agent(imds, extra_args=kube_args(api, tmp_path))
+    watcher = agent(imds, extra_args=kube_args(api, tmp_path), wait_ready=False)
     app = cg["app"]
 
-    # No API: the agent exports anyway, labelled by pod UID and container id.
+    # No API: the agent exports anyway, labelled by pod UID and container id, but is not ready
+    # until it has the first pod list (kubelet keeps it out of the Service meanwhile).
     fetch(processes, app, imds, 2)
     wait_series(watcher, FETCHES, fallback_labels(app), 2)
     wait_metric(watcher, UNRESOLVED, 1)
     assert value(watcher, UP) == 0
+    assert not watcher.ready()
     time.sleep(4)
     failures = value(watcher, RESTARTS, reason="error")
     # Backing off: 0.5 s doubling, so a handful of attempts in ~5 s, not a busy loop.
     assert 1 <= failures <= 8, failures
 
+    assert not watcher.ready()
     api.start()
     wait_metric(watcher, UP, 1, timeout=RECONNECT_TIMEOUT)
     wait_metric(watcher, PODS, 1)
     wait_metric(watcher, UNRESOLVED, 0)
+    wait_for(watcher.ready, READY_TIMEOUT, interval=0.1, what="/readyz after the first list")
+    assert "ready: the first pod list has loaded" in watcher.stderr()
     labels = k8s_labels(pod, "app", "Deployment/api")
     fetch(processes, app, imds, 1)
     wait_series(watcher, FETCHES, labels, 1)

@@ -1,6 +1,6 @@
 //! Who a cgroup is, from its path alone: pod UID and container id from a kubelet-shaped cgroup
-//! path (systemd or cgroupfs driver, every QoS class, containerd, CRI-O and Docker naming), or the
-//! systemd unit, or the path itself.
+//! path (systemd or cgroupfs driver, every QoS class, containerd, CRI-O, Docker and podman naming),
+//! or the systemd unit, or the path itself.
 use crate::attribution::labels::Workload;
 
 /// Container ids are shown shortened, as `docker ps` and `crictl ps` do.
@@ -63,6 +63,19 @@ pub fn identify(path: &str) -> Identity {
     Identity { pod_uid: None, container_id, fallback }
 }
 
+/// The pod-level cgroup of a kubelet-shaped path (`…/pod<uid>` or `…-pod<uid>.slice`), which
+/// holds every container of the pod, the sandbox included; `None` outside a pod.
+pub fn pod_cgroup(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut pod = std::path::PathBuf::new();
+    for part in path.components() {
+        pod.push(part);
+        if part.as_os_str().to_str().and_then(pod_uid).is_some() {
+            return Some(pod);
+        }
+    }
+    None
+}
+
 fn short_id(id: Option<&str>) -> String {
     id.map(|id| id[..CONTAINER_ID_SHOWN.min(id.len())].to_string()).unwrap_or_default()
 }
@@ -82,22 +95,42 @@ fn pod_uid(part: &str) -> Option<String> {
     ok.then_some(uid)
 }
 
-/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope`, `libpod-<id>.scope`, or
-/// a bare `<id>` (cgroupfs driver). CRI-O's `crio-conmon-<id>.scope` and podman's
-/// `libpod-conmon-<id>.scope` are the monitors, not the containers.
+/// A container's own cgroup, by runtime and cgroup driver:
+///
+/// | runtime | systemd driver | cgroupfs driver |
+/// |---|---|---|
+/// | containerd | `cri-containerd-<id>.scope` | `<id>` |
+/// | CRI-O | `crio-<id>.scope` | `crio-<id>` |
+/// | Docker, cri-dockerd | `docker-<id>.scope` | `<id>` (`/docker/<id>` outside Kubernetes) |
+/// | podman | `libpod-<id>.scope` | `libpod-<id>` |
+///
+/// The monitors are not containers: CRI-O's `crio-conmon-<id>[.scope]` and podman's
+/// `libpod-conmon-<id>[.scope]`.
+///
+/// Any `<prefix>-<id>.scope` is taken (a scope is a container's unit whatever the runtime calls
+/// it); without `.scope`, only a bare id or a runtime's prefix above, so that a cgroupfs
+/// directory that merely ends in 64 hex digits is not a container.
 fn container_id(part: &str) -> Option<&str> {
-    let id = match part.strip_suffix(".scope") {
-        Some(scope) => {
-            if scope.contains("conmon-") {
-                return None;
-            }
-            &scope[scope.rfind('-')? + 1..]
-        }
-        None => part,
+    let (name, scope) = match part.strip_suffix(".scope") {
+        Some(name) => (name, true),
+        None => (part, false),
+    };
+    if name.contains("conmon-") {
+        return None;
+    }
+    let id = match name.rfind('-') {
+        Some(dash) if scope || CGROUPFS_PREFIXES.contains(&&name[..dash]) => &name[dash + 1..],
+        Some(_) => return None,
+        None if scope => return None,
+        None => name,
     };
     let ok = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
     ok.then_some(id)
 }
+
+/// The runtimes that name a cgroupfs container cgroup `<prefix>-<id>` (the others use the bare
+/// id).
+const CGROUPFS_PREFIXES: [&str; 2] = ["crio", "libpod"];
 
 #[cfg(test)]
 mod tests {
@@ -158,6 +191,93 @@ mod tests {
             assert_eq!(id.pod_uid.as_deref(), Some(UID), "{path}");
             let full = (!container.is_empty()).then_some(CID);
             assert_eq!(id.container_id.as_deref(), full, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_pod_cgroup_of_a_container() {
+        use std::path::Path;
+        let uid_ = UID.replace('-', "_");
+        let systemd = format!(
+            "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice"
+        );
+        let container = format!("{systemd}/cri-containerd-{CID}.scope");
+        assert_eq!(pod_cgroup(Path::new(&container)).unwrap(), Path::new(&systemd));
+        let cgroupfs =
+            format!("/sys/fs/cgroup/unified/credwatch-test-7/kubepods/besteffort/pod{UID}");
+        let container = format!("{cgroupfs}/libpod-{CID}");
+        assert_eq!(pod_cgroup(Path::new(&container)).unwrap(), Path::new(&cgroupfs));
+        assert_eq!(pod_cgroup(Path::new(&cgroupfs)).unwrap(), Path::new(&cgroupfs));
+        assert_eq!(pod_cgroup(Path::new("/sys/fs/cgroup/system.slice/nginx.service")), None);
+        assert_eq!(pod_cgroup(Path::new("/sys/fs/cgroup/kubepods/burstable")), None);
+    }
+
+    /// Container cgroups in the shapes each runtime and driver makes them (the podman cgroupfs
+    /// one as this machine's podman makes it under the runtime suite's `--cgroup-parent`, which
+    /// tests/scenarios/test_runtime.py checks end to end), the ids replaced by CID.
+    #[test]
+    fn every_runtime_and_driver() {
+        let uid_ = UID.replace('-', "_");
+        let short = &CID[..12];
+        let kube_systemd = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice"
+        );
+        let kube_cgroupfs = format!("/kubepods/besteffort/pod{UID}");
+        let in_pod = [
+            // containerd: systemd (EKS AL2023, Bottlerocket) and cgroupfs
+            (format!("{kube_systemd}/cri-containerd-{CID}.scope"), Some(CID)),
+            (format!("{kube_cgroupfs}/{CID}"), Some(CID)),
+            // CRI-O: systemd, with crun's `container` subgroup, and cgroupfs
+            (format!("{kube_systemd}/crio-{CID}.scope"), Some(CID)),
+            (format!("{kube_systemd}/crio-{CID}.scope/container"), Some(CID)),
+            (format!("{kube_cgroupfs}/crio-{CID}"), Some(CID)),
+            (format!("{kube_systemd}/crio-conmon-{CID}.scope"), None),
+            (format!("{kube_cgroupfs}/crio-conmon-{CID}"), None),
+            // cri-dockerd: systemd and cgroupfs
+            (format!("{kube_systemd}/docker-{CID}.scope"), Some(CID)),
+            (format!("{kube_cgroupfs}/{CID}"), Some(CID)),
+            // podman: systemd (also crun's subgroup) and cgroupfs (this machine's, under a test
+            // subtree as the runtime suite makes it)
+            (format!("{kube_systemd}/libpod-{CID}.scope"), Some(CID)),
+            (format!("{kube_systemd}/libpod-{CID}.scope/container"), Some(CID)),
+            (format!("/credwatch-test-4242{kube_cgroupfs}/libpod-{CID}"), Some(CID)),
+            (format!("{kube_cgroupfs}/libpod-conmon-{CID}"), None),
+            // the pod's own cgroup
+            (kube_systemd.clone(), None),
+            (kube_cgroupfs.clone(), None),
+        ];
+        for (path, id) in in_pod {
+            let identity = identify(&path);
+            assert_eq!(identity.pod_uid.as_deref(), Some(UID), "{path}");
+            assert_eq!(identity.container_id.as_deref(), id, "{path}");
+            let container = if id.is_some() { short } else { "" };
+            assert_eq!(identity.fallback, w(UID, container), "{path}");
+        }
+        let outside = [
+            // docker: systemd and cgroupfs
+            (format!("/system.slice/docker-{CID}.scope"), Some(CID)),
+            (format!("/docker/{CID}"), Some(CID)),
+            // podman: systemd (root and rootless, with crun's subgroup) and cgroupfs (default
+            // parent)
+            (format!("/machine.slice/libpod-{CID}.scope"), Some(CID)),
+            (
+                format!(
+                    "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{CID}.scope/container"
+                ),
+                Some(CID),
+            ),
+            (format!("/libpod_parent/libpod-{CID}"), Some(CID)),
+            (format!("/libpod_parent/libpod-conmon-{CID}"), None),
+            (format!("/machine.slice/libpod-conmon-{CID}.scope"), None),
+            // 64 hex digits after a dash that is no runtime's prefix, outside a scope
+            (format!("/build/cache-{CID}"), None),
+        ];
+        for (path, id) in outside {
+            let identity = identify(&path);
+            assert_eq!(identity.pod_uid, None, "{path}");
+            assert_eq!(identity.container_id.as_deref(), id, "{path}");
+            let container = if id.is_some() { short } else { "" };
+            assert_eq!(identity.fallback.container, container, "{path}");
         }
     }
 

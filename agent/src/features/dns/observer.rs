@@ -3,7 +3,7 @@
 //! capped per-pod name counts.
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -18,7 +18,7 @@ use super::{
     tables::DnsStatsTables,
 };
 use crate::{
-    attribution::{labels::Workload, resolver::Resolver},
+    attribution::{identify::pod_cgroup, labels::Workload, resolver::Resolver},
     observer::{Context, Observer},
     record::RecordError,
     series::SeriesRegistry,
@@ -26,15 +26,25 @@ use crate::{
 
 /// How often a pod's resolv.conf is read again.
 const RESOLV_CONF_TTL: Duration = Duration::from_secs(60);
+/// How soon a pod whose resolv.conf could not be read (no process of it left, or none yet) is
+/// tried again.
+const RESOLV_CONF_RETRY: Duration = Duration::from_secs(2);
+/// At most this many cgroups of a pod are looked into for a process whose resolv.conf to read.
+const POD_CGROUPS_SEARCHED: usize = 64;
 /// Label for names past a pod's cap.
 pub const OTHER_NAMES: &str = "~other";
 
 #[derive(Debug, Default)]
 struct PodDns {
-    conf: Option<ResolvConf>,
-    read_at: Option<Instant>,
     expansion: Expansion,
     names: HashSet<String>,
+}
+
+/// A resolv.conf as last read for a pod (or, outside Kubernetes, a cgroup).
+#[derive(Debug)]
+struct Learnt {
+    conf: Option<ResolvConf>,
+    read_at: Instant,
 }
 
 #[derive(Debug)]
@@ -44,6 +54,11 @@ pub struct DnsObserver {
     pending: PendingTable,
     timeout_ns: u64,
     pods: HashMap<u64, PodDns>,
+    /// resolv.conf per pod cgroup directory: every container of a pod has the same one
+    /// (kubelet writes it per pod), so a container whose processes have exited is analysed
+    /// with what any other process of the pod (its sandbox, a sidecar) shows, or with what was
+    /// read for the pod before.
+    confs: HashMap<PathBuf, Learnt>,
     top_names: usize,
 }
 
@@ -61,6 +76,7 @@ impl DnsObserver {
             pending,
             timeout_ns: timeout.as_nanos() as u64,
             pods: HashMap::new(),
+            confs: HashMap::new(),
             top_names,
         }
     }
@@ -85,8 +101,8 @@ impl DnsObserver {
         }
         // Answers other than NXDOMAIN (seen with --dns-top-names) still record their base, so
         // that the absolute query after a successful expansion is recognised.
-        let expansion =
-            Self::is_expansion(&mut self.pods, a.cgroup_id, &a.name, resolver, now_unix);
+        let expansion = self.is_expansion(a.cgroup_id, &a.name, resolver, now_unix);
+        let m = &self.metrics;
         if a.rcode == RCODE_NXDOMAIN && expansion {
             series.get_or_create(&m.expansion_queries, &workload).inc();
             series.get_or_create(&m.expansion_seconds, &workload).inc_by(a.latency_ns as f64 / 1e9);
@@ -94,21 +110,41 @@ impl DnsObserver {
     }
 
     fn is_expansion(
-        pods: &mut HashMap<u64, PodDns>,
+        &mut self,
         cgroup_id: u64,
         name: &str,
         resolver: &mut Resolver,
         now: f64,
     ) -> bool {
-        let pod = pods.entry(cgroup_id).or_default();
-        if pod.read_at.is_none_or(|t| t.elapsed() >= RESOLV_CONF_TTL) {
-            pod.read_at = Some(Instant::now());
-            if let Some(conf) = resolver.cgroup_dir(cgroup_id).and_then(|d| read_resolv_conf(&d)) {
-                pod.conf = Some(conf);
+        let Some(conf) = resolver.cgroup_dir(cgroup_id).and_then(|dir| self.conf_for(&dir)) else {
+            return false;
+        };
+        let pod = self.pods.entry(cgroup_id).or_default();
+        pod.expansion.is_expansion(&conf, name, now)
+    }
+
+    /// The resolv.conf of the pod the cgroup `dir` belongs to (of the cgroup itself outside a
+    /// pod): re-read every RESOLV_CONF_TTL, retried every RESOLV_CONF_RETRY while unknown; a
+    /// failed re-read keeps what was read before.
+    fn conf_for(&mut self, dir: &Path) -> Option<ResolvConf> {
+        let scope = pod_cgroup(dir).unwrap_or_else(|| dir.to_path_buf());
+        let now = Instant::now();
+        let due = match self.confs.get(&scope) {
+            Some(Learnt { conf: Some(_), read_at }) => now - *read_at >= RESOLV_CONF_TTL,
+            Some(Learnt { conf: None, read_at }) => now - *read_at >= RESOLV_CONF_RETRY,
+            None => true,
+        };
+        if due {
+            // The cgroup's own processes first, then any other of its pod.
+            let read = read_resolv_conf(dir).or_else(|| read_pod_resolv_conf(&scope, dir));
+            let learnt =
+                self.confs.entry(scope.clone()).or_insert(Learnt { conf: None, read_at: now });
+            learnt.read_at = now;
+            if read.is_some() {
+                learnt.conf = read;
             }
         }
-        let Some(conf) = &pod.conf else { return false };
-        pod.expansion.is_expansion(conf, name, now)
+        self.confs.get(&scope).and_then(|l| l.conf.clone())
     }
 }
 
@@ -142,6 +178,8 @@ impl Observer for DnsObserver {
         if removed > 0 {
             log::debug!("removed {removed} DNS statistics entries of vanished cgroups");
         }
+        // A pod's resolv.conf goes with the pod's cgroup.
+        self.confs.retain(|scope, _| scope.exists());
         if self.pods.capacity() > 4 * self.pods.len().max(64) {
             self.pods.shrink_to_fit();
         }
@@ -170,6 +208,29 @@ fn record_answers(
     }
     let labels = DnsQtypeLabels { workload, qtype };
     series.get_or_create(&m.duration, &labels).add(&inc.latency, inc.latency_sum_ns);
+}
+
+/// The resolv.conf of a process in any cgroup below `pod` other than `skip` (read already),
+/// breadth first, at most POD_CGROUPS_SEARCHED cgroups.
+fn read_pod_resolv_conf(pod: &Path, skip: &Path) -> Option<ResolvConf> {
+    let mut queue = std::collections::VecDeque::from([pod.to_path_buf()]);
+    let mut searched = 0;
+    while let Some(dir) = queue.pop_front() {
+        searched += 1;
+        if searched > POD_CGROUPS_SEARCHED {
+            return None;
+        }
+        if dir != skip
+            && let Some(conf) = read_resolv_conf(&dir)
+        {
+            return Some(conf);
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        queue.extend(
+            entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
+        );
+    }
+    None
 }
 
 /// The resolv.conf a process in the cgroup sees, through `/proc/<pid>/root` (its own mount

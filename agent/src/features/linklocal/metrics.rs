@@ -30,14 +30,14 @@ pub const PER_SECOND_BUCKETS: [f64; 12] =
 pub struct LinkLocalLabels {
     #[prometheus(flatten)]
     pub workload: Workload,
-    pub service: &'static str,
+    pub linklocal_service: &'static str,
 }
 
 workload_labels!(LinkLocalLabels);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
-    pub service: &'static str,
+    pub linklocal_service: &'static str,
 }
 
 fn per_second_histogram() -> Histogram {
@@ -81,7 +81,9 @@ impl LinkLocalMetrics {
             m.service_per_second.clone(),
         );
         for s in Service::ALL {
-            let _ = m.service_per_second.get_or_create(&ServiceLabels { service: s.as_str() });
+            let _ = m
+                .service_per_second
+                .get_or_create(&ServiceLabels { linklocal_service: s.as_str() });
         }
         r.register(
             "credwatch_linklocal_seconds_lost",
@@ -101,7 +103,7 @@ impl LinkLocalMetrics {
     pub fn observe_second(&self, packets: &[u64; agent_common::linklocal::SERVICES]) {
         self.per_second.observe(packets.iter().sum::<u64>() as f64);
         for s in Service::ALL {
-            let labels = ServiceLabels { service: s.as_str() };
+            let labels = ServiceLabels { linklocal_service: s.as_str() };
             self.service_per_second.get_or_create(&labels).observe(packets[s as usize] as f64);
         }
     }
@@ -141,7 +143,7 @@ mod tests {
         for line in [
             "credwatch_linklocal_seconds_lost_total 0",
             "credwatch_linklocal_packets_per_second_bucket{le=\"819.2\"} 0",
-            "credwatch_linklocal_service_packets_per_second_count{service=\"amazon_dns\"} 0",
+            "credwatch_linklocal_service_packets_per_second_count{linklocal_service=\"amazon_dns\"} 0",
             "# TYPE credwatch_ena_allowance_exceeded counter",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
@@ -163,9 +165,9 @@ mod tests {
             "credwatch_linklocal_packets_per_second_bucket{le=\"768.0\"} 0",
             "credwatch_linklocal_packets_per_second_bucket{le=\"819.2\"} 1",
             "credwatch_linklocal_packets_per_second_bucket{le=\"896.0\"} 2",
-            "credwatch_linklocal_service_packets_per_second_count{service=\"ntp\"} 2",
-            "credwatch_linklocal_service_packets_per_second_bucket{le=\"0.0\",service=\"ntp\"} 1",
-            "credwatch_linklocal_service_packets_per_second_sum{service=\"imds\"} 1600.0",
+            "credwatch_linklocal_service_packets_per_second_count{linklocal_service=\"ntp\"} 2",
+            "credwatch_linklocal_service_packets_per_second_bucket{le=\"0.0\",linklocal_service=\"ntp\"} 1",
+            "credwatch_linklocal_service_packets_per_second_sum{linklocal_service=\"imds\"} 1600.0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

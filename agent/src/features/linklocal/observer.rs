@@ -42,7 +42,7 @@ impl Observer for LinkLocalObserver {
         for (key, inc) in increments {
             let Some(service) = Service::from_u8(key.service) else { continue };
             let workload = cx.resolver.workload_or_fallback(key.cgroup_id);
-            let labels = LinkLocalLabels { workload, service: service.as_str() };
+            let labels = LinkLocalLabels { workload, linklocal_service: service.as_str() };
             cx.series.get_or_create(&self.metrics.packets, &labels).inc_by(inc);
         }
         let slots = match self.tables.read_slots() {

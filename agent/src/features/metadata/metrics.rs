@@ -20,7 +20,7 @@ pub const LIFETIME_BUCKETS: [f64; 11] =
 pub struct RequestLabels {
     #[prometheus(flatten)]
     pub workload: Workload,
-    pub endpoint: &'static str,
+    pub metadata_endpoint: &'static str,
     pub kind: &'static str,
     pub code: String,
     /// The client's SDK family (`agent_common::sdk::Sdk`), from its `User-Agent`.
@@ -31,7 +31,7 @@ pub struct RequestLabels {
 pub struct DurationLabels {
     #[prometheus(flatten)]
     pub workload: Workload,
-    pub endpoint: &'static str,
+    pub metadata_endpoint: &'static str,
     pub kind: &'static str,
 }
 
@@ -39,7 +39,7 @@ pub struct DurationLabels {
 pub struct CredentialLabels {
     #[prometheus(flatten)]
     pub workload: Workload,
-    pub endpoint: &'static str,
+    pub metadata_endpoint: &'static str,
     pub role: String,
 }
 
@@ -48,7 +48,7 @@ pub struct CredentialLabels {
 pub struct FetchLabels {
     #[prometheus(flatten)]
     pub workload: Workload,
-    pub endpoint: &'static str,
+    pub metadata_endpoint: &'static str,
     pub role: String,
     pub sdk: &'static str,
 }

@@ -39,18 +39,27 @@ impl MetadataObserver {
     fn observe(&mut self, o: Observation, cx: &mut Context) {
         let workload = cx.resolver.workload_or_fallback(o.cgroup_id);
         let now = cx.clock.unix_seconds(o.ktime_ns);
-        let endpoint = o.endpoint.as_str();
+        let metadata_endpoint = o.endpoint.as_str();
         let kind = o.kind.as_str();
         let sdk = o.sdk.as_str();
-        log::debug!("{endpoint} {kind} sdk={sdk} role={:?} {:?} ({workload:?})", o.role, o.what);
+        log::debug!(
+            "{metadata_endpoint} {kind} sdk={sdk} role={:?} {:?} ({workload:?})",
+            o.role,
+            o.what
+        );
         let m = &self.metrics;
         match o.what {
             What::Response { status, latency_ns, imdsv1 } => {
                 let code = status.to_string();
-                let labels =
-                    RequestLabels { workload: workload.clone(), endpoint, kind, code, sdk };
+                let labels = RequestLabels {
+                    workload: workload.clone(),
+                    metadata_endpoint,
+                    kind,
+                    code,
+                    sdk,
+                };
                 cx.series.get_or_create(&m.requests, &labels).inc();
-                let labels = DurationLabels { workload: workload.clone(), endpoint, kind };
+                let labels = DurationLabels { workload: workload.clone(), metadata_endpoint, kind };
                 cx.series.get_or_create(&m.duration, &labels).observe(latency_ns as f64 / 1e9);
                 if imdsv1 {
                     cx.series.get_or_create(&m.imdsv1, &workload).inc();
@@ -58,7 +67,7 @@ impl MetadataObserver {
                 if o.kind == RequestKind::Credentials && status == 200 {
                     let labels = FetchLabels {
                         workload: workload.clone(),
-                        endpoint,
+                        metadata_endpoint,
                         role: o.role.clone(),
                         sdk,
                     };
@@ -74,8 +83,13 @@ impl MetadataObserver {
             What::NoResponse { imdsv1 } => {
                 // Counted, but not timed: there is no response to time.
                 let code = NO_RESPONSE.to_string();
-                let labels =
-                    RequestLabels { workload: workload.clone(), endpoint, kind, code, sdk };
+                let labels = RequestLabels {
+                    workload: workload.clone(),
+                    metadata_endpoint,
+                    kind,
+                    code,
+                    sdk,
+                };
                 cx.series.get_or_create(&m.requests, &labels).inc();
                 if imdsv1 {
                     cx.series.get_or_create(&m.imdsv1, &workload).inc();
@@ -87,8 +101,11 @@ impl MetadataObserver {
                     return;
                 };
                 let expires_at = expires_at as f64;
-                let labels =
-                    CredentialLabels { workload: workload.clone(), endpoint, role: o.role.clone() };
+                let labels = CredentialLabels {
+                    workload: workload.clone(),
+                    metadata_endpoint,
+                    role: o.role.clone(),
+                };
                 cx.series.get_or_create(&m.lifetime, &labels).observe(expires_at - now);
                 let key = StormLabels { workload, role: o.role, sdk };
                 let change = self.detector.on_expiration(&key, now, expires_at);
