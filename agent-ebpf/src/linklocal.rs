@@ -2,7 +2,8 @@
 //! (cgroup, service) and per second by service. Only packets the router found addressed to a
 //! link-local prefix, or to a port with `PORT_FLAG_LINKLOCAL`, get here: the traffic is low-rate
 //! by definition (beyond 1024 packets a second the services drop it), so plain map lookups are
-//! affordable, and the fast path pays one comparison of the destination's first byte.
+//! affordable, and the fast path pays one load and comparison of the destination's first two
+//! bytes (`packet::headers`).
 use agent_common::{
     EndpointKey, counter,
     linklocal::{

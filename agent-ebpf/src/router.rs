@@ -55,18 +55,24 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
         }
         return Ok(None);
     };
-    let flags = match CW_PORTS.get(port as u32) {
-        Some(flags) => *flags,
-        None => 0,
+    let flags = if link_local {
+        // Off the fast path: every other packet has left the comparison above on its first
+        // branch, so the port lookup and the test below are what they were without link-local
+        // counting. Counted before any parser runs, so whatever a parser makes of the packet, it
+        // is counted once.
+        let _ = linklocal::on_packet(ctx, v4, port, true);
+        flags_of(port)
+    } else {
+        let flags = flags_of(port);
+        if flags == 0 {
+            return Ok(None);
+        }
+        if to_service && flags & PORT_FLAG_LINKLOCAL != 0 {
+            // A stand-in for a link-local service (a configured endpoint on loopback).
+            let _ = linklocal::on_packet(ctx, v4, port, false);
+        }
+        flags
     };
-    if flags == 0 && !link_local {
-        return Ok(None);
-    }
-    if to_service && (link_local || flags & PORT_FLAG_LINKLOCAL != 0) {
-        // Counted before any parser runs, so whatever a parser makes of the packet, it is
-        // counted once.
-        let _ = linklocal::on_packet(ctx, v4, port, link_local);
-    }
     let port_flags = flags & (PORT_FLAG_METADATA | PORT_FLAG_DNS);
     if port_flags == 0 {
         return Ok(None);
@@ -80,6 +86,15 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
     let packed = forget(l4_off as u64 | (u64::from(v4) << 8) | (u64::from(proto) << 16))?;
     let (l4_off, v4, proto) = ((packed & 0xff) as usize, packed & 0x100 != 0, (packed >> 16) as u8);
     Ok(Some(L4 { proto, v4, l4_off, port, port_flags, dir }))
+}
+
+/// The flags of a service-side port (`CW_PORTS`, an array the verifier inlines).
+#[inline(always)]
+fn flags_of(port: u16) -> u8 {
+    match CW_PORTS.get(port as u32) {
+        Some(flags) => *flags,
+        None => 0,
+    }
 }
 
 /// The TCP segment when its service-side address is a configured metadata endpoint.

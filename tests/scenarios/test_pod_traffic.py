@@ -40,11 +40,16 @@ def lab():
     lab.close()
 
 
+# An empty shared config and credentials file for the SDKs, removed when the test run ends.
+_EMPTY_AWS_DIR = tempfile.TemporaryDirectory(prefix="credwatch-aws-")
+_EMPTY_AWS_FILE = Path(_EMPTY_AWS_DIR.name) / "empty"
+_EMPTY_AWS_FILE.touch()
+
+
 def clean_env(**extra) -> dict:
-    empty = tempfile.NamedTemporaryFile(prefix="credwatch-aws-", delete=False)
-    empty.close()
+    empty = str(_EMPTY_AWS_FILE)
     return {"PATH": os.environ["PATH"], "HOME": tempfile.gettempdir(),
-            "AWS_CONFIG_FILE": empty.name, "AWS_SHARED_CREDENTIALS_FILE": empty.name, **extra}
+            "AWS_CONFIG_FILE": empty, "AWS_SHARED_CREDENTIALS_FILE": empty, **extra}
 
 
 def fetch_credentials_argv(sdk: str, url: str):

@@ -272,8 +272,10 @@ fn vm_test(root: &Path, kernels: Vec<String>) -> anyhow::Result<()> {
         kernels
     };
     step("building the agent and the BPF_PROG_TEST_RUN suite for the VMs");
-    cargo(&["build", "-p", "agent"])?;
+    // The VM runs the demo's clients too (scripts/vm-kernel-test.sh).
+    cargo(&["build", "-p", "agent", "-p", "credwatch-demo"])?;
     cargo(&["test", "-p", "agent", "--test", "prog_test_run", "--no-run"])?;
+    std::fs::create_dir_all(root.join("target/vm"))?;
     let mut report = Vec::new();
     let mut failed = Vec::new();
     for kernel in &kernels {
