@@ -349,6 +349,19 @@ def tool_cpu(pid) -> tuple[float, float]:
     return sum(p.get("run_time_ns", 0) for p in progs if p["id"] in ids) / 1e9, cpu
 
 
+QUICK_VERDICT = "not judged (quick)"
+
+
+def verdict(median: float, ok, gate: bool, quick: bool) -> str:
+    """met / MISSED against the row's target. A quick run (one short round) decides only the
+    exactness and loss-accounting rows: its speed and footprint figures are too short to judge."""
+    if ok is None:
+        return ""
+    if quick and not gate:
+        return QUICK_VERDICT
+    return "met" if ok(median) else "MISSED"
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -381,7 +394,7 @@ class Bench:
             figure = f"{figure} (95% CI of the median {ci[0]:.3f}–{ci[1]:.3f})"
         row = {"bench": bench, "figure": figure, "median": med, "min": min(values), "max": max(values),
                "unit": unit, "n": len(values), "target": target,
-               "verdict": "" if ok is None else ("met" if ok(med) else "MISSED"), "gate": gate}
+               "verdict": verdict(med, ok, gate, self.quick), "gate": gate}
         self.rows.append(row)
         log(f"{bench}: {figure} = {med:.4g} {unit} (min {min(values):.4g}, max {max(values):.4g}, n={len(values)}) {row['verdict']}")
 

@@ -52,3 +52,14 @@ def test_only_exactness_rows_that_missed_fail_the_run():
     exact_missed = {**TCP_EXACT, "median": 1.0, "verdict": "MISSED"}
     assert bench.missed_gates([DNS_RATE, TCP_EXACT, speed_missed]) == []
     assert bench.missed_gates([DNS_RATE, exact_missed, speed_missed]) == [exact_missed]
+
+
+def test_a_quick_run_judges_only_exactness_rows():
+    at_most_two = lambda v: v <= 2  # noqa: E731
+    assert bench.verdict(2.35, at_most_two, gate=False, quick=True) == bench.QUICK_VERDICT
+    assert bench.verdict(2.35, at_most_two, gate=False, quick=False) == "MISSED"
+    assert bench.verdict(1.0, at_most_two, gate=False, quick=False) == "met"
+    exact = lambda v: v == 0  # noqa: E731
+    assert bench.verdict(-80, exact, gate=True, quick=True) == "MISSED"
+    assert bench.verdict(0, exact, gate=True, quick=True) == "met"
+    assert bench.verdict(5.0, None, gate=False, quick=True) == ""
