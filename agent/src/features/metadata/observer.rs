@@ -58,12 +58,9 @@ impl MetadataObserver {
                     code,
                     sdk,
                 };
-                cx.series.get_or_create(&m.requests, &labels).inc();
+                self.count_request(&labels, imdsv1, cx);
                 let labels = DurationLabels { workload: workload.clone(), metadata_endpoint, kind };
                 cx.series.get_or_create(&m.duration, &labels).observe(latency_ns as f64 / 1e9);
-                if imdsv1 {
-                    cx.series.get_or_create(&m.imdsv1, &workload).inc();
-                }
                 if o.kind == RequestKind::Credentials && status == 200 {
                     let labels = FetchLabels {
                         workload: workload.clone(),
@@ -83,17 +80,8 @@ impl MetadataObserver {
             What::NoResponse { imdsv1 } => {
                 // Counted, but not timed: there is no response to time.
                 let code = NO_RESPONSE.to_string();
-                let labels = RequestLabels {
-                    workload: workload.clone(),
-                    metadata_endpoint,
-                    kind,
-                    code,
-                    sdk,
-                };
-                cx.series.get_or_create(&m.requests, &labels).inc();
-                if imdsv1 {
-                    cx.series.get_or_create(&m.imdsv1, &workload).inc();
-                }
+                let labels = RequestLabels { workload, metadata_endpoint, kind, code, sdk };
+                self.count_request(&labels, imdsv1, cx);
             }
             What::Expiration { packed } => {
                 let Some(expires_at) = expiration::unix_seconds(packed) else {
@@ -111,6 +99,14 @@ impl MetadataObserver {
                 let change = self.detector.on_expiration(&key, now, expires_at);
                 self.apply(change, cx);
             }
+        }
+    }
+
+    /// A request, answered or not, and whether it was an IMDSv1 one (no session token).
+    fn count_request(&self, labels: &RequestLabels, imdsv1: bool, cx: &mut Context) {
+        cx.series.get_or_create(&self.metrics.requests, labels).inc();
+        if imdsv1 {
+            cx.series.get_or_create(&self.metrics.imdsv1, &labels.workload).inc();
         }
     }
 
