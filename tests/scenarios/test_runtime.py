@@ -478,27 +478,27 @@ def test_dns_requests_equal_the_server_log(node):
     assert len(logged) == 2 * (len(SEARCH) + 1), [(q.qtype, q.name, q.rcode) for q in logged]
 
 
-def test_dns_search_expansion_equals_the_server_log(node):
-    pod = node.pods["dns"]
-    logged, _ = expect_dns_log(node, "dns", ["api.example.com"])
-    expansions = logged_expansions(logged, ["api.example.com"])
+def assert_expansion_equals_the_server_log(node, pod_name: str, names: list[str], what: str):
+    """The pod's search-list expansions in dnsmasq's log (every suffix, A and AAAA) are what the
+    agent exports for it, exactly."""
+    pod = node.pods[pod_name]
+    logged, _ = expect_dns_log(node, pod_name, names)
+    expansions = logged_expansions(logged, names)
     assert len(expansions) == 2 * len(SEARCH)
     name = "credwatch_dns_search_expansion_queries_total"
-    metrics = settled(node, lambda m: m.value(name, **pod.labels()) >= len(expansions),
-                      "search-list expansion of the long-lived pod")
+    metrics = settled(node, lambda m: m.value(name, **pod.labels()) >= len(expansions), what)
     assert metrics.value(name, **pod.labels()) == len(expansions)
+
+
+def test_dns_search_expansion_equals_the_server_log(node):
+    assert_expansion_equals_the_server_log(node, "dns", ["api.example.com"],
+                                           "search-list expansion of the long-lived pod")
 
 
 def test_dns_of_an_exited_job_container_is_analysed(node, request):
     xfail_if(request, True, ITEM3)
-    pod = node.pods["job"]
-    logged, _ = expect_dns_log(node, "job", ["batch.example.com"])
-    expansions = logged_expansions(logged, ["batch.example.com"])
-    assert len(expansions) == 2 * len(SEARCH)
-    name = "credwatch_dns_search_expansion_queries_total"
-    metrics = settled(node, lambda m: m.value(name, **pod.labels()) >= len(expansions),
-                      "search-list expansion of the exited Job container")
-    assert metrics.value(name, **pod.labels()) == len(expansions)
+    assert_expansion_equals_the_server_log(node, "job", ["batch.example.com"],
+                                           "search-list expansion of the exited Job container")
 
 
 # --- TCP -------------------------------------------------------------------------------------------
