@@ -46,21 +46,9 @@ fn json_line(
     line
 }
 
-/// `s` as a JSON string (RFC 8259: `"` and `\` escaped, control characters as `\u00XX`).
+/// `s` as a JSON string, escaped by serde_json (serialising a `str` cannot fail).
 fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
 #[cfg(test)]
