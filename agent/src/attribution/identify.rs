@@ -224,7 +224,8 @@ mod tests {
         );
         let kube_cgroupfs = format!("/kubepods/besteffort/pod{UID}");
         let in_pod = [
-            // containerd: systemd (EKS AL2023, Bottlerocket) and cgroupfs
+            // containerd: systemd (EKS AL2023, Bottlerocket) and cgroupfs (cri-dockerd's cgroupfs
+            // path has the same shape)
             (format!("{kube_systemd}/cri-containerd-{CID}.scope"), Some(CID)),
             (format!("{kube_cgroupfs}/{CID}"), Some(CID)),
             // CRI-O: systemd, with crun's `container` subgroup, and cgroupfs
@@ -233,9 +234,8 @@ mod tests {
             (format!("{kube_cgroupfs}/crio-{CID}"), Some(CID)),
             (format!("{kube_systemd}/crio-conmon-{CID}.scope"), None),
             (format!("{kube_cgroupfs}/crio-conmon-{CID}"), None),
-            // cri-dockerd: systemd and cgroupfs
+            // cri-dockerd: systemd (cgroupfs: as containerd's above)
             (format!("{kube_systemd}/docker-{CID}.scope"), Some(CID)),
-            (format!("{kube_cgroupfs}/{CID}"), Some(CID)),
             // podman: systemd (also crun's subgroup) and cgroupfs (this machine's, under a test
             // subtree as the runtime suite makes it)
             (format!("{kube_systemd}/libpod-{CID}.scope"), Some(CID)),
