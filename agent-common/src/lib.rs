@@ -36,6 +36,9 @@ pub const PORT_FLAG_LINKLOCAL: u8 = 4;
 pub const FLOW_TABLE_SIZE: u32 = 16_384;
 /// Capacity of the metadata endpoint table.
 pub const ENDPOINT_TABLE_SIZE: u32 = 64;
+/// Capacity of the cgroup → parent table ([`names::MAP_CGROUP_PARENTS`], LRU): more than the
+/// cgroups that send DNS queries on a node at once (a few per pod, at most a few hundred pods).
+pub const CGROUP_PARENTS_TABLE_SIZE: u32 = 8_192;
 /// Ring buffer size in bytes (a power of two, multiple of the page size). Userspace reads the
 /// rings every 25 ms; 1 MiB holds about 8,000 metadata events, so a storm must pass ~300k
 /// requests/s (or the agent stall for a second at 8k/s) before one is lost.
@@ -502,6 +505,7 @@ mod boundary {
         // no payload (TcpStats); CW_TCP_CIDRS (17th): configured address ranges.
         // CW_LINKLOCAL_SERVICES, _PACKETS, _SECONDS (18th-20th): configuration, and packet counts
         // per (cgroup, service) and per second; no payload (ServiceValue, SecondSlot, u64).
-        assert_eq!(names::MAPS.len(), 20, "a new map: decide here whether it can hold payload");
+        // CW_CGROUP_PARENTS (21st): cgroup id → parent cgroup id; no payload.
+        assert_eq!(names::MAPS.len(), 21, "a new map: decide here whether it can hold payload");
     }
 }

@@ -60,6 +60,11 @@ pub const MAP_LINKLOCAL_SERVICES: &str = "CW_LINKLOCAL_SERVICES";
 pub const MAP_LINKLOCAL_PACKETS: &str = "CW_LINKLOCAL_PACKETS";
 /// `PerCpuArray<linklocal::SecondSlot>`: each CPU's link-local packets per second, by service.
 pub const MAP_LINKLOCAL_SECONDS: &str = "CW_LINKLOCAL_SECONDS";
+/// `LruHashMap<u64 cgroup id, u64 parent cgroup id>`, filled by the kernel for each cgroup that
+/// gets DNS answers (at its first ones), while the cgroup exists: userspace names a cgroup
+/// removed before it could look it up (a Job container that resolved once and exited) by its
+/// parent, the pod's cgroup.
+pub const MAP_CGROUP_PARENTS: &str = "CW_CGROUP_PARENTS";
 pub const MAPS: &[&str] = &[
     MAP_PORTS,
     MAP_ENDPOINTS,
@@ -81,6 +86,7 @@ pub const MAPS: &[&str] = &[
     MAP_LINKLOCAL_SERVICES,
     MAP_LINKLOCAL_PACKETS,
     MAP_LINKLOCAL_SECONDS,
+    MAP_CGROUP_PARENTS,
 ];
 
 /// Load-time switch (a `.rodata` global, 1 as built): whether `cw_sock_ops` may call

@@ -19,6 +19,7 @@ use agent_common::{
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
+    ancestry::remember_parent,
     maps::{CW_DNS_EVENTS, CW_DNS_PENDING, CW_DNS_STATS, CW_DNS_STATS_CPU, config, count},
     opaque::opaque,
     packet::{IPPROTO_TCP, L4, cgroup_id, payload, socket_cookie},
@@ -271,7 +272,11 @@ fn response(ctx: &SkBuffContext, off: u32, len: u32, flags: u8) -> Result<(), i6
     unsafe { (&raw mut (*slot).query_ns).write_volatile(0) };
     let rcode = header[3] & 0x0f;
     let truncated = (header[2] >> 1) & 1;
-    record_stats(pending.cgroup_id, pending.qtype, rcode, truncated, latency_ns);
+    if record_stats(pending.cgroup_id, pending.qtype, rcode, truncated, latency_ns) {
+        // First answer of the key on this CPU (a new cgroup's first, among others): not on
+        // every query, where the table lookup would cost about a tenth of the programs' time.
+        remember_parent(ctx, pending.cgroup_id);
+    }
     if rcode == RCODE_NXDOMAIN || all_names() {
         let flags = flags | (truncated * FLAG_TRUNCATED);
         named_event(ctx, off, len, &pending, &header, latency_ns, now, flags);
@@ -288,9 +293,10 @@ static STATS: stats::Tables<DnsStatsKey, DnsStats> = stats::Tables {
 };
 
 /// Counts an answered query under its (cgroup, query type): in this CPU's cache slot when it
-/// can, else in the shared table (see `stats`).
+/// can, else in the shared table (see `stats`). True: the key was counted for the first time on
+/// this CPU.
 #[inline(always)]
-fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns: u64) {
+fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns: u64) -> bool {
     let key = DnsStatsKey { cgroup_id, qtype: known_qtype(qtype), _pad: [0; 6] };
     // Branch-free slot arithmetic (see walk_name): rcodes above REFUSED share the "other" slot.
     let rcode = u64::from(rcode);
@@ -307,12 +313,13 @@ fn record_stats(cgroup_id: u64, qtype: u16, rcode: u8, truncated: u8, latency_ns
         (rcode_slot & (RCODE_SLOTS - 1), bucket as usize & (LATENCY_SLOTS - 1));
     // The shared entry's size does not grow with the number of CPUs, as a per-CPU value's would
     // (208 bytes an entry, not 208 per CPU).
-    let _ = stats::count(&STATS, &key, |s, shared| unsafe {
+    let first = stats::count(&STATS, &key, |s, shared| unsafe {
         stats::add(&raw mut (*s).responses[rcode_slot], 1, shared);
         stats::add(&raw mut (*s).truncated, u64::from(truncated), shared);
         stats::add(&raw mut (*s).latency_sum_ns, latency_ns, shared);
         stats::add(&raw mut (*s).latency[bucket], 1, shared);
     });
+    first == Some(true)
 }
 
 /// `qtype` when it is one of the named types, else [`QTYPE_OTHER`], without a branch per type.

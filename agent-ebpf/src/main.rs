@@ -7,7 +7,7 @@
 //! - [`router`]: where a `cgroup_skb` packet goes (the fast path ends most packets there);
 //! - parsers: [`request`] and [`response`] (metadata HTTP), [`dns`], [`linklocal`] (packets to
 //!   link-local services), [`tcp`] (connect, sock_ops);
-//! - helpers: [`packet`] (IP/L4 headers), [`scratch`] (the payload buffer, automata),
+//! - helpers: [`ancestry`] (each cgroup's parent), [`packet`] (IP/L4 headers), [`scratch`] (the payload buffer, automata),
 //!   [`stats`] (counting per cgroup and key), [`opaque`], [`maps`].
 #![no_std]
 #![no_main]
@@ -24,6 +24,7 @@ mod request;
 mod response;
 mod tcp;
 
+mod ancestry;
 mod maps;
 mod opaque;
 mod packet;

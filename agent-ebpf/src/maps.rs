@@ -1,7 +1,7 @@
 //! The maps, named as in `agent_common::names` (a userspace test checks the built object).
 use agent_common::{
-    ENDPOINT_TABLE_SIZE, EVENT_RING_BYTES, EndpointKey, EndpointValue, FLOW_TABLE_SIZE, Flow,
-    SCRATCH_LEN, counter,
+    CGROUP_PARENTS_TABLE_SIZE, ENDPOINT_TABLE_SIZE, EVENT_RING_BYTES, EndpointKey, EndpointValue,
+    FLOW_TABLE_SIZE, Flow, SCRATCH_LEN, counter,
     dns::{DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot},
     linklocal::{PacketsKey, SecondSlot, ServiceKey, ServiceValue},
 };
@@ -114,3 +114,7 @@ pub fn count(index: u32) {
         unsafe { *p += 1 };
     }
 }
+
+#[map]
+pub static CW_CGROUP_PARENTS: LruHashMap<u64, u64> =
+    LruHashMap::with_max_entries(CGROUP_PARENTS_TABLE_SIZE, 0);

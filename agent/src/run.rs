@@ -4,6 +4,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
+use agent_common::names;
 use anyhow::Context as _;
 use tokio::{signal::unix::SignalKind, sync::watch};
 
@@ -14,7 +15,7 @@ use crate::{
         cgroup::{self, CgroupIndex},
         metrics::AttributionMetrics,
         pods,
-        resolver::Resolver,
+        resolver::{Parents, Resolver},
     },
     cli::RunArgs,
     clock::Clock,
@@ -64,7 +65,7 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
         anyhow::bail!("--dns-port 0 is not a port");
     }
     let mut registry = Registry::default();
-    let (kernel::Kernel { attachment, counters, features: kernel_features }, features) =
+    let (kernel::Kernel { mut attachment, counters, features: kernel_features }, features) =
         kernel::load_and_attach(&attach_to, |kernel| {
             features::all(&mut Setup {
                 args: &args,
@@ -108,7 +109,8 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     attribution.register(&mut registry, pod_watch.is_some());
     let (pod_events, pod_task) = pod_watch.map(|s| (s.events, s.task)).unzip();
     let cx = Context {
-        resolver: Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace),
+        resolver: Resolver::new(CgroupIndex::new(mount, PathBuf::from(&attach_to)), grace)
+            .with_parents(cgroup_parents(&mut attachment)?),
         series: SeriesRegistry::new(grace),
         clock: Clock::new(),
         rejects: own.userspace.clone(),
@@ -153,6 +155,13 @@ pub async fn run(args: RunArgs, hooks: Hooks) -> anyhow::Result<()> {
     }
     drop(attachment);
     Ok(())
+}
+
+/// The kernel's record of each cgroup's parent (agent_common::names::MAP_CGROUP_PARENTS).
+fn cgroup_parents(attachment: &mut kernel::Attachment) -> anyhow::Result<Parents> {
+    let table: aya::maps::HashMap<aya::maps::MapData, u64, u64> =
+        attachment.take_map(names::MAP_CGROUP_PARENTS)?;
+    Ok(Parents::new(move |cgroup_id| table.get(&cgroup_id, 0).ok()))
 }
 
 async fn wait_for_stop(extra: Option<watch::Receiver<bool>>) -> anyhow::Result<()> {

@@ -17,8 +17,7 @@ Asserted exactly, in both profiles: series per container, labelled with the cont
 refresh storm for the KIAM-like pod only; DNS counts equal to dnsmasq's log, search-list expansion
 included, also for a Job-like container that resolved once and exited while the agent was busy
 (frozen); TCP connects; no ERROR line in the agent's log; the capabilities the running agent keeps;
-SIGTERM detaches every program. Assertions that need agent changes not made yet are strict xfails
-naming the issue item; they start failing (XPASS) the day the change lands.
+SIGTERM detaches every program.
 
 Also here, on the privileged profile's running agent: the scrape configuration the Prometheus
 Operator generates for deploy/base's ServiceMonitor, run by Debian's Prometheus (test_operator_*).
@@ -67,15 +66,6 @@ SETTLE_TIMEOUT = 45
 # What the agent keeps once attached (agent/src/harden.rs KEPT; CAP_BPF only on kernels that
 # check it on every bpf() call, not this one).
 KEPT_AFTER_ATTACH = {"cap_sys_ptrace", "cap_dac_read_search"}
-
-# Issue 20 items whose agent changes are not made yet (PHASE 2): the assertions that need them
-# are strict xfails.
-ITEM3 = ("issue 20 item 3 (half done): resolv.conf is now learnt per pod (from the pod's sandbox "
-         "or any other of its processes: test_dns.py's exited-container test), but podman "
-         "removes the Job container's cgroup before the frozen agent runs again, so its id has "
-         "no path any more (attribution/resolver.rs: pod=\"/cgroup-id/<id>\") and neither its "
-         "pod nor its resolv.conf can be found; attributing a removed cgroup needs the kernel "
-         "to record its ancestors (bpf_skb_ancestor_cgroup_id) while it exists")
 
 
 # --- the node: agent container, pods, servers ------------------------------------------------------
@@ -355,11 +345,6 @@ def settled(node: Node, predicate, what: str):
                              f"{last['metrics'].describe()}") from None
 
 
-def xfail_if(request, condition: bool, reason: str) -> None:
-    if condition:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 # --- the container as the manifest says ------------------------------------------------------------
 
 
@@ -495,8 +480,9 @@ def test_dns_search_expansion_equals_the_server_log(node):
                                            "search-list expansion of the long-lived pod")
 
 
-def test_dns_of_an_exited_job_container_is_analysed(node, request):
-    xfail_if(request, True, ITEM3)
+def test_dns_of_an_exited_job_container_is_analysed(node):
+    # The container's cgroup is gone when the agent runs again: the kernel recorded its parent
+    # (the pod's cgroup) while it existed, and the pod's sandbox holds the resolv.conf.
     assert_expansion_equals_the_server_log(node, "job", ["batch.example.com"],
                                            "search-list expansion of the exited Job container")
 

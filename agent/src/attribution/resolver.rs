@@ -19,11 +19,32 @@ use crate::attribution::{
 /// One cgroup that has produced events.
 #[derive(Debug)]
 struct Entry {
-    /// Relative to the cgroup v2 mount, as indexed.
+    /// The cgroup whose directory names this one: itself, or its parent when it was removed
+    /// before it could be indexed (see [`Parents`]).
+    dir_id: u64,
+    /// Relative to the cgroup v2 mount, as indexed (of `dir_id`).
     path: String,
     identity: Identity,
     labels: Arc<Workload>,
     attribution: Attribution,
+}
+
+/// The parent of a cgroup, as the kernel recorded it while the cgroup existed (crate::kernel's
+/// `CW_CGROUP_PARENTS`, filled for cgroups that get DNS answers). A container that ran briefly
+/// (a Job that resolved a name and exited) may be gone before its first event is read; its
+/// parent, the pod's cgroup, still names the pod, and its other containers hold the resolv.conf.
+pub struct Parents(Box<dyn Fn(u64) -> Option<u64> + Send>);
+
+impl Parents {
+    pub fn new(lookup: impl Fn(u64) -> Option<u64> + Send + 'static) -> Self {
+        Self(Box::new(lookup))
+    }
+}
+
+impl std::fmt::Debug for Parents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Parents")
+    }
 }
 
 /// cgroup id → labels, cached per cgroup that produced events. A miss rescans the attached
@@ -33,6 +54,7 @@ pub struct Resolver {
     index: CgroupIndex,
     entries: foldhash::HashMap<u64, Entry>,
     pods: PodCache,
+    parents: Option<Parents>,
     last_rescan: Option<Instant>,
     rescan_every: Duration,
 }
@@ -45,29 +67,48 @@ impl Resolver {
             index,
             entries: foldhash::HashMap::default(),
             pods: PodCache::new(grace),
+            parents: None,
             last_rescan: None,
             rescan_every: Duration::from_secs(1),
         }
+    }
+
+    /// Names a cgroup that is gone before it was indexed by its parent, when `parents` has it.
+    pub fn with_parents(mut self, parents: Parents) -> Self {
+        self.parents = Some(parents);
+        self
     }
 
     pub fn resolve(&mut self, cgroup_id: u64) -> Option<Arc<Workload>> {
         if let Some(e) = self.entries.get(&cgroup_id) {
             return Some(e.labels.clone());
         }
-        if self.index.lookup(cgroup_id).is_none() {
-            let due = self.last_rescan.is_none_or(|t| t.elapsed() >= self.rescan_every);
-            if !due {
-                return None;
-            }
-            self.index.rescan();
-            self.last_rescan = Some(Instant::now());
-        }
-        let path = self.index.get(cgroup_id)?.to_string();
+        let (dir_id, path) = self.directory(cgroup_id)?;
+        // A parent's path names the pod, not the removed container (no container id in it).
         let identity = identify(&path);
         let (labels, attribution) = self.pods.labels(&identity);
-        let entry = Entry { path, identity, labels: labels.clone(), attribution };
+        let entry = Entry { dir_id, path, identity, labels: labels.clone(), attribution };
         self.entries.insert(cgroup_id, entry);
         Some(labels)
+    }
+
+    /// The indexed cgroup that names `cgroup_id` and its path: the cgroup itself, else (removed
+    /// already) its parent as the kernel recorded it.
+    fn directory(&mut self, cgroup_id: u64) -> Option<(u64, String)> {
+        if self.index.lookup(cgroup_id).is_none() {
+            let due = self.last_rescan.is_none_or(|t| t.elapsed() >= self.rescan_every);
+            if due {
+                self.index.rescan();
+                self.last_rescan = Some(Instant::now());
+            }
+        }
+        if let Some(path) = self.index.get(cgroup_id) {
+            return Some((cgroup_id, path.to_string()));
+        }
+        let parent = (self.parents.as_ref()?.0)(cgroup_id)?;
+        let path = self.index.lookup(parent)?.to_string();
+        log::debug!("cgroup {cgroup_id} is gone; named by its parent {path}");
+        Some((parent, path))
     }
 
     /// Applies news from the Kubernetes API; cgroups of a pod whose labels changed (it was not
@@ -109,15 +150,15 @@ impl Resolver {
     pub fn sweep(&mut self, now: Instant) {
         let expired: HashSet<String> = self.pods.expire(now).into_iter().collect();
         let index = &self.index;
-        self.entries.retain(|&id, e| {
+        self.entries.retain(|_, e| {
             let expired = e.identity.pod_uid.as_ref().is_some_and(|u| expired.contains(u));
-            !expired && index.still_there(id, &e.path)
+            !expired && index.still_there(e.dir_id, &e.path)
         });
         if self.entries.capacity() > 4 * self.entries.len().max(64) {
             self.entries.shrink_to_fit();
         }
-        let entries = &self.entries;
-        self.index.retain(|id| entries.contains_key(&id));
+        let dirs: HashSet<u64> = self.entries.values().map(|e| e.dir_id).collect();
+        self.index.retain(|id| dirs.contains(&id));
     }
 
     /// Label sets still in use: those of existing cgroups (unless their pod was deleted) and
@@ -155,10 +196,12 @@ impl Resolver {
         }
     }
 
-    /// The cgroup's directory, when it is (still) in the index.
+    /// The cgroup's directory, when it is (still) in the index; its parent's when the cgroup
+    /// was named by its parent (see [`Parents`]).
     pub fn cgroup_dir(&mut self, cgroup_id: u64) -> Option<std::path::PathBuf> {
         self.resolve(cgroup_id)?;
-        self.index.absolute(cgroup_id)
+        let dir_id = self.entries.get(&cgroup_id)?.dir_id;
+        self.index.absolute(dir_id)
     }
 
     pub fn known_cgroups(&self) -> usize {
@@ -289,6 +332,31 @@ mod tests {
         tree.rmdir(unit_path);
         r.sweep(t0 + grace);
         assert!(r.held().is_empty(), "{:?}", r.held());
+    }
+
+    #[test]
+    fn a_cgroup_removed_before_it_was_indexed_is_named_by_its_parent() {
+        let tree = Tree::new("parent");
+        let grace = Duration::from_secs(60);
+        let pod_path = format!("/kubepods/besteffort/pod{UID}");
+        let job_path = format!("{pod_path}/{CID}");
+        let pod_id = tree.mkdir(&pod_path);
+        let job_id = tree.mkdir(&job_path);
+        tree.rmdir(&job_path);
+        // Without the kernel's record, the removed cgroup has no name.
+        assert!(tree.resolver(grace).resolve(job_id).is_none());
+
+        let parents = Parents::new(move |id| (id == job_id).then_some(pod_id));
+        let mut r = tree.resolver(grace).with_parents(parents);
+        assert_eq!(*r.resolve(job_id).unwrap(), w(UID, ""));
+        assert_eq!(r.cgroup_dir(job_id), Some(tree.0.join(pod_path.trim_start_matches('/'))));
+        assert!(r.resolve(job_id + 1_000_000).is_none(), "no parent recorded: no name");
+        // Held while the pod's cgroup is there, gone with it.
+        r.sweep(Instant::now());
+        assert!(r.holds(job_id));
+        tree.rmdir(&pod_path);
+        r.sweep(Instant::now());
+        assert!(!r.holds(job_id));
     }
 
     #[test]
