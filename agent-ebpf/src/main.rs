@@ -7,8 +7,8 @@
 //! - [`router`]: where a `cgroup_skb` packet goes (the fast path ends most packets there);
 //! - parsers: [`request`] and [`response`] (metadata HTTP), [`dns`], [`linklocal`] (packets to
 //!   link-local services), [`tcp`] (connect, sock_ops);
-//! - helpers: [`ancestry`] (each cgroup's parent), [`packet`] (IP/L4 headers), [`scratch`] (the payload buffer, automata),
-//!   [`stats`] (counting per cgroup and key), [`opaque`], [`maps`].
+//! - helpers: [`ancestry`] (each cgroup's parent), [`packet`] (IP/L4 headers), [`scratch`] (the
+//!   payload buffer, automata), [`stats`] (counting per cgroup and key), [`opaque`], [`maps`].
 #![no_std]
 #![no_main]
 // Inline asm on the BPF target (opaque::opaque, stats::atomic_add); this crate builds on the pinned nightly.
