@@ -109,8 +109,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Seconds per fuzz target in `cargo xtask test`: 12 targets take about 4 minutes after their
-/// build (docs/fuzzing.md), within CI's 30-minute budget.
+/// Seconds per fuzz target in `cargo xtask test`: 12 targets, two at a time, take about 2
+/// minutes after their build (docs/fuzzing.md), within CI's 30-minute budget.
 const TEST_FUZZ_SECONDS: u64 = 20;
 
 /// The old kernel `cargo xtask test` boots: Debian 12's 6.1, the line of Amazon Linux 2023 and
@@ -395,61 +395,38 @@ fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
     }
     step("building the fuzz targets");
     run(&mut fuzz_cargo(&["build", "-O", "--debug-assertions"]))?;
+    // FUZZ_JOBS targets at a time, each on one core for `seconds`; then what each did, in the
+    // order of `targets`.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..FUZZ_JOBS.min(targets.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(target) = targets.get(i) else { break };
+                    step(&format!("fuzzing {target} for {seconds} s"));
+                    let outcome = fuzz_target(root, &toolchain, target, seconds);
+                    outcomes.lock().expect("not poisoned").push((i, outcome));
+                }
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().expect("not poisoned");
+    outcomes.sort_by_key(|(i, _)| *i);
     let mut report = Vec::new();
     let mut failed = Vec::new();
-    for target in &targets {
-        step(&format!("fuzzing {target} for {seconds} s"));
-        let corpus = root.join("target/fuzz-corpus").join(target);
-        std::fs::create_dir_all(&corpus)?;
-        let seeds = root.join("fuzz/seeds").join(target);
-        // Where libFuzzer saves an input that crashed, timed out or ran out of memory.
-        let artifacts = root.join("fuzz/artifacts").join(target);
-        std::fs::create_dir_all(&artifacts)?;
-        let out = fuzz_cargo(&["run", "-O", "--debug-assertions", target])
-            .arg(&corpus)
-            .arg(&seeds)
-            .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
-            .args(["-timeout=10", "-rss_limit_mb=2048"])
-            .arg(format!("-artifact_prefix={}/", artifacts.display()))
-            .output()
-            .with_context(|| format!("running fuzz target {target}"))?;
-        let log = String::from_utf8_lossy(&out.stderr);
-        let log_path = root.join("target/fuzz-logs").join(format!("{target}.log"));
-        std::fs::create_dir_all(log_path.parent().expect("has a parent"))?;
-        std::fs::write(&log_path, log.as_bytes())?;
-        let stat = |name: &str| {
-            log.lines()
-                .find_map(|l| l.strip_prefix(&format!("stat::{name}:")))
-                .map_or("?".to_string(), |v| v.trim().to_string())
-        };
-        let units = std::fs::read_dir(&corpus).map_or(0, |d| d.count());
-        let result = if out.status.success() { "ok" } else { "FAILED" };
-        if !out.status.success() {
-            // The panic (or sanitizer report) and the input that caused it; the rest is in the log.
-            let keep = |l: &&str| {
-                l.contains("panicked at")
-                    || l.starts_with("attempt to")
-                    || l.contains("ERROR: ")
-                    || l.contains("Test unit written")
-            };
-            for line in log.lines().filter(keep) {
+    for (i, outcome) in outcomes {
+        let target = &targets[i];
+        let FuzzOutcome { row, failure } = outcome?;
+        if let Some(lines) = failure {
+            eprintln!("{target} FAILED:");
+            for line in lines {
                 eprintln!("    {line}");
             }
-            for input in log.lines().filter_map(|l| l.split_once("Test unit written to ")) {
-                eprintln!("    input saved: {}", input.1.trim());
-                eprintln!(
-                    "    reproduce: cargo {toolchain} fuzz run -O --debug-assertions {target} {}",
-                    input.1.trim()
-                );
-            }
-            eprintln!("    full log: {}", log_path.display());
             failed.push(target.clone());
         }
-        report.push(format!(
-            "| {target} | {} | {} | {units} | {result} |",
-            stat("number_of_executed_units"),
-            stat("average_exec_per_sec"),
-        ));
+        report.push(row);
     }
     println!("\n| target | executions | per second | corpus | result |\n|---|---|---|---|---|");
     println!("{}", report.join("\n"));
@@ -460,6 +437,75 @@ fn fuzz(root: &Path, seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Fuzz targets run at once by `cargo xtask fuzz` (and test): libFuzzer uses one core per
+/// target, and the machine CI runs on has two.
+const FUZZ_JOBS: usize = 2;
+
+/// What one fuzz target did: its row of the table, and on failure what to print about it.
+struct FuzzOutcome {
+    row: String,
+    failure: Option<Vec<String>>,
+}
+
+/// Runs `target` for `seconds` from its working corpus and seeds, and writes its log.
+fn fuzz_target(
+    root: &Path,
+    toolchain: &str,
+    target: &str,
+    seconds: u64,
+) -> anyhow::Result<FuzzOutcome> {
+    let corpus = root.join("target/fuzz-corpus").join(target);
+    std::fs::create_dir_all(&corpus)?;
+    let seeds = root.join("fuzz/seeds").join(target);
+    // Where libFuzzer saves an input that crashed, timed out or ran out of memory.
+    let artifacts = root.join("fuzz/artifacts").join(target);
+    std::fs::create_dir_all(&artifacts)?;
+    let out = fuzz_cargo(toolchain, &["run", "-O", "--debug-assertions", target])
+        .arg(&corpus)
+        .arg(&seeds)
+        .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
+        .args(["-timeout=10", "-rss_limit_mb=2048"])
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .output()
+        .with_context(|| format!("running fuzz target {target}"))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let log_path = root.join("target/fuzz-logs").join(format!("{target}.log"));
+    std::fs::create_dir_all(log_path.parent().expect("has a parent"))?;
+    std::fs::write(&log_path, log.as_bytes())?;
+    let stat = |name: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(&format!("stat::{name}:")))
+            .map_or("?".to_string(), |v| v.trim().to_string())
+    };
+    let units = std::fs::read_dir(&corpus).map_or(0, |d| d.count());
+    let result = if out.status.success() { "ok" } else { "FAILED" };
+    let failure = (!out.status.success()).then(|| {
+        // The panic (or sanitizer report) and the input that caused it; the rest is in the log.
+        let keep = |l: &&str| {
+            l.contains("panicked at")
+                || l.starts_with("attempt to")
+                || l.contains("ERROR: ")
+                || l.contains("Test unit written")
+        };
+        let mut lines: Vec<String> = log.lines().filter(keep).map(str::to_string).collect();
+        for input in log.lines().filter_map(|l| l.split_once("Test unit written to ")) {
+            lines.push(format!("input saved: {}", input.1.trim()));
+            lines.push(format!(
+                "reproduce: cargo {toolchain} fuzz run -O --debug-assertions {target} {}",
+                input.1.trim()
+            ));
+        }
+        lines.push(format!("full log: {}", log_path.display()));
+        lines
+    });
+    let row = format!(
+        "| {target} | {} | {} | {units} | {result} |",
+        stat("number_of_executed_units"),
+        stat("average_exec_per_sec"),
+    );
+    Ok(FuzzOutcome { row, failure })
 }
 
 /// `cargo +nightly fuzz ARGS` (cargo-fuzz needs the nightly for its sanitizer flags).

@@ -6,6 +6,7 @@ use std::{
 };
 
 use clap::{Args, ValueEnum};
+#[cfg(feature = "kubernetes")]
 use kube::{
     Client, Config,
     config::{KubeConfigOptions, Kubeconfig},
@@ -22,22 +23,31 @@ pub enum ConfigError {
         "the Kubernetes watch needs this node's name: set --node-name or NODE_NAME (downward API spec.nodeName)"
     )]
     NoNodeName,
+    #[cfg(feature = "kubernetes")]
     #[error("in-cluster Kubernetes configuration")]
     InCluster(#[source] kube::config::InClusterError),
+    #[cfg(feature = "kubernetes")]
     #[error("reading kubeconfig {path}")]
     ReadKubeconfig {
         path: PathBuf,
         #[source]
         source: kube::config::KubeconfigError,
     },
+    #[cfg(feature = "kubernetes")]
     #[error("kubeconfig {path}")]
     Kubeconfig {
         path: PathBuf,
         #[source]
         source: kube::config::KubeconfigError,
     },
+    #[cfg(feature = "kubernetes")]
     #[error("creating the Kubernetes client")]
     Client(#[source] kube::Error),
+    #[cfg(not(feature = "kubernetes"))]
+    #[error(
+        "this build of the agent has no Kubernetes client (the agent crate's `kubernetes` feature)"
+    )]
+    NotBuiltIn,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -158,6 +168,7 @@ pub fn choose(
 }
 
 /// A client for `source`. Reads files only: nothing is sent until the watch starts.
+#[cfg(feature = "kubernetes")]
 pub async fn client(source: &Source) -> Result<Client, ConfigError> {
     let config = match source {
         Source::InCluster => Config::incluster().map_err(ConfigError::InCluster)?,

@@ -4,8 +4,11 @@
 //! Minimal RBAC: get/list/watch pods, get replicasets (apps) and jobs (batch).
 pub mod cache;
 pub mod config;
+#[cfg(feature = "kubernetes")]
 mod meta;
+#[cfg(feature = "kubernetes")]
 mod owner;
+#[cfg(feature = "kubernetes")]
 mod watch;
 
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -19,6 +22,7 @@ use crate::attribution::{
 };
 
 /// Room for a burst of watch events (a relist sends one per pod).
+#[cfg(feature = "kubernetes")]
 const QUEUE: usize = 1024;
 
 /// A running watch: its events, and the task (which ends when `shutdown` changes).
@@ -50,6 +54,18 @@ pub async fn start(
         log::warn!("Kubernetes attribution off: {} (found {source:?})", ConfigError::NoNodeName);
         return Ok(None);
     };
+    connect(source, node, strict, metrics, shutdown).await
+}
+
+/// The watch of `node`'s pods through the API `source` leads to.
+#[cfg(feature = "kubernetes")]
+async fn connect(
+    source: config::Source,
+    node: &str,
+    strict: bool,
+    metrics: AttributionMetrics,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Started>, ConfigError> {
     let client = match config::client(&source).await {
         Ok(c) => c,
         Err(e) if !strict => {
@@ -64,7 +80,24 @@ pub async fn start(
     Ok(Some(Started { events: rx, task }))
 }
 
+/// Built without the Kubernetes client (the `kubernetes` feature): `on` is an error, `auto` off.
+#[cfg(not(feature = "kubernetes"))]
+async fn connect(
+    source: config::Source,
+    _node: &str,
+    strict: bool,
+    _metrics: AttributionMetrics,
+    _shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Started>, ConfigError> {
+    if strict {
+        return Err(ConfigError::NotBuiltIn);
+    }
+    log::warn!("Kubernetes attribution off: {} (found {source:?})", ConfigError::NotBuiltIn);
+    Ok(None)
+}
+
 /// `error: cause: cause`, for a log line.
+#[cfg(feature = "kubernetes")]
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
