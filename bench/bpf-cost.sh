@@ -9,6 +9,8 @@
 #                                                     the top symbols, kernel helpers included)
 #   sudo AGENT_ARGS="--cluster-cidr 10.0.0.0/8" bench/bpf-cost.sh tcp   (more flags for credwatch
 #                                                     run: with ranges, connect4 walks the range trie)
+#   for i in 1 2 3; do sudo bench/bpf-cost.sh tcp; sudo AGENT_BIN=/tmp/other bench/bpf-cost.sh tcp; done
+#                                                    (two builds alternated: this tree's and a copy)
 #
 # Builds the release agent and load generator, attaches only to <cgroup2>/credwatch-test-<pid>,
 # sends only to loopback, and removes everything it created on exit. The numbers include BPF
@@ -19,7 +21,10 @@ MODE=${1:?usage: bench/bpf-cost.sh tcp|dns [COUNT]}
 N=${2:-20000}
 [ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 1; }
 cargo build -q --release -p agent -p loadgen
-BIN=target/release/credwatch LOADGEN=target/release/credwatch-loadgen
+# AGENT_BIN: another build of the agent (a copy of target/release/credwatch from another commit),
+# so that two builds can be measured in alternation: on this VM the same build drifts by up to
+# 8 % within an hour, more than the effect of one change.
+BIN=${AGENT_BIN:-target/release/credwatch} LOADGEN=target/release/credwatch-loadgen
 CG2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
 CG=$CG2/credwatch-test-$$
 DNS_ADDR=127.0.0.95 PORT=19998
