@@ -61,9 +61,9 @@ pub const MAP_LINKLOCAL_PACKETS: &str = "CW_LINKLOCAL_PACKETS";
 /// `PerCpuArray<linklocal::SecondSlot>`: each CPU's link-local packets per second, by service.
 pub const MAP_LINKLOCAL_SECONDS: &str = "CW_LINKLOCAL_SECONDS";
 /// `LruHashMap<u64 cgroup id, u64 parent cgroup id>`, filled by the kernel for each cgroup that
-/// gets DNS answers (at its first ones), while the cgroup exists: userspace names a cgroup
-/// removed before it could look it up (a Job container that resolved once and exited) by its
-/// parent, the pod's cgroup.
+/// gets DNS answers (at its first ones) or sends metadata requests, while the cgroup exists:
+/// userspace names a cgroup removed before it could look it up (a Job container that resolved a
+/// name or fetched credentials once and exited) by its parent, the pod's cgroup.
 pub const MAP_CGROUP_PARENTS: &str = "CW_CGROUP_PARENTS";
 pub const MAPS: &[&str] = &[
     MAP_PORTS,

@@ -1,7 +1,7 @@
-//! The parent of each cgroup that gets DNS answers, recorded while the cgroup exists. A
-//! short-lived container (a Job that resolves a name once and exits) can be gone, its directory
-//! removed, before userspace reads its counts and events; the parent, the pod's cgroup, still
-//! names the pod and leads to its resolv.conf.
+//! The parent of each cgroup that gets DNS answers or sends metadata requests, recorded while
+//! the cgroup exists. A short-lived container (a Job that resolves a name or fetches credentials
+//! once and exits) can be gone, its directory removed, before userspace reads its counts and
+//! events; the parent, the pod's cgroup, still names the pod and leads to its resolv.conf.
 use aya_ebpf::{
     EbpfContext as _, helpers::generated::bpf_skb_ancestor_cgroup_id, programs::SkBuffContext,
 };

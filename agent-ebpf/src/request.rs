@@ -18,6 +18,7 @@ use agent_common::{
 use aya_ebpf::programs::SkBuffContext;
 
 use crate::{
+    ancestry::remember_parent,
     maps::{CW_FLOWS, count},
     opaque::opaque,
     packet::{Segment, TCP_RST},
@@ -121,6 +122,9 @@ fn on_payload(ctx: &SkBuffContext, seg: &Segment) -> Result<(), i64> {
             if CW_FLOWS.insert(&seg.cookie, &flow, 0).is_err() {
                 count(counter::LOST_FLOW_TABLE);
             }
+            // Requests are few (a table lookup each is nothing next to the parsing above), and
+            // a short-lived client may be gone before its event is read.
+            remember_parent(ctx, seg.cgroup_id);
         }
     }
     Ok(())

@@ -15,9 +15,9 @@ count what they served, dnsmasq logs every query, the API stand-in counts connec
 
 Asserted exactly, in both profiles: series per container, labelled with the container id; a
 refresh storm for the KIAM-like pod only; DNS counts equal to dnsmasq's log, search-list expansion
-included, also for a Job-like container that resolved once and exited while the agent was busy
-(frozen); TCP connects; no ERROR line in the agent's log; the capabilities the running agent keeps;
-SIGTERM detaches every program.
+included, also for Job-like containers that resolved a name or fetched credentials once and
+exited while the agent was busy (frozen), counted under their pod; TCP connects; no ERROR line in
+the agent's log; the capabilities the running agent keeps; SIGTERM detaches every program.
 
 Also here, on the privileged profile's running agent: the scrape configuration the Prometheus
 Operator generates for deploy/base's ServiceMonitor, run by Debian's Prometheus (test_operator_*).
@@ -208,7 +208,7 @@ def node(request, cgroups, tmp_path_factory):
         with in_netns(pods["dns"].netns.name):
             servers["dns-api"] = credserver.ApiServer("127.0.0.1").start()
         with in_netns(pods["job"].netns.name):
-            servers["job-api"] = credserver.ApiServer("127.0.0.1").start()
+            servers["job"] = credserver.CredentialServer("127.0.0.1", lifetime=21600).start()
         with in_netns(pods["tcp"].netns.name):
             servers["tcp-api"] = credserver.ApiServer("127.0.0.1").start()
         dns["dns"] = start_dnsmasq(pods["dns"], workdir, "--address=/api.example.com/127.0.0.1")
@@ -218,7 +218,7 @@ def node(request, cgroups, tmp_path_factory):
         agent_ns = lab.netns("agent")
         agent_name = podman.name("agent")
         test_flags = ["--cgroup-path", str(subtree), "--no-default-endpoints"]
-        for key in ("kiam", "healthy"):
+        for key in ("kiam", "healthy", "job"):
             test_flags += ["--metadata-endpoint", f"imds={servers[key].endpoint}"]
         argv = podspec.translate(
             pod_spec, name=agent_name, images={IMAGE_REPOSITORY: AGENT_IMAGE},
@@ -273,30 +273,39 @@ def node(request, cgroups, tmp_path_factory):
                   f"/bin/busybox wget -q -O /dev/null http://127.0.0.1:{closed}/ && exit 1; "
                   "exec /bin/busybox sleep 3600")
 
-        # The Job-like container resolves once and exits while the agent is frozen (a busy or
-        # CPU-throttled agent): its DNS events wait in the kernel's ring buffer until the agent
-        # runs again, when the container and its processes are gone.
+        # The Job-like containers run and exit while the agent is frozen (a busy or
+        # CPU-throttled agent): their events wait in the kernel until the agent runs again,
+        # when the containers and their processes are gone. One resolves a name, the other
+        # fetches credentials by address (no DNS: the DNS path does not record its cgroup).
         podspec.podman("pause", agent_name)
         try:
-            job = start_app(podman, pods["job"], image, resolv,
-                            "/usr/bin/getent ahosts batch.example.com > /dev/null", "job")
-            exit_code = podman.wait(f"{podman.prefix}-job-job")
-            assert exit_code == 0, podman.logs(f"{podman.prefix}-job-job")
+            jobs = {
+                "job": "/usr/bin/getent ahosts batch.example.com > /dev/null",
+                "fetch": f"/bin/busybox wget -q -O /dev/null "
+                         f"http://127.0.0.1:{servers['job'].port}{credentials}",
+            }
+            for container, script in jobs.items():
+                start_app(podman, pods["job"], image, resolv, script, container)
+            for container in jobs:
+                name = f"{podman.prefix}-job-{container}"
+                exit_code = podman.wait(name)
+                assert exit_code == 0, podman.logs(name)
             dns["job"].wait_answered(1)
-            # As on a node: the runtime removes the exited container's cgroup before the agent
+            # As on a node: the runtime removes an exited container's cgroup before the agent
             # runs again (podman's cleanup does it shortly after the exit; `podman rm` makes
             # sure of it).
-            podspec.podman("rm", f"{podman.prefix}-job-job")
-            job_cgroup = cgroups.mount / pods["job"].cgroup_parent.lstrip("/") / f"libpod-{job}"
-            wait_for(lambda: not job_cgroup.exists(), 30, interval=0.1,
-                     what="the Job container's cgroup removed")
+            for container in jobs:
+                podspec.podman("rm", f"{podman.prefix}-job-{container}")
+                cgroup = (cgroups.mount / pods["job"].cgroup_parent.lstrip("/")
+                          / f"libpod-{pods['job'].containers[container]}")
+                wait_for(lambda: not cgroup.exists(), 30, interval=0.1,
+                         what=f"the Job container {container}'s cgroup removed")
         finally:
             podspec.podman("unpause", agent_name)
-        assert job
 
         for pod in pods.values():
             for container in pod.containers:
-                if container in ("job",):
+                if container in ("job", "fetch"):
                     continue
                 state = podman.inspect(f"{podman.prefix}-{pod.name}-{container}")["State"]
                 assert state["Running"], (
@@ -478,6 +487,18 @@ def assert_expansion_equals_the_server_log(node, pod_name: str, names: list[str]
 def test_dns_search_expansion_equals_the_server_log(node):
     assert_expansion_equals_the_server_log(node, "dns", ["api.example.com"],
                                            "search-list expansion of the long-lived pod")
+
+
+def test_credential_fetch_of_an_exited_job_container_is_the_pods(node):
+    # Its cgroup is gone when the agent reads the request: the kernel recorded the parent at
+    # the request (the container made no DNS query, whose answer would record it too).
+    job = node.pods["job"]
+    fetches = "credwatch_credential_fetches_total"
+    metrics = settled(node, lambda m: m.value(fetches, **job.labels()) >= 1,
+                      "the exited Job container's credential fetch")
+    assert metrics.value(fetches, role=ROLE, **job.labels()) \
+        == node.servers["job"].counts()["credentials"] == 1
+    assert node.servers["job"].canary not in node.log()
 
 
 def test_dns_of_an_exited_job_container_is_analysed(node):

@@ -30,7 +30,7 @@ struct Entry {
 }
 
 /// The parent of a cgroup, as the kernel recorded it while the cgroup existed (crate::kernel's
-/// `CW_CGROUP_PARENTS`, filled for cgroups that get DNS answers). A container that ran briefly
+/// `CW_CGROUP_PARENTS`, filled for DNS and metadata clients). A container that ran briefly
 /// (a Job that resolved a name and exited) may be gone before its first event is read; its
 /// parent, the pod's cgroup, still names the pod, and its other containers hold the resolv.conf.
 pub struct Parents(Box<dyn Fn(u64) -> Option<u64> + Send>);
