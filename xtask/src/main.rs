@@ -518,20 +518,8 @@ fn fuzz_cargo(toolchain: &str, args: &[&str]) -> Command {
 /// `+` and the kernel programs' nightly, pinned in agent-ebpf/rust-toolchain.toml (the fuzz
 /// targets use it too, for the sanitizers).
 fn ebpf_toolchain(root: &Path) -> anyhow::Result<String> {
-    let file = root.join("agent-ebpf/rust-toolchain.toml");
-    let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
-    let channel = text.lines().find_map(|l| {
-        l.trim()
-            .strip_prefix("channel")?
-            .trim()
-            .strip_prefix('=')?
-            .trim()
-            .strip_prefix('"')?
-            .strip_suffix('"')
-    });
-    channel
-        .map(|c| format!("+{c}"))
-        .with_context(|| format!("no channel = \"…\" in {}", file.display()))
+    let channel = ebpf_build::toolchain(&root.join("agent-ebpf/rust-toolchain.toml"))?;
+    Ok(format!("+{channel}"))
 }
 
 fn step(name: &str) {
