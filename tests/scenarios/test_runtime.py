@@ -442,6 +442,18 @@ def test_storm_flagged_for_the_kiam_like_pod_only(node):
         assert node.servers[key].canary not in node.log()
 
 
+def test_credential_fetch_of_an_exited_job_container_is_the_pods(node):
+    # Its cgroup is gone when the agent reads the request: the kernel recorded the parent at
+    # the request (the container made no DNS query, whose answer would record it too).
+    job = node.pods["job"]
+    fetches = "credwatch_credential_fetches_total"
+    metrics = settled(node, lambda m: m.value(fetches, **job.labels()) >= 1,
+                      "the exited Job container's credential fetch")
+    assert metrics.value(fetches, role=ROLE, **job.labels()) \
+        == node.servers["job"].counts()["credentials"] == 1
+    assert node.servers["job"].canary not in node.log()
+
+
 # --- DNS -------------------------------------------------------------------------------------------
 
 
@@ -487,18 +499,6 @@ def assert_expansion_equals_the_server_log(node, pod_name: str, names: list[str]
 def test_dns_search_expansion_equals_the_server_log(node):
     assert_expansion_equals_the_server_log(node, "dns", ["api.example.com"],
                                            "search-list expansion of the long-lived pod")
-
-
-def test_credential_fetch_of_an_exited_job_container_is_the_pods(node):
-    # Its cgroup is gone when the agent reads the request: the kernel recorded the parent at
-    # the request (the container made no DNS query, whose answer would record it too).
-    job = node.pods["job"]
-    fetches = "credwatch_credential_fetches_total"
-    metrics = settled(node, lambda m: m.value(fetches, **job.labels()) >= 1,
-                      "the exited Job container's credential fetch")
-    assert metrics.value(fetches, role=ROLE, **job.labels()) \
-        == node.servers["job"].counts()["credentials"] == 1
-    assert node.servers["job"].canary not in node.log()
 
 
 def test_dns_of_an_exited_job_container_is_analysed(node):
