@@ -5,6 +5,8 @@
 use std::path::Path;
 
 fn main() -> anyhow::Result<()> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Read when the script runs, not when it is compiled: a target directory reused from
+    // another checkout would otherwise build that checkout's programs.
+    let workspace = Path::new(&std::env::var("CARGO_MANIFEST_DIR")?).join("..");
     ebpf_build::build(&workspace, "unshipped-ebpf", &[])
 }
