@@ -112,6 +112,8 @@ pub struct CgroupIndex {
     /// The mount's directory, for `open_by_handle_at`; None until first needed, or when it
     /// cannot be opened.
     mount_dir: Option<Result<File, ()>>,
+    /// A lookup by handle has succeeded (see [`Self::finds_by_handle`]).
+    handles_work: bool,
 }
 
 /// `struct file_handle` holding a kernfs handle: on cgroup v2 the 8-byte handle is the cgroup
@@ -126,7 +128,7 @@ const FILEID_KERNFS: libc::c_int = 0xfe;
 
 impl CgroupIndex {
     pub fn new(mount: PathBuf, root: PathBuf) -> Self {
-        Self { mount, root, paths: HashMap::new(), mount_dir: None }
+        Self { mount, root, paths: HashMap::new(), mount_dir: None, handles_work: false }
     }
 
     /// Finds one cgroup by id without walking the tree: the kernel opens the directory from
@@ -176,9 +178,17 @@ impl CgroupIndex {
         if fd < 0 {
             return None;
         }
+        self.handles_work = true;
         // SAFETY: fd was just returned by the kernel and belongs to nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+    }
+
+    /// Whether a lookup by handle has found a cgroup here (it needs CAP_DAC_READ_SEARCH and a
+    /// cgroup file system): then a miss means the cgroup is gone, not merely that the walk has
+    /// not reached it yet.
+    pub fn finds_by_handle(&self) -> bool {
+        self.handles_work
     }
 
     /// The path relative to the mount, starting with `/` (as in /proc/PID/cgroup).

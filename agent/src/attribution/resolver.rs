@@ -100,6 +100,10 @@ impl Resolver {
             if due {
                 self.index.rescan();
                 self.last_rescan = Some(Instant::now());
+            } else if !self.index.finds_by_handle() {
+                // Only a walk finds it: a live cgroup the last walk missed would be named by its
+                // parent (no container) for good. Not yet.
+                return None;
             }
         }
         if let Some(path) = self.index.get(cgroup_id) {
@@ -351,6 +355,14 @@ mod tests {
         assert_eq!(*r.resolve(job_id).unwrap(), w(UID, ""));
         assert_eq!(r.cgroup_dir(job_id), Some(tree.0.join(pod_path.trim_start_matches('/'))));
         assert!(r.resolve(job_id + 1_000_000).is_none(), "no parent recorded: no name");
+        // A new cgroup the last walk missed (and no lookup by handle here, not a cgroup file
+        // system) is not taken for a removed one before the next walk.
+        let mut walked = tree.resolver(grace).with_parents(Parents::new(move |_| Some(pod_id)));
+        assert!(walked.resolve(pod_id).is_some());
+        let late_path = format!("{pod_path}/late");
+        let late_id = tree.mkdir(&late_path);
+        assert!(walked.resolve(late_id).is_none(), "named by its parent before a walk ran");
+        tree.rmdir(&late_path);
         // Held while the pod's cgroup is there, gone with it.
         r.sweep(Instant::now());
         assert!(r.holds(job_id));
