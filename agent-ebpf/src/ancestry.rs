@@ -13,9 +13,9 @@ use crate::maps::CW_CGROUP_PARENTS;
 const MAX_LEVEL: i32 = 16;
 
 /// Records `cgroup_id`'s parent (once per cgroup: a table lookup on later calls), for a packet
-/// of a socket in that cgroup. The cgroup's
-/// level is where the packet's ancestor at that level is the cgroup itself; the level above is
-/// its parent. Nothing is recorded for the root, or for a cgroup deeper than `MAX_LEVEL`.
+/// of a socket in that cgroup. The cgroup's level is where the packet's ancestor at that level
+/// is the cgroup itself; the level above is its parent. Nothing is recorded for the root, or for
+/// a cgroup deeper than `MAX_LEVEL`.
 #[inline(always)]
 pub fn remember_parent(ctx: &SkBuffContext, cgroup_id: u64) {
     if cgroup_id == 0 || unsafe { CW_CGROUP_PARENTS.get(&cgroup_id) }.is_some() {
