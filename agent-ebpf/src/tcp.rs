@@ -1,10 +1,12 @@
 //! TCP connects and accepts, counted here per (cgroup, destination class): nothing crosses to
-//! userspace per connection. `cgroup/connect4|6` runs in the connect() call, before any DNAT: it
-//! classifies the address the application asked for (metadata endpoint, DNS port, configured
-//! range, loopback, external) and records the class, its cgroup and the time in the socket's slot
-//! of a direct-mapped table (see `agent_common::tcp::PendingConnect`). `sock_ops` on the same
-//! cgroup then counts the outcome (`CW_TCP_STATS` through `stats`), in whatever context the
-//! kernel is in (often softirq), which is why nothing there depends on the current task:
+//! userspace per connection. A connect is recorded in the connect() call, before any packet DNAT:
+//! by `sock_ops`' TCP_CONNECT_CB where this kernel lets `sock_ops` read the current cgroup (6.8
+//! and later; no connect4 run then), else by `cgroup/connect4|6`. The record classifies the
+//! address the application asked for (metadata endpoint, DNS port, configured range, loopback,
+//! external) and keeps the class, its cgroup and the time in the socket's slot of a direct-mapped
+//! table (see `agent_common::tcp::PendingConnect`). `sock_ops` on the same cgroup then counts the
+//! outcome (`CW_TCP_STATS` through `stats`), in whatever context the kernel is in (often softirq),
+//! which is why nothing there depends on the current task:
 //! - ACTIVE_ESTABLISHED: the handshake completed;
 //! - RTO with its third argument set: the SYN retransmission timer gave up (timeout);
 //! - STATE SYN_SENT → CLOSE: refused when a segment (the RST) arrived, else the application or an
@@ -24,6 +26,8 @@ use agent_common::{
         TcpStats, TcpStatsKey, latency_slot,
     },
 };
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
@@ -60,14 +64,27 @@ const TCP_CLOSE: u32 = 7;
 /// connect() that failed before sending its SYN). Longer than the default SYN retries (~127 s).
 const STALE_NS: u64 = 300_000_000_000;
 
-/// connect() on an IPv4 TCP socket.
+/// Whether `sock_ops` may read the current cgroup (`CW_SOCK_OPS_CGROUP`, set at load). Then it
+/// records connects itself (at `TCP_CONNECT_CB`, in the connecting task, as connect4 would) and
+/// listeners; the agent does not attach connect4 and connect6, which saves a program run per
+/// connect. Else connect4 and connect6 record connects, `sock_ops` counts their outcomes, and
+/// accepts are not counted.
+#[inline(always)]
+fn sock_ops_reads_cgroup() -> bool {
+    unsafe { read_volatile(&CW_SOCK_OPS_CGROUP) != 0 }
+}
+
+/// connect() on an IPv4 TCP socket (attached only where `sock_ops` does not record connects).
 pub fn connect4(ctx: &SockAddrContext) {
     let sa = unsafe { &*ctx.sock_addr };
     if sa.type_ != SOCK_STREAM {
         return;
     }
-    // user_ip4 holds the address in network order in memory: IPv4-mapped, as four such words.
-    record_connect(ctx, [0, 0, MAPPED_WORD, sa.user_ip4], sa.user_port);
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // user_ip4 holds the address in network order in memory: IPv4-mapped, as four such words;
+    // user_port the port in network order in its low 16 bits.
+    let port = u16::from_be(sa.user_port as u16);
+    record_connect(cookie, [0, 0, MAPPED_WORD, sa.user_ip4], port);
 }
 
 /// connect() on an IPv6 TCP socket (IPv4-mapped addresses included).
@@ -76,13 +93,45 @@ pub fn connect6(ctx: &SockAddrContext) {
     if sa.type_ != SOCK_STREAM {
         return;
     }
-    record_connect(ctx, sa.user_ip6, sa.user_port);
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    record_connect(cookie, sa.user_ip6, u16::from_be(sa.user_port as u16));
 }
 
-/// `addr`: the address asked for, as four 32-bit words in memory (network) order.
+/// `sock_ops`' `TCP_CONNECT_CB`: tcp_connect() in the connect() call, before the SYN is built.
+/// The address is the socket's destination, which other programs' connect4 rewrites (a socket
+/// load balancer's) have already set, as they had for our connect4 attached after them; packet
+/// DNAT (iptables, IPVS) comes later and is not seen, as before.
 #[inline(always)]
-fn record_connect(ctx: &SockAddrContext, addr: [u32; 4], user_port: u32) {
+fn connect_cb(ctx: &SockOpsContext) {
+    const AF_INET: u32 = 2;
+    let ops = ctx.ops;
+    // Both forms read on every path, with volatile loads (which LLVM may not move into the
+    // branches): loaded in the branches, LLVM merges the two last loads into one through a
+    // context pointer moved by 24 or 44 bytes, which the verifier refuses ("dereference of
+    // modified ctx ptr").
+    let (ip4, ip6) = unsafe {
+        (
+            read_volatile(&raw const (*ops).remote_ip4),
+            [
+                read_volatile(&raw const (*ops).remote_ip6[0]),
+                read_volatile(&raw const (*ops).remote_ip6[1]),
+                read_volatile(&raw const (*ops).remote_ip6[2]),
+                read_volatile(&raw const (*ops).remote_ip6[3]),
+            ],
+        )
+    };
+    let addr = if ctx.family() == AF_INET { [0, 0, MAPPED_WORD, ip4] } else { ip6 };
+    // bpf_sock_ops.remote_port: network order, shifted into the high 16 bits on little-endian
+    // hosts (the kernel's context conversion; local_port is in host order).
+    let port = u16::from_be((ctx.remote_port() >> 16) as u16);
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    record_connect(cookie, addr, port);
+}
+
+/// Records a connect in its socket's slot. `addr`: the destination as four 32-bit words in memory
+/// (network) order; `port` in host order. Runs in the connecting task (the current cgroup is its).
+#[inline(always)]
+fn record_connect(cookie: u64, addr: [u32; 4], port: u16) {
     let Some(slot) = CW_TCP_CONNECTS.get_ptr_mut(slot_of(cookie)) else {
         return;
     };
@@ -93,8 +142,7 @@ fn record_connect(ctx: &SockAddrContext, addr: [u32; 4], user_port: u32) {
         count(counter::LOST_TCP_TABLE);
         return;
     }
-    // user_port holds the port in network order in its low 16 bits.
-    let class = class_of(addr, u16::from_be(user_port as u16));
+    let class = class_of(addr, port);
     unsafe {
         (*slot).cookie = cookie;
         (*slot).start_ns = now;
@@ -165,6 +213,9 @@ fn pending(ctx: &SockOpsContext) -> Option<*mut PendingConnect> {
 pub fn sock_ops(ctx: &SockOpsContext) {
     let op = ctx.op();
     if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        if sock_ops_reads_cgroup() {
+            connect_cb(ctx);
+        }
         // Ask for the state and timeout callbacks on this socket only.
         let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG;
         let _ = ctx.set_cb_flags(flags as i32);
@@ -200,7 +251,7 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             finish_connect(slot, result);
         }
     } else if op == BPF_SOCK_OPS_TCP_LISTEN_CB {
-        if unsafe { core::ptr::read_volatile(&CW_SOCK_OPS_CGROUP) } == 0 {
+        if !sock_ops_reads_cgroup() {
             return; // no listeners, so no accepts: this kernel cannot tell their cgroup here
         }
         // listen() runs in the listening process: the current cgroup is the owner's.
@@ -210,7 +261,7 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             count(counter::LOST_TCP_TABLE);
         }
     } else if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
-        if unsafe { core::ptr::read_volatile(&CW_SOCK_OPS_CGROUP) } == 0 {
+        if !sock_ops_reads_cgroup() {
             return; // no listeners recorded (above); also keeps bpf_get_netns_cookie dead code
         }
         // The listener on this exact address, else a wildcard one on the port.

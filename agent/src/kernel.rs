@@ -193,7 +193,12 @@ pub fn load_and_attach<T>(
             .map_err(|source| KernelError::Program { name, source })?;
         attached.push(name);
     }
-    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
+    // Where sock_ops may read the current cgroup (the load above), it records connects itself
+    // (agent-ebpf's tcp.rs): connect4 and connect6 would only cost a program run per connect.
+    let sock_ops_reads_cgroup = features[0].1;
+    let connect_hooks: &[&str] =
+        if sock_ops_reads_cgroup { &[] } else { &[names::PROG_CONNECT4, names::PROG_CONNECT6] };
+    for &name in connect_hooks {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
         prog.attach(&cgroup_fd, CgroupAttachMode::default())
             .map_err(|source| KernelError::Program { name, source })?;
