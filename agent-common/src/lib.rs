@@ -32,6 +32,30 @@ pub const PORT_FLAG_DNS: u8 = 2;
 /// 169.254.0.0/16 and fd00:ec2::/64 are looked up whatever their port.
 pub const PORT_FLAG_LINKLOCAL: u8 = 4;
 
+/// Entries of [`names::MAP_PORTS`]: every port's flags, 4 bits each, 16 ports to a `u64` entry
+/// (32 KiB). The fast path looks up the service-side port of every TCP and UDP packet, which for
+/// half of a connection's packets is the client's ephemeral port: a different entry for every
+/// connection. A byte per port in an array (whose entries the kernel rounds up to 8 bytes) is
+/// 512 KiB, as big as a core's L2 cache, and those lookups missed it.
+pub const PORT_WORDS: u32 = 65_536 / 16;
+
+/// The [`names::MAP_PORTS`] entry holding `port`'s flags.
+#[inline(always)]
+pub const fn port_word(port: u16) -> u32 {
+    (port >> 4) as u32
+}
+
+/// `port`'s flags in its entry `word` (see [`port_word`]).
+#[inline(always)]
+pub const fn port_flags(word: u64, port: u16) -> u8 {
+    ((word >> ((port & 15) * 4)) & 0xf) as u8
+}
+
+/// `word` with `flag` added to `port`'s flags.
+pub const fn with_port_flag(word: u64, port: u16, flag: u8) -> u64 {
+    word | ((flag as u64 & 0xf) << ((port & 15) * 4))
+}
+
 /// Capacity of the per-socket flow table (LRU: the oldest idle flow is evicted first).
 pub const FLOW_TABLE_SIZE: u32 = 16_384;
 /// Capacity of the metadata endpoint table.
@@ -507,5 +531,34 @@ mod boundary {
         // per (cgroup, service) and per second; no payload (ServiceValue, SecondSlot, u64).
         // CW_CGROUP_PARENTS (21st): cgroup id → parent cgroup id; no payload.
         assert_eq!(names::MAPS.len(), 21, "a new map: decide here whether it can hold payload");
+    }
+}
+
+#[cfg(test)]
+mod ports {
+    use super::*;
+
+    #[test]
+    fn each_port_has_four_bits_of_its_own() {
+        let mut words = [0u64; PORT_WORDS as usize];
+        let set = [(0, PORT_FLAG_DNS), (15, PORT_FLAG_METADATA), (16, PORT_FLAG_LINKLOCAL)];
+        for (port, flag) in set.into_iter().chain([(53, PORT_FLAG_DNS), (65_535, PORT_FLAG_DNS)]) {
+            let w = &mut words[port_word(port) as usize];
+            *w = with_port_flag(*w, port, flag);
+        }
+        let w = &mut words[port_word(53) as usize];
+        *w = with_port_flag(*w, 53, PORT_FLAG_METADATA);
+        for port in 0..=u16::MAX {
+            let flags = port_flags(words[port_word(port) as usize], port);
+            let expected = match port {
+                0 => PORT_FLAG_DNS,
+                15 => PORT_FLAG_METADATA,
+                16 => PORT_FLAG_LINKLOCAL,
+                53 => PORT_FLAG_DNS | PORT_FLAG_METADATA,
+                65_535 => PORT_FLAG_DNS,
+                _ => 0,
+            };
+            assert_eq!(flags, expected, "port {port}");
+        }
     }
 }

@@ -10,7 +10,8 @@ pub const PROG_SOCK_OPS: &str = "cw_sock_ops";
 pub const PROGRAMS: &[&str] =
     &[PROG_SKB_EGRESS, PROG_SKB_INGRESS, PROG_CONNECT4, PROG_CONNECT6, PROG_SOCK_OPS];
 
-/// `Array<u8>` indexed by TCP port: [`crate::PORT_FLAG_METADATA`] etc. The fast-path filter.
+/// `Array<u64>`: every port's flags ([`crate::PORT_FLAG_METADATA`] etc.), 4 bits each, 16 ports
+/// to an entry ([`crate::port_word`]). The fast-path filter.
 pub const MAP_PORTS: &str = "CW_PORTS";
 /// `HashMap<EndpointKey, EndpointValue>`: the metadata endpoints.
 pub const MAP_ENDPOINTS: &str = "CW_ENDPOINTS";

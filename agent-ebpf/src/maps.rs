@@ -1,7 +1,7 @@
 //! The maps, named as in `agent_common::names` (a userspace test checks the built object).
 use agent_common::{
     CGROUP_PARENTS_TABLE_SIZE, ENDPOINT_TABLE_SIZE, EVENT_RING_BYTES, EndpointKey, EndpointValue,
-    FLOW_TABLE_SIZE, Flow, SCRATCH_LEN, counter,
+    FLOW_TABLE_SIZE, Flow, PORT_WORDS, SCRATCH_LEN, counter,
     dns::{DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot},
     linklocal::{PacketsKey, SecondSlot, ServiceKey, ServiceValue},
 };
@@ -16,8 +16,9 @@ use aya_ebpf::{
 /// is that every parser wipes the buffer as soon as it is done, see `scratch::wipe_scratch`.)
 const BPF_F_WRONLY: u32 = 1 << 4;
 
+/// Every port's flags, 4 bits each (see `agent_common::PORT_WORDS`).
 #[map]
-pub static CW_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+pub static CW_PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 
 #[map]
 pub static CW_ENDPOINTS: HashMap<EndpointKey, EndpointValue> =
@@ -100,6 +101,15 @@ pub static CW_LINKLOCAL_SECONDS: PerCpuArray<SecondSlot> =
 /// Ring submit flag BPF_RB_NO_WAKEUP: userspace reads the rings on a timer (every 25 ms), so
 /// waking it per record would only cost an irq_work and a wakeup on every event's path.
 pub const NO_WAKEUP: u64 = 1;
+
+/// A port's flags (`CW_PORTS`, an array the verifier inlines; 0 when none).
+#[inline(always)]
+pub fn port_flags(port: u16) -> u8 {
+    match CW_PORTS.get(agent_common::port_word(port)) {
+        Some(word) => agent_common::port_flags(*word, port),
+        None => 0,
+    }
+}
 
 /// A value userspace set in `CW_CONFIG` (0 when unset).
 #[inline(always)]

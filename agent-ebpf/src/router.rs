@@ -7,7 +7,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::SkBuffContext};
 
 use crate::{
     dns, linklocal,
-    maps::{CW_ENDPOINTS, CW_PORTS},
+    maps::{CW_ENDPOINTS, port_flags},
     packet::{Direction, IPPROTO_TCP, L4, Segment, cgroup_id, headers, socket_cookie, tcp_payload},
     request, response,
     scratch::forget,
@@ -61,9 +61,9 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
         // counting. Counted before any parser runs, so whatever a parser makes of the packet, it
         // is counted once.
         let _ = linklocal::on_packet(ctx, v4, port, true);
-        flags_of(port)
+        port_flags(port)
     } else {
-        let flags = flags_of(port);
+        let flags = port_flags(port);
         if flags == 0 {
             return Ok(None);
         }
@@ -86,15 +86,6 @@ fn l4(ctx: &SkBuffContext, dir: Direction) -> Result<Option<L4>, i64> {
     let packed = forget(l4_off as u64 | (u64::from(v4) << 8) | (u64::from(proto) << 16))?;
     let (l4_off, v4, proto) = ((packed & 0xff) as usize, packed & 0x100 != 0, (packed >> 16) as u8);
     Ok(Some(L4 { proto, v4, l4_off, port, port_flags, dir }))
-}
-
-/// The flags of a service-side port (`CW_PORTS`, an array the verifier inlines).
-#[inline(always)]
-fn flags_of(port: u16) -> u8 {
-    match CW_PORTS.get(port as u32) {
-        Some(flags) => *flags,
-        None => 0,
-    }
 }
 
 /// The TCP segment when its service-side address is a configured metadata endpoint.

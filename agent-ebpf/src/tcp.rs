@@ -44,8 +44,8 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        CW_ENDPOINTS, CW_PORTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS,
-        CW_TCP_STATS, CW_TCP_STATS_CPU, NO_WAKEUP, config, count,
+        CW_ENDPOINTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS,
+        CW_TCP_STATS, CW_TCP_STATS_CPU, NO_WAKEUP, config, count, port_flags,
     },
     opaque::opaque,
     stats,
@@ -156,7 +156,7 @@ fn record_connect(cookie: u64, addr: [u32; 4], port: u16) {
 /// same decision as userspace's `classify`, from the same configuration.
 #[inline(always)]
 fn class_of(addr: [u32; 4], port: u16) -> u8 {
-    let flags = CW_PORTS.get(u32::from(port)).map_or(0, |f| *f);
+    let flags = port_flags(port);
     if flags & PORT_FLAG_METADATA != 0
         && unsafe { CW_ENDPOINTS.get(&EndpointKey::from_words(addr, port)) }.is_some()
     {

@@ -7,7 +7,7 @@ use std::{
     path::Path,
 };
 
-use agent_common::names;
+use agent_common::{names, port_word, with_port_flag};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, PerCpuArray},
@@ -107,9 +107,9 @@ impl Attachment {
     pub fn flag_port(&mut self, port: u16, flag: u8) -> Result<(), KernelError> {
         let name = names::MAP_PORTS;
         let map_err = |source| KernelError::Map { name, source };
-        let mut ports: Array<_, u8> = Array::try_from(self.map_mut(name)?).map_err(map_err)?;
-        let flags = ports.get(&u32::from(port), 0).map_err(map_err)?;
-        ports.set(u32::from(port), &(flags | flag), 0).map_err(map_err)
+        let mut ports: Array<_, u64> = Array::try_from(self.map_mut(name)?).map_err(map_err)?;
+        let word = ports.get(&port_word(port), 0).map_err(map_err)?;
+        ports.set(port_word(port), &with_port_flag(word, port, flag), 0).map_err(map_err)
     }
 
     /// Takes map `name` out of the object untyped (e.g. to map it into memory).

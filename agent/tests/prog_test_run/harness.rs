@@ -30,7 +30,7 @@ use agent::{
 };
 use agent_common::{
     EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
-    PORT_FLAG_LINKLOCAL, PORT_FLAG_METADATA, SCRATCH_LEN, counter,
+    PORT_FLAG_LINKLOCAL, PORT_FLAG_METADATA, SCRATCH_LEN, counter, port_word, with_port_flag,
     dns::{
         DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot, PENDING_TABLE_SIZE,
         PENDING_WAYS, STATS_CACHE_SLOTS, pending_bucket,
@@ -780,6 +780,13 @@ impl Kernel {
     }
 }
 
+/// Adds `flag` to `port`'s flags in CW_PORTS, as the agent does (`Kernel::flag_port`).
+pub fn flag_port(ebpf: &mut Ebpf, port: u16, flag: u8) {
+    let mut ports: Array<_, u64> = Array::try_from(ebpf.map_mut(names::MAP_PORTS).unwrap()).unwrap();
+    let word = ports.get(&port_word(port), 0).unwrap();
+    ports.set(port_word(port), &with_port_flag(word, port, flag), 0).unwrap();
+}
+
 /// Fills CW_ENDPOINTS, CW_PORTS and the link-local service table the way the agent does
 /// (`kernel.rs`, `features::linklocal`), given `--metadata-endpoint imds=127.0.0.2:8080
 /// --metadata-endpoint custom=[::2]:8080 --vpc-resolver 127.0.0.53 --vpc-resolver
@@ -805,12 +812,10 @@ fn configure(ebpf: &mut Ebpf) {
     };
     let table = services::table(&args, &specs);
 
-    let mut ports: Array<_, u8> = Array::try_from(ebpf.map_mut(names::MAP_PORTS).unwrap()).unwrap();
-    ports.set(u32::from(IMDS_PORT), &PORT_FLAG_METADATA, 0).unwrap();
-    ports.set(u32::from(DNS_PORT), &PORT_FLAG_DNS, 0).unwrap();
+    flag_port(ebpf, IMDS_PORT, PORT_FLAG_METADATA);
+    flag_port(ebpf, DNS_PORT, PORT_FLAG_DNS);
     for port in services::stand_in_ports(&table) {
-        let flags = ports.get(&u32::from(port), 0).unwrap();
-        ports.set(u32::from(port), &(flags | PORT_FLAG_LINKLOCAL), 0).unwrap();
+        flag_port(ebpf, port, PORT_FLAG_LINKLOCAL);
     }
     let mut service_map: HashMap<_, ServiceKey, ServiceValue> =
         HashMap::try_from(ebpf.map_mut(names::MAP_LINKLOCAL_SERVICES).unwrap()).unwrap();

@@ -137,9 +137,8 @@ fn load(config: &Config, sock_ops_cgroup: bool) -> Result<Ebpf, String> {
         .override_global(names::GLOBAL_SOCK_OPS_CGROUP, &u8::from(sock_ops_cgroup), true)
         .load(OBJECT)
         .map_err(|e| format!("loading the object: {e}"))?;
-    let mut ports: Array<_, u8> = Array::try_from(ebpf.map_mut(names::MAP_PORTS).unwrap()).unwrap();
-    ports.set(u32::from(config.metadata_port), &PORT_FLAG_METADATA, 0).unwrap();
-    ports.set(u32::from(config.dns_port), &PORT_FLAG_DNS, 0).unwrap();
+    harness::flag_port(&mut ebpf, config.metadata_port, PORT_FLAG_METADATA);
+    harness::flag_port(&mut ebpf, config.dns_port, PORT_FLAG_DNS);
     let mut endpoints: HashMap<_, EndpointKey, EndpointValue> =
         HashMap::try_from(ebpf.map_mut(names::MAP_ENDPOINTS).unwrap()).unwrap();
     let value = EndpointValue { kind: EndpointKind::Imds as u8, _pad: [0; 3] };
