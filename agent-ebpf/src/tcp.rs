@@ -36,7 +36,8 @@ use aya_ebpf::{
         BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB,
     },
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie,
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
     },
     maps::lpm_trie::Key,
     programs::{SockAddrContext, SockOpsContext},
@@ -44,8 +45,8 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        CW_ENDPOINTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS,
-        CW_TCP_STATS, CW_TCP_STATS_CPU, NO_WAKEUP, config, count, port_flags,
+        CW_ENDPOINTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS, CW_TCP_STATS,
+        CW_TCP_STATS_CPU, NO_WAKEUP, config, count, port_flags,
     },
     opaque::opaque,
     stats,
@@ -62,7 +63,7 @@ const TCP_SYN_SENT: u32 = 2;
 const TCP_CLOSE: u32 = 7;
 /// A slot older than this is free whatever it says: its socket never reported an outcome (a
 /// connect() that failed before sending its SYN). Longer than the default SYN retries (~127 s).
-const STALE_NS: u64 = 300_000_000_000;
+const STALE_NS: i64 = 300_000_000_000;
 
 /// Whether `sock_ops` may read the current cgroup (`CW_SOCK_OPS_CGROUP`, set at load). Then it
 /// records connects itself (at `TCP_CONNECT_CB`, in the connecting task, as connect4 would) and
@@ -72,6 +73,36 @@ const STALE_NS: u64 = 300_000_000_000;
 #[inline(always)]
 fn sock_ops_reads_cgroup() -> bool {
     unsafe { read_volatile(&CW_SOCK_OPS_CGROUP) != 0 }
+}
+
+/// The clock a connect's start is read with, and its end when the SYN was retransmitted (the
+/// other connects' latency is the kernel's own measurement of the handshake, see
+/// `handshake_rtt_ns`). Where `sock_ops` records connects (6.8 and later): the coarse monotonic
+/// clock, a memory read with a tick's resolution (1–10 ms), enough for a latency of at least the
+/// first retransmission timeout (1 s) and much cheaper than `bpf_ktime_get_ns`, which is a
+/// paravirtual clock read in VMs (~75 ns of BPF time a read here, docs/benchmarks.md). Else
+/// `bpf_ktime_get_ns` (5.10 has no coarse clock helper; the verifier never sees the branch not
+/// taken, a constant from `.rodata`).
+#[inline(always)]
+fn connect_clock_ns() -> u64 {
+    if sock_ops_reads_cgroup() {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        unsafe { bpf_ktime_get_ns() }
+    }
+}
+
+/// The handshake's round trip as the kernel measured it for this socket, in nanoseconds, if
+/// the SYN was sent once: at ACTIVE_ESTABLISHED the SYN-ACK has just been processed and its RTT
+/// sample (SYN sent → SYN-ACK received, from the SYN's own transmit timestamp) is the smoothed
+/// RTT's first and only value (`srtt_us` holds it times 8, so 125 ns a unit). A retransmitted SYN's sample is not
+/// taken (Karn's rule) or comes from TCP timestamps of the last transmission, which is not the
+/// connect's latency: None then, and the clock is used.
+#[inline(always)]
+fn handshake_rtt_ns(ctx: &SockOpsContext) -> Option<u64> {
+    let ops = ctx.ops;
+    let (retransmitted, srtt_x8) = unsafe { ((*ops).total_retrans, (*ops).srtt_us) };
+    (retransmitted == 0 && srtt_x8 != 0).then(|| u64::from(srtt_x8) * 125)
 }
 
 /// connect() on an IPv4 TCP socket (attached only where `sock_ops` does not record connects).
@@ -135,9 +166,12 @@ fn record_connect(cookie: u64, addr: [u32; 4], port: u16) {
     let Some(slot) = CW_TCP_CONNECTS.get_ptr_mut(slot_of(cookie)) else {
         return;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = connect_clock_ns();
     let held = unsafe { (*slot).start_ns };
-    if held != 0 && unsafe { (*slot).cookie } != cookie && now.wrapping_sub(held) < STALE_NS {
+    // Signed: a start up to a tick ahead of the coarse clock (read from the finer one, as the
+    // table tests write CLOCK_MONOTONIC) is recent, not 584 years old.
+    let age = now.wrapping_sub(held) as i64;
+    if held != 0 && unsafe { (*slot).cookie } != cookie && age < STALE_NS {
         // Another connect in progress holds the slot: this one is not recorded.
         count(counter::LOST_TCP_TABLE);
         return;
@@ -221,7 +255,7 @@ pub fn sock_ops(ctx: &SockOpsContext) {
         let _ = ctx.set_cb_flags(flags as i32);
     } else if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
         if let Some(slot) = pending(ctx) {
-            finish_connect(slot, RESULT_ESTABLISHED);
+            finish_connect(slot, RESULT_ESTABLISHED, handshake_rtt_ns(ctx));
         }
         // Nothing more to learn from this socket.
         let _ = ctx.set_cb_flags(0);
@@ -248,7 +282,7 @@ pub fn sock_ops(ctx: &SockOpsContext) {
             } else {
                 RESULT_ERROR
             };
-            finish_connect(slot, result);
+            finish_connect(slot, result, None);
         }
     } else if op == BPF_SOCK_OPS_TCP_LISTEN_CB {
         if !sock_ops_reads_cgroup() {
@@ -302,16 +336,20 @@ fn local_addr(ctx: &SockOpsContext) -> [u32; 4] {
 }
 
 /// Counts the connect held in `slot` (from [`pending`]: a socket whose connect() happened before
-/// the agent attached, or was not recorded, has none) and frees the slot.
+/// the agent attached, or was not recorded, has none) and frees the slot. An established one's
+/// latency: `rtt_ns`, the handshake's round trip, when known, else the clock since the start.
 #[inline(always)]
-fn finish_connect(slot: *mut PendingConnect, result: u8) {
+fn finish_connect(slot: *mut PendingConnect, result: u8, rtt_ns: Option<u64>) {
     let (cgroup_id, class, start_ns) =
         unsafe { ((*slot).cgroup_id, (*slot).class, (*slot).start_ns) };
     unsafe { (*slot).start_ns = 0 }; // frees the slot
     let key = TcpStatsKey::new(cgroup_id, class);
     let result = usize::from(result) & (RESULTS - 1);
     let new = if result == usize::from(RESULT_ESTABLISHED) {
-        let latency_ns = unsafe { bpf_ktime_get_ns() }.wrapping_sub(start_ns);
+        let latency_ns = match rtt_ns {
+            Some(ns) => ns,
+            None => connect_clock_ns().wrapping_sub(start_ns),
+        };
         let bucket = latency_slot(latency_ns) & (LATENCY_SLOTS - 1);
         stats::count(&STATS, &key, |s, shared| unsafe {
             stats::add(&raw mut (*s).connects[result], 1, shared);

@@ -387,6 +387,49 @@ def test_connect_latency_over_a_slow_path(pod, agent, lab):
     assert_healthy(watcher, pod, expected)
 
 
+# Inside the server namespace only: the first SYN of every connect to port 13 is dropped (every
+# other SYN to that port, and each connect's retransmission is its second), so that each connect
+# completes with its SYN retransmission, a second or so after connect().
+LOSE_FIRST_SYN = """
+table ip credwatch_test {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    tcp dport 13 tcp flags & (syn | ack) == syn numgen inc mod 2 == 0 drop
+  }
+}
+"""
+
+
+def test_connect_latency_with_a_retransmitted_syn(pod, agent, lab):
+    """A connect whose first SYN is lost: its latency is from the connect, the retransmission
+    timeout included, not the round trip of the SYN that got through (which is what the kernel
+    measures, and what credwatch counts for connects whose SYN went once)."""
+    client_ns, server_ns = lab.netns("cli"), lab.netns("srv")
+    lab.veth(client_ns, "198.18.2.1/30", server_ns, "198.18.2.2/30")
+    server_ns.nft(LOSE_FIRST_SYN)
+    watcher = agent()
+    server = Server(lab, "198.18.2.2", port=13, netns=server_ns)
+
+    client = probe(lab, pod, "198.18.2.2", server.port, count=2, netns=client_ns)
+
+    assert client["outcomes"] == {"established": 2}, client
+    # The first retransmission timeout is 1 s (TCP_TIMEOUT_INIT).
+    assert min(client["connect_seconds"]) >= 1.0, client
+    server.stop()
+    expected = expect({}, "external", client)
+    metrics = settle(watcher, pod, expected)
+    labels = dict(pod.labels, destination="external")
+    assert metrics.value(DURATION + "_count", **labels) == 2
+    assert metrics.bucket(DURATION, 0.25, **labels) == 0, metrics.describe("credwatch_tcp")
+    assert metrics.bucket(DURATION, 3.0, **labels) == 2, metrics.describe("credwatch_tcp")
+    # The recorded time: at least the timeout, at most what the client measured around its
+    # connect() calls, give or take a clock tick (the kernel reads a tick-resolution clock for
+    # these, up to 10 ms at HZ=100) at each end.
+    recorded = metrics.value(DURATION + "_sum", **labels)
+    assert 2 * 1.0 - 0.02 <= recorded <= sum(client["connect_seconds"]) + 0.02, (recorded, client)
+    assert_healthy(watcher, pod, expected)
+
+
 METADATA = "192.0.2.254"  # a fake metadata-like address, only ever inside the test namespace
 SERVICE = "198.19.0.10"   # a kube-proxy-like service address, in --cluster-cidr
 AWS_API = "198.18.5.5"    # in --aws-api-cidr
@@ -471,8 +514,8 @@ def agent_map_id(pid: int, name: str) -> int:
 
 
 def fill_connect_table(map_id: int, start_ns: int) -> None:
-    """Every slot held by a connect in progress that started at `start_ns` (CLOCK_MONOTONIC, as
-    bpf_ktime_get_ns), of a socket no test has (cookie 2^64 − 1 − slot); `start_ns` 0 frees them."""
+    """Every slot held by a connect in progress that started at `start_ns` (CLOCK_MONOTONIC, the
+    base of the kernel's clocks, fine and coarse), of a socket no test has (cookie 2^64 − 1 − slot); `start_ns` 0 frees them."""
     def hexed(data: bytes) -> str:
         return " ".join(f"{b:02x}" for b in data)
 

@@ -30,13 +30,13 @@ use agent::{
 };
 use agent_common::{
     EndpointKey, EndpointKind, EndpointValue, Flow, MetadataEvent, PORT_FLAG_DNS,
-    PORT_FLAG_LINKLOCAL, PORT_FLAG_METADATA, SCRATCH_LEN, counter, port_word, with_port_flag,
+    PORT_FLAG_LINKLOCAL, PORT_FLAG_METADATA, SCRATCH_LEN, counter,
     dns::{
         DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot, PENDING_TABLE_SIZE,
         PENDING_WAYS, STATS_CACHE_SLOTS, pending_bucket,
     },
     linklocal::{self, PacketsKey, SecondSlot, ServiceKey, ServiceValue},
-    names,
+    names, port_word, with_port_flag,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -782,7 +782,8 @@ impl Kernel {
 
 /// Adds `flag` to `port`'s flags in CW_PORTS, as the agent does (`Kernel::flag_port`).
 pub fn flag_port(ebpf: &mut Ebpf, port: u16, flag: u8) {
-    let mut ports: Array<_, u64> = Array::try_from(ebpf.map_mut(names::MAP_PORTS).unwrap()).unwrap();
+    let mut ports: Array<_, u64> =
+        Array::try_from(ebpf.map_mut(names::MAP_PORTS).unwrap()).unwrap();
     let word = ports.get(&port_word(port), 0).unwrap();
     ports.set(port_word(port), &with_port_flag(word, port, flag), 0).unwrap();
 }
