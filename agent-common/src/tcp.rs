@@ -11,8 +11,9 @@ pub const LISTENER_TABLE_SIZE: u32 = 16_384;
 pub const EVENT_RING_BYTES: u32 = 256 * 1024;
 
 /// A connect in progress, in slot `cookie % CONNECT_TABLE_SIZE` of an array: who asked, when,
-/// and the class of the destination the application asked for (decided in connect4, before any
-/// DNAT). `start_ns == 0` marks a free slot. A direct-mapped array, not a hash table: connect4
+/// and the class of the destination the application asked for (decided where the connect is
+/// recorded, `sock_ops`' TCP_CONNECT_CB or connect4, before any DNAT). `start_ns == 0` marks a
+/// free slot. A direct-mapped array, not a hash table: the recording
 /// pays one warm store instead of a hash insert (a cold bucket and a lock, most of connect4's
 /// time; socket-local storage cost as much; docs/benchmarks.md, "Figures behind design
 /// choices"). Two connects in progress whose cookies share a slot: the second is not recorded and
@@ -25,6 +26,7 @@ pub const EVENT_RING_BYTES: u32 = 256 * 1024;
 pub struct PendingConnect {
     /// The socket's cookie: which socket holds the slot.
     pub cookie: u64,
+    /// CLOCK_MONOTONIC: coarse where `sock_ops` records connects, precise where connect4 does.
     pub start_ns: u64,
     pub cgroup_id: u64,
     /// `CLASS_*`: where the application asked to connect.
