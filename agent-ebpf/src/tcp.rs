@@ -75,21 +75,25 @@ fn sock_ops_reads_cgroup() -> bool {
     unsafe { read_volatile(&CW_SOCK_OPS_CGROUP) != 0 }
 }
 
-/// The clock a connect's start is read with, and its end when the SYN was retransmitted (the
-/// other connects' latency is the kernel's own measurement of the handshake, see
-/// `handshake_rtt_ns`). Where `sock_ops` records connects (6.8 and later): the coarse monotonic
-/// clock, a memory read with a tick's resolution (1–10 ms), enough for a latency of at least the
-/// first retransmission timeout (1 s) and much cheaper than `bpf_ktime_get_ns`, which is a
-/// paravirtual clock read in VMs (~75 ns of BPF time a read here, docs/benchmarks.md). Else
-/// `bpf_ktime_get_ns` (5.10 has no coarse clock helper; the verifier never sees the branch not
-/// taken, a constant from `.rodata`).
+/// The clock `sock_ops` reads a connect's start with, when it records connects, and its end when
+/// the SYN was retransmitted (the other connects' latency is the kernel's own measurement of the
+/// handshake, see `handshake_rtt_ns`): the coarse monotonic clock where `sock_ops` records
+/// connects (6.8 and later), a memory read with a tick's resolution (1–10 ms), enough for a
+/// latency of at least the first retransmission timeout (1 s) and much cheaper than
+/// `bpf_ktime_get_ns`, which is a paravirtual clock read in VMs (~75 ns of BPF time a read here,
+/// docs/benchmarks.md). Else connect4 recorded the start with [`precise_clock_ns`] (5.10 has no
+/// coarse clock helper; the verifier never sees the branch not taken, a constant from
+/// `.rodata`).
 #[inline(always)]
 fn connect_clock_ns() -> u64 {
-    if sock_ops_reads_cgroup() {
-        unsafe { bpf_ktime_get_coarse_ns() }
-    } else {
-        unsafe { bpf_ktime_get_ns() }
-    }
+    if sock_ops_reads_cgroup() { unsafe { bpf_ktime_get_coarse_ns() } } else { precise_clock_ns() }
+}
+
+/// connect4's and connect6's clock, whatever the load-time switch: the agent loads them with the
+/// switch on too (and attaches them only with it off), and 5.10 refuses the coarse helper.
+#[inline(always)]
+fn precise_clock_ns() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// The handshake's round trip as the kernel measured it for this socket, in nanoseconds, if
@@ -115,7 +119,7 @@ pub fn connect4(ctx: &SockAddrContext) {
     // user_ip4 holds the address in network order in memory: IPv4-mapped, as four such words;
     // user_port the port in network order in its low 16 bits.
     let port = u16::from_be(sa.user_port as u16);
-    record_connect(cookie, [0, 0, MAPPED_WORD, sa.user_ip4], port);
+    record_connect(cookie, [0, 0, MAPPED_WORD, sa.user_ip4], port, precise_clock_ns());
 }
 
 /// connect() on an IPv6 TCP socket (IPv4-mapped addresses included).
@@ -125,7 +129,7 @@ pub fn connect6(ctx: &SockAddrContext) {
         return;
     }
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    record_connect(cookie, sa.user_ip6, u16::from_be(sa.user_port as u16));
+    record_connect(cookie, sa.user_ip6, u16::from_be(sa.user_port as u16), precise_clock_ns());
 }
 
 /// `sock_ops`' `TCP_CONNECT_CB`: tcp_connect() in the connect() call, before the SYN is built.
@@ -156,17 +160,17 @@ fn connect_cb(ctx: &SockOpsContext) {
     // hosts (the kernel's context conversion; local_port is in host order).
     let port = u16::from_be((ctx.remote_port() >> 16) as u16);
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    record_connect(cookie, addr, port);
+    record_connect(cookie, addr, port, connect_clock_ns());
 }
 
 /// Records a connect in its socket's slot. `addr`: the destination as four 32-bit words in memory
-/// (network) order; `port` in host order. Runs in the connecting task (the current cgroup is its).
+/// (network) order; `port` in host order; `now` from the recorder's clock. Runs in the connecting
+/// task (the current cgroup is its).
 #[inline(always)]
-fn record_connect(cookie: u64, addr: [u32; 4], port: u16) {
+fn record_connect(cookie: u64, addr: [u32; 4], port: u16, now: u64) {
     let Some(slot) = CW_TCP_CONNECTS.get_ptr_mut(slot_of(cookie)) else {
         return;
     };
-    let now = connect_clock_ns();
     let held = unsafe { (*slot).start_ns };
     // Signed: a start up to a tick ahead of the coarse clock (read from the finer one, as the
     // table tests write CLOCK_MONOTONIC) is recent, not 584 years old.
