@@ -96,12 +96,12 @@ fn precise_clock_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The handshake's round trip as the kernel measured it for this socket, in nanoseconds, if
-/// the SYN was sent once: at ACTIVE_ESTABLISHED the SYN-ACK has just been processed and its RTT
-/// sample (SYN sent → SYN-ACK received, from the SYN's own transmit timestamp) is the smoothed
-/// RTT's first and only value (`srtt_us` holds it times 8, so 125 ns a unit). A retransmitted SYN's sample is not
-/// taken (Karn's rule) or comes from TCP timestamps of the last transmission, which is not the
-/// connect's latency: None then, and the clock is used.
+/// The handshake's round trip as the kernel measured it for this socket, in nanoseconds, if the
+/// SYN was sent once: at ACTIVE_ESTABLISHED the SYN-ACK has just been processed and its RTT sample
+/// (SYN sent → SYN-ACK received, from the SYN's own transmit timestamp) is the smoothed RTT's
+/// first and only value (`srtt_us` holds it times 8: 125 ns a unit). A retransmitted SYN's sample
+/// is not taken (Karn's rule) or comes from TCP timestamps of the last transmission, which is not
+/// the connect's latency: None then, and the clock is used.
 #[inline(always)]
 fn handshake_rtt_ns(ctx: &SockOpsContext) -> Option<u64> {
     let ops = ctx.ops;
