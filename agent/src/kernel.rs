@@ -194,12 +194,15 @@ pub fn load_and_attach<T>(
         attached.push(name);
     }
     // Where sock_ops may read the current cgroup (the load above), it records connects itself
-    // (agent-ebpf's tcp.rs): connect4 and connect6 would only cost a program run per connect.
+    // (agent-ebpf's tcp.rs): connect4 and connect6 would only cost a program run per connect, so
+    // they are unloaded (not left loaded and unattached, to puzzle whoever lists the programs).
     let sock_ops_reads_cgroup = features[0].1;
-    let connect_hooks: &[&str] =
-        if sock_ops_reads_cgroup { &[] } else { &[names::PROG_CONNECT4, names::PROG_CONNECT6] };
-    for &name in connect_hooks {
+    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        if sock_ops_reads_cgroup {
+            prog.unload().map_err(|source| KernelError::Program { name, source })?;
+            continue;
+        }
         prog.attach(&cgroup_fd, CgroupAttachMode::default())
             .map_err(|source| KernelError::Program { name, source })?;
         attached.push(name);
