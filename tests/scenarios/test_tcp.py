@@ -374,16 +374,26 @@ def test_connect_latency_over_a_slow_path(pod, agent, lab):
     assert client["outcomes"] == {"established": 3}, client
     assert min(client["connect_seconds"]) >= delay, client
     assert_served(client, server.stop())
-    expected = expect({}, "cluster", client)
-    metrics = settle(watcher, pod, expected)
-    labels = dict(pod.labels, destination="cluster")
-    assert metrics.value(DURATION + "_count", **labels) == 3
-    assert metrics.bucket(DURATION, 0.1, **labels) == 0, metrics.describe("credwatch_tcp")
-    assert metrics.bucket(DURATION, 0.25, **labels) == 3, metrics.describe("credwatch_tcp")
     # The recorded time itself: at least the path's delay, at most what the client measured
     # around its connect() call (which starts before and ends after the kernel's).
+    assert_latencies(watcher, pod, client, "cluster", between=(0.1, 0.25),
+                     least=3 * delay, slack=0.003)
+
+
+def assert_latencies(watcher, pod, client, destination, between, least, slack):
+    """Every connect `client` made was established and exported under `destination`, each in
+    the histogram's buckets above `between[0]` and up to `between[1]`, their sum at least `least`
+    and at most what the client measured around its connect() calls plus `slack`."""
+    n = client["outcomes"]["established"]
+    expected = expect({}, destination, client)
+    metrics = settle(watcher, pod, expected)
+    labels = dict(pod.labels, destination=destination)
+    assert metrics.value(DURATION + "_count", **labels) == n
+    low, high = between
+    assert metrics.bucket(DURATION, low, **labels) == 0, metrics.describe("credwatch_tcp")
+    assert metrics.bucket(DURATION, high, **labels) == n, metrics.describe("credwatch_tcp")
     recorded = metrics.value(DURATION + "_sum", **labels)
-    assert 3 * delay <= recorded <= sum(client["connect_seconds"]) + 0.003, (recorded, client)
+    assert least <= recorded <= sum(client["connect_seconds"]) + slack, (recorded, client)
     assert_healthy(watcher, pod, expected)
 
 
@@ -416,18 +426,11 @@ def test_connect_latency_with_a_retransmitted_syn(pod, agent, lab):
     # The first retransmission timeout is 1 s (TCP_TIMEOUT_INIT).
     assert min(client["connect_seconds"]) >= 1.0, client
     server.stop()
-    expected = expect({}, "external", client)
-    metrics = settle(watcher, pod, expected)
-    labels = dict(pod.labels, destination="external")
-    assert metrics.value(DURATION + "_count", **labels) == 2
-    assert metrics.bucket(DURATION, 0.25, **labels) == 0, metrics.describe("credwatch_tcp")
-    assert metrics.bucket(DURATION, 3.0, **labels) == 2, metrics.describe("credwatch_tcp")
     # The recorded time: at least the timeout, at most what the client measured around its
     # connect() calls, give or take a clock tick (the kernel reads a tick-resolution clock for
     # these, up to 10 ms at HZ=100) at each end.
-    recorded = metrics.value(DURATION + "_sum", **labels)
-    assert 2 * 1.0 - 0.02 <= recorded <= sum(client["connect_seconds"]) + 0.02, (recorded, client)
-    assert_healthy(watcher, pod, expected)
+    assert_latencies(watcher, pod, client, "external", between=(0.25, 3.0),
+                     least=2 * 1.0 - 0.02, slack=0.02)
 
 
 METADATA = "192.0.2.254"  # a fake metadata-like address, only ever inside the test namespace
