@@ -93,6 +93,6 @@ print(f"total BPF per {unit}: {total:.0f} ns")
 PY
 if [ -n "${PERF:-}" ]; then
   echo "perf, CPU 1 (generator and, for dns, dnsmasq), top symbols:"
-  perf report -i "$PERF_OUT/perf.data" --no-children --sort sym -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+  perf report -i "$PERF_OUT/perf.data" --no-children --sort sym -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 || true
 fi
-rm -rf "$PERF_OUT"
+[ -n "${KEEP_PERF:-}" ] && cp "$PERF_OUT/perf.data" "$KEEP_PERF"; rm -rf "$PERF_OUT"

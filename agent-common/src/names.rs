@@ -47,6 +47,11 @@ pub const MAP_TCP_CIDRS: &str = "CW_TCP_CIDRS";
 pub const MAP_TCP_CONNECTS: &str = "CW_TCP_CONNECTS";
 /// `LruHashMap<ListenerKey, u64 cgroup id>`.
 pub const MAP_TCP_LISTENERS: &str = "CW_TCP_LISTENERS";
+/// `PerCpuArray<ListenerCache>` (one entry): each CPU's last accept attribution.
+pub const MAP_TCP_LISTENER_CPU: &str = "CW_TCP_LISTENER_CPU";
+/// `Array<u64>` (one entry): the listener table's generation, bumped by every listen() (see
+/// `tcp::ListenerCache`).
+pub const MAP_TCP_LISTEN_GEN: &str = "CW_TCP_LISTEN_GEN";
 /// `RingBuf` of `TcpEvent` (new keys only).
 pub const MAP_TCP_EVENTS: &str = "CW_TCP_EVENTS";
 /// `PerCpuArray<u64>` indexed by `counter::*`.
@@ -80,6 +85,8 @@ pub const MAPS: &[&str] = &[
     MAP_CONFIG,
     MAP_TCP_CONNECTS,
     MAP_TCP_LISTENERS,
+    MAP_TCP_LISTENER_CPU,
+    MAP_TCP_LISTEN_GEN,
     MAP_TCP_EVENTS,
     MAP_TCP_STATS,
     MAP_TCP_STATS_CPU,

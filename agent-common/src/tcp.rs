@@ -66,7 +66,35 @@ impl ListenerKey {
             ])
         }
     }
+
+    /// The key as four words, for a comparison in four loads (`==` on the fields compares the
+    /// address byte by byte).
+    #[inline(always)]
+    pub const fn words(&self) -> [u64; 4] {
+        // SAFETY: as in `from_words`, 32 bytes of integers; the padding is written as zeros by
+        // `from_words`, the only constructor the kernel programs use.
+        unsafe { core::mem::transmute::<Self, [u64; 4]>(*self) }
+    }
 }
+
+/// Each CPU's last accept attribution (`PerCpuArray`, one entry), in front of the listener
+/// table: a busy server accepts on few listeners, and the check here (a generation and four
+/// words compared) costs a fraction of hashing a 32-byte key once or twice (the exact address,
+/// then the wildcard). `generation`: the listener table's generation when `owner` was looked up
+/// (`CW_TCP_LISTEN_GEN`, bumped by every listen()), so any new listener makes every CPU's entry
+/// stale; entries do not go stale otherwise, since the table only ever gains or replaces
+/// listeners (an LRU eviction only forgets one the entry still names rightly).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerCache {
+    pub generation: u64,
+    /// The accepted socket's local address (so an exact listener's key, or the key a wildcard
+    /// listener answered for).
+    pub key: ListenerKey,
+    /// The listener's cgroup, 0 when no recorded listener owns the key.
+    pub owner: u64,
+}
+const _: () = assert!(size_of::<ListenerCache>() == 48);
 
 pub const RESULT_ESTABLISHED: u8 = 0;
 /// Reset by the peer while the SYN was outstanding.

@@ -70,6 +70,13 @@ pub static CW_TCP_LISTENERS: LruHashMap<agent_common::tcp::ListenerKey, u64> =
     LruHashMap::with_max_entries(agent_common::tcp::LISTENER_TABLE_SIZE, 0);
 
 #[map]
+pub static CW_TCP_LISTENER_CPU: PerCpuArray<agent_common::tcp::ListenerCache> =
+    PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static CW_TCP_LISTEN_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map]
 pub static CW_TCP_EVENTS: RingBuf = RingBuf::with_byte_size(agent_common::tcp::EVENT_RING_BYTES, 0);
 
 #[map]

@@ -45,8 +45,9 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        CW_ENDPOINTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTENERS, CW_TCP_STATS,
-        CW_TCP_STATS_CPU, NO_WAKEUP, config, count, port_flags,
+        CW_ENDPOINTS, CW_TCP_CIDRS, CW_TCP_CONNECTS, CW_TCP_EVENTS, CW_TCP_LISTEN_GEN,
+        CW_TCP_LISTENER_CPU, CW_TCP_LISTENERS, CW_TCP_STATS, CW_TCP_STATS_CPU, NO_WAKEUP, config,
+        count, port_flags,
     },
     opaque::opaque,
     stats,
@@ -298,23 +299,60 @@ pub fn sock_ops(ctx: &SockOpsContext) {
         if CW_TCP_LISTENERS.insert(&key, &cgroup_id, 0).is_err() {
             count(counter::LOST_TCP_TABLE);
         }
+        // After the insert: a CPU that reads the new generation finds the new listener.
+        if let Some(generation) = CW_TCP_LISTEN_GEN.get_ptr_mut(0) {
+            unsafe { stats::atomic_add(generation, 1) };
+        }
     } else if op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
         if !sock_ops_reads_cgroup() {
             return; // no listeners recorded (above); also keeps bpf_get_netns_cookie dead code
         }
-        // The listener on this exact address, else a wildcard one on the port.
-        let key = listener_key(ctx);
-        let mut owner = unsafe { CW_TCP_LISTENERS.get(&key) }.copied();
-        if owner.is_none() {
-            // Zeros LLVM cannot see (see `opaque`): four known-zero words become a memset call.
-            let zero = opaque(0) as u32;
-            let wildcard = ListenerKey::from_words(key.netns, [zero; 4], key.port);
-            owner = unsafe { CW_TCP_LISTENERS.get(&wildcard) }.copied();
-        }
-        if let Some(cgroup_id) = owner {
-            count_accept(cgroup_id);
+        let owner = listener_owner(&listener_key(ctx));
+        if owner != 0 {
+            count_accept(owner);
         }
     }
+}
+
+/// The cgroup of the listener that accepted a connection on `key` (its local address), 0 when
+/// none was recorded: this CPU's last answer when it is for the same key and no listen() came
+/// since (`ListenerCache`), else the listener on this exact address or a wildcard one on the
+/// port, remembered for the next accept.
+#[inline(always)]
+fn listener_owner(key: &ListenerKey) -> u64 {
+    let generation = match CW_TCP_LISTEN_GEN.get(0) {
+        Some(g) => *g,
+        None => return 0,
+    };
+    let Some(cache) = CW_TCP_LISTENER_CPU.get_ptr_mut(0) else {
+        return 0;
+    };
+    unsafe {
+        let (held, wanted) = ((*cache).key.words(), key.words());
+        // Word by word: `==` on arrays may become a memcmp call.
+        let same = held[0] == wanted[0]
+            && held[1] == wanted[1]
+            && held[2] == wanted[2]
+            && held[3] == wanted[3];
+        if (*cache).generation == generation && same {
+            return (*cache).owner;
+        }
+    }
+    let mut owner = unsafe { CW_TCP_LISTENERS.get(key) }.copied();
+    if owner.is_none() {
+        // Zeros LLVM cannot see (see `opaque`): four known-zero words become a memset call.
+        let zero = opaque(0) as u32;
+        let wildcard = ListenerKey::from_words(key.netns, [zero; 4], key.port);
+        owner = unsafe { CW_TCP_LISTENERS.get(&wildcard) }.copied();
+    }
+    let owner = owner.unwrap_or(0);
+    // Programs do not nest on a CPU (as for the statistics cache), so no one else writes here.
+    unsafe {
+        (*cache).generation = generation;
+        (*cache).key = *key;
+        (*cache).owner = owner;
+    }
+    owner
 }
 
 #[inline(always)]

@@ -39,7 +39,10 @@ use crate::{can_run, harness};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
-/// The child's plan, one action a line: `listen ADDR` or `connect ADDR` (socket addresses).
+/// The child's plan, one action a line: `listen ADDR`, `unlisten ADDR` (closes that listener),
+/// `connect ADDR` (socket addresses), `cgroup PATH` (moves the child into that cgroup) or
+/// `pin` (keeps the child on one CPU, and so the loopback handshakes it makes: their softirq
+/// work runs where they were sent).
 const CHILD_PLAN: &str = "CREDWATCH_TCP_CHILD_PLAN";
 /// The line the child reports on: `RESULTS outcome,outcome,… ACCEPTED n`.
 const CHILD_REPORT: &str = "TCP-CHILD";
@@ -50,13 +53,27 @@ const CHILD_REPORT: &str = "TCP-CHILD";
 #[test]
 fn child() {
     let Ok(plan) = std::env::var(CHILD_PLAN) else { return };
-    let mut listeners = Vec::new();
+    let mut listeners: Vec<TcpListener> = Vec::new();
     let mut results = Vec::new();
     for line in plan.lines() {
-        let (what, addr) = line.split_once(' ').expect("ACTION ADDR");
-        let addr: SocketAddr = addr.parse().expect("a socket address");
+        if line == "pin" {
+            // SAFETY: a zeroed cpu_set_t is the empty set; CPU 0 exists.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
+            }
+            continue;
+        }
+        let (what, arg) = line.split_once(' ').expect("ACTION ARG");
+        if what == "cgroup" {
+            fs::write(PathBuf::from(arg).join("cgroup.procs"), "0").expect("joining the cgroup");
+            continue;
+        }
+        let addr: SocketAddr = arg.parse().expect("a socket address");
         match what {
             "listen" => listeners.push(TcpListener::bind(addr).expect("listen")),
+            "unlisten" => listeners.retain(|l| l.local_addr().unwrap() != addr),
             "connect" => results.push(match TcpStream::connect(addr) {
                 Ok(_) => "established".to_string(),
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => "refused".to_string(),
@@ -224,6 +241,11 @@ impl Attached {
             .map(|a| format!("listen {a}"))
             .chain(connect.iter().map(|a| format!("connect {a}")))
             .collect();
+        self.run_plan(&plan)
+    }
+
+    /// Runs the child in the test cgroup with its plan (see [`CHILD_PLAN`]).
+    fn run_plan(&self, plan: &[String]) -> (Vec<String>, u64) {
         let procs =
             CString::new(self.cgroup.join("cgroup.procs").into_os_string().into_encoded_bytes())
                 .unwrap();
@@ -279,8 +301,12 @@ impl Attached {
 
     /// Every count of this test's cgroup, shared table and caches added up, by class.
     fn counts(&mut self) -> BTreeMap<u8, TcpStats> {
+        self.counts_of(self.cgroup_id)
+    }
+
+    /// The same for any cgroup (one below the test's).
+    fn counts_of(&mut self, cgroup_id: u64) -> BTreeMap<u8, TcpStats> {
         let mut all = BTreeMap::new();
-        let cgroup_id = self.cgroup_id;
         let shared = self.shared().into_iter().map(|((c, class), s)| (c, class, s));
         let cached =
             self.cached().into_iter().map(|(_, _, s)| (s.key.cgroup_id, s.key.class, s.stats));
@@ -456,6 +482,63 @@ fn connects_by_class_and_result(recorder: Recorder) {
     {
         assert_eq!(k.counter(lost), 0, "counter {lost}");
     }
+}
+
+/// Cgroups below a test's cgroup, removed (before it) on drop.
+struct Pods(Vec<PathBuf>);
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Each CPU remembers the last listener an accept was attributed to (agent-ebpf's tcp.rs,
+/// `listener_owner`); a listen() anywhere must make it look again. Here, on one CPU, pod A
+/// listens on a port and is connected to twice, closes its listener, and pod B listens on the
+/// same port and is connected to once: the third accept is B's. Remembered without the
+/// listen() invalidating it, all three would be A's.
+#[test]
+fn accepts_follow_a_port_listened_on_again_by_another_cgroup() {
+    if !root() {
+        return;
+    }
+    let _others = harness::loaded();
+    let config = Config { metadata_port: free_port(), dns_port: free_port() };
+    let mut k = attach(&config, "relisten", Recorder::AsTheAgent);
+    if !k.accepts {
+        can_run::predates("this kernel's sock_ops cannot read the cgroup: accepts not counted");
+        return;
+    }
+    let pods = Pods(vec![k.cgroup.join("a"), k.cgroup.join("b")]);
+    let mut ids = Vec::new();
+    for dir in &pods.0 {
+        fs::create_dir(dir).unwrap();
+        ids.push(fs::metadata(dir).unwrap().ino());
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (a, b) = (pods.0[0].display(), pods.0[1].display());
+    let plan: Vec<String> = [
+        "pin".to_string(),
+        format!("cgroup {a}"),
+        format!("listen {addr}"),
+        format!("connect {addr}"),
+        format!("connect {addr}"),
+        format!("unlisten {addr}"),
+        format!("cgroup {b}"),
+        format!("listen {addr}"),
+        format!("connect {addr}"),
+    ]
+    .into();
+    let (results, accepted) = k.run_plan(&plan);
+    assert_eq!(results, ["established"; 3], "the child's outcomes");
+    assert_eq!(accepted, 1, "B's listener accepted the last connection");
+    let accepts =
+        |k: &mut Attached, id| k.counts_of(id).get(&CLASS_ACCEPTED).map_or(0, |s| s.accepts);
+    assert_eq!((accepts(&mut k, ids[0]), accepts(&mut k, ids[1])), (2, 1), "accepts of A and B");
+    drop(pods);
 }
 
 #[test]
