@@ -6,7 +6,9 @@
 #   sudo EMPTY=1 bench/bpf-cost.sh tcp|dns [COUNT]   (the floor: empty programs at the same hooks,
 #                                                     `credwatch-loadgen baseline --all-hooks`)
 #   sudo PERF=1 bench/bpf-cost.sh tcp|dns [COUNT]    (also `perf record` of the generator's CPU:
-#                                                     the top symbols, kernel helpers included)
+#                                                     the top symbols, kernel helpers included;
+#                                                     KEEP_PERF=FILE keeps the recording, e.g.
+#                                                     for `perf script -F ip,sym,symoff -G`)
 #   sudo AGENT_ARGS="--cluster-cidr 10.0.0.0/8" bench/bpf-cost.sh tcp   (more flags for credwatch
 #                                                     run: with ranges, connect4 walks the range trie)
 #   for i in 1 2 3; do sudo bench/bpf-cost.sh tcp; sudo AGENT_BIN=/tmp/other bench/bpf-cost.sh tcp; done
