@@ -417,7 +417,10 @@ mod boundary {
     use crate::{
         dns::{DnsEvent, DnsPendingSlot, DnsStats, DnsStatsKey, DnsStatsSlot},
         linklocal::{PacketsKey, SecondSlot, ServiceValue},
-        tcp::{ListenerKey, PendingConnect, TcpEvent, TcpStats, TcpStatsKey, TcpStatsSlot},
+        tcp::{
+            ListenerCache, ListenerKey, PendingConnect, TcpEvent, TcpStats, TcpStatsKey,
+            TcpStatsSlot,
+        },
     };
 
     /// All-zero value of a plain-old-data boundary type.
@@ -509,6 +512,7 @@ mod boundary {
         let TcpStats { connects: _, accepts: _, latency_sum_ns: _, latency: _ } = zeroed();
         let TcpStatsSlot { key: _, active_epoch: _, stats: _ } = zeroed();
         let ListenerKey { netns: _, addr: _, port: _, _pad } = zeroed();
+        let ListenerCache { generation: _, key: _, owner: _ } = zeroed();
         // Endpoint table: configured by userspace.
         let EndpointKey { addr: _, port: _, _pad } = zeroed();
         let EndpointValue { kind: _, _pad } = zeroed();
@@ -530,7 +534,9 @@ mod boundary {
         // CW_LINKLOCAL_SERVICES, _PACKETS, _SECONDS (18th-20th): configuration, and packet counts
         // per (cgroup, service) and per second; no payload (ServiceValue, SecondSlot, u64).
         // CW_CGROUP_PARENTS (21st): cgroup id → parent cgroup id; no payload.
-        assert_eq!(names::MAPS.len(), 21, "a new map: decide here whether it can hold payload");
+        // CW_TCP_LISTENER_CPU and CW_TCP_LISTEN_GEN (22nd, 23rd): a listener's key (network
+        // namespace, local address, port), its cgroup and a generation count; no payload.
+        assert_eq!(names::MAPS.len(), 23, "a new map: decide here whether it can hold payload");
     }
 }
 
