@@ -266,6 +266,29 @@ mod tests {
         );
     }
 
+    /// The listener cache compares keys as words (agent-ebpf's `listener_owner`): the words are
+    /// the key's bytes, so equal words are equal keys, and every field takes part.
+    #[test]
+    fn listener_key_words_are_its_bytes() {
+        let v6: [u8; 16] = core::array::from_fn(|i| i as u8 * 16 + 1);
+        let key = ListenerKey { netns: 7, addr: v6, port: 443, _pad: [0; 6] };
+        let mut bytes = [0u8; 32];
+        for (chunk, word) in bytes.chunks_mut(8).zip(key.words()) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        let expected: Vec<u8> =
+            [&7u64.to_ne_bytes()[..], &v6, &443u16.to_ne_bytes(), &[0; 6]].concat();
+        assert_eq!(bytes[..], expected[..]);
+        let others = [
+            ListenerKey { netns: 8, ..key },
+            ListenerKey { addr: [0; 16], ..key },
+            ListenerKey { port: 444, ..key },
+        ];
+        for other in others {
+            assert_ne!(other.words(), key.words(), "{other:?}");
+        }
+    }
+
     #[test]
     fn latency_slots_follow_the_bounds() {
         assert_eq!(latency_slot(0), 0);
