@@ -67,13 +67,21 @@ impl ListenerKey {
         }
     }
 
-    /// The key as four words, for a comparison in four loads (`==` on the fields compares the
-    /// address byte by byte).
+    /// The key as four words (its bytes: 32 bytes of integers, the padding zeros as
+    /// `from_words`, the only constructor the kernel programs use, writes it).
     #[inline(always)]
     pub const fn words(&self) -> [u64; 4] {
-        // SAFETY: as in `from_words`, 32 bytes of integers; the padding is written as zeros by
-        // `from_words`, the only constructor the kernel programs use.
+        // SAFETY: ListenerKey is 32 bytes of integers and [u64; 4] is 32 bytes.
         unsafe { core::mem::transmute::<Self, [u64; 4]>(*self) }
+    }
+
+    /// Whether `other` is the same key, in four word comparisons, written out as
+    /// `CountKey::same` is: `==` compares the address byte by byte, and on arrays can become a
+    /// `bcmp` call, which BPF has not.
+    #[inline(always)]
+    pub const fn same(&self, other: &Self) -> bool {
+        let (a, b) = (self.words(), other.words());
+        a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
     }
 }
 
@@ -266,8 +274,8 @@ mod tests {
         );
     }
 
-    /// The listener cache compares keys as words (agent-ebpf's `listener_owner`): the words are
-    /// the key's bytes, so equal words are equal keys, and every field takes part.
+    /// The listener cache compares keys with `same` (agent-ebpf's `listener_owner`), through
+    /// their words: the words are the key's bytes, and every field takes part.
     #[test]
     fn listener_key_words_are_its_bytes() {
         let v6: [u8; 16] = core::array::from_fn(|i| i as u8 * 16 + 1);
@@ -284,8 +292,9 @@ mod tests {
             ListenerKey { addr: [0; 16], ..key },
             ListenerKey { port: 444, ..key },
         ];
+        assert!(key.same(&{ key }));
         for other in others {
-            assert_ne!(other.words(), key.words(), "{other:?}");
+            assert!(!other.same(&key), "{other:?}");
         }
     }
 

@@ -90,8 +90,8 @@ fn connect_clock_ns() -> u64 {
     if sock_ops_reads_cgroup() { unsafe { bpf_ktime_get_coarse_ns() } } else { precise_clock_ns() }
 }
 
-/// connect4's and connect6's clock, whatever the load-time switch: the agent loads them with the
-/// switch on too (and attaches them only with it off), and 5.10 refuses the coarse helper.
+/// connect4's and connect6's clock: they run only where the load-time switch is off (kernels up
+/// to 6.1), and 5.10 refuses the coarse helper.
 #[inline(always)]
 fn precise_clock_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
@@ -328,13 +328,7 @@ fn listener_owner(key: &ListenerKey) -> u64 {
         return 0;
     };
     unsafe {
-        let (held, wanted) = ((*cache).key.words(), key.words());
-        // Word by word: `==` on arrays may become a memcmp call.
-        let same = held[0] == wanted[0]
-            && held[1] == wanted[1]
-            && held[2] == wanted[2]
-            && held[3] == wanted[3];
-        if (*cache).generation == generation && same {
+        if (*cache).generation == generation && (*cache).key.same(key) {
             return (*cache).owner;
         }
     }

@@ -193,16 +193,8 @@ pub fn load_and_attach<T>(
             .map_err(|source| KernelError::Program { name, source })?;
         attached.push(name);
     }
-    // Where sock_ops may read the current cgroup (the load above), it records connects itself
-    // (agent-ebpf's tcp.rs): connect4 and connect6 would only cost a program run per connect, so
-    // they are unloaded (not left loaded and unattached, to puzzle whoever lists the programs).
-    let sock_ops_reads_cgroup = features[0].1;
-    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
+    for &name in connect_hooks(features[0].1) {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        if sock_ops_reads_cgroup {
-            prog.unload().map_err(|source| KernelError::Program { name, source })?;
-            continue;
-        }
         prog.attach(&cgroup_fd, CgroupAttachMode::default())
             .map_err(|source| KernelError::Program { name, source })?;
         attached.push(name);
@@ -228,14 +220,21 @@ fn load(sock_ops_cgroup: bool) -> Result<Ebpf, KernelError> {
         let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
         prog.load().map_err(|source| KernelError::Program { name, source })?;
     }
-    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
-        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        prog.load().map_err(|source| KernelError::Program { name, source })?;
-    }
     let name = names::PROG_SOCK_OPS;
     let prog: &mut SockOps = program(&mut ebpf, name)?;
     prog.load().map_err(|source| KernelError::Program { name, source })?;
+    for name in connect_hooks(sock_ops_cgroup) {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        prog.load().map_err(|source| KernelError::Program { name, source })?;
+    }
     Ok(ebpf)
+}
+
+/// connect4 and connect6, loaded and attached only where `sock_ops` may not read the current
+/// cgroup: where it may, it records connects itself (agent-ebpf's tcp.rs), and they would only
+/// cost a program run per connect.
+pub fn connect_hooks(sock_ops_cgroup: bool) -> &'static [&'static str] {
+    if sock_ops_cgroup { &[] } else { &[names::PROG_CONNECT4, names::PROG_CONNECT6] }
 }
 
 /// The verifier's complaint about a missing helper ("unknown func bpf_…#N"), if that was it.

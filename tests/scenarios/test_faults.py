@@ -36,7 +36,7 @@ def program_names() -> set[str]:
 def attached_names(agent) -> set[str]:
     """What `credwatch run` holds and attaches on this kernel: every program, but connect4 and
     connect6 only where sock_ops may not read the cgroup (accept attribution 0; where it may,
-    sock_ops records connects and the agent unloads them, agent-ebpf/src/tcp.rs)."""
+    sock_ops records connects and the agent does not load them, agent-ebpf/src/tcp.rs)."""
     metrics = agent.scrape()
     names = program_names()
     if metrics.value("credwatch_kernel_feature", feature="accept_attribution") == 1:

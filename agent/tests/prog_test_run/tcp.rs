@@ -35,6 +35,8 @@ use aya::{
     util::nr_cpus,
 };
 
+use agent::kernel::connect_hooks;
+
 use crate::{can_run, harness};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -167,12 +169,13 @@ fn load(config: &Config, sock_ops_cgroup: bool) -> Result<Ebpf, String> {
     }
     let mut cfg: Array<_, u32> = Array::try_from(ebpf.map_mut(names::MAP_CONFIG).unwrap()).unwrap();
     cfg.set(names::config::TCP_CIDRS, &(RANGES.len() as u32), 0).unwrap();
-    for name in [names::PROG_CONNECT4, names::PROG_CONNECT6] {
+    let prog: &mut SockOps = ebpf.program_mut(names::PROG_SOCK_OPS).unwrap().try_into().unwrap();
+    prog.load().map_err(|e| format!("{}: {e}", names::PROG_SOCK_OPS))?;
+    // As the agent does: connect4 and connect6 only where sock_ops does not record connects.
+    for &name in connect_hooks(sock_ops_cgroup) {
         let prog: &mut CgroupSockAddr = ebpf.program_mut(name).unwrap().try_into().unwrap();
         prog.load().map_err(|e| format!("{name}: {e}"))?;
     }
-    let prog: &mut SockOps = ebpf.program_mut(names::PROG_SOCK_OPS).unwrap().try_into().unwrap();
-    prog.load().map_err(|e| format!("{}: {e}", names::PROG_SOCK_OPS))?;
     Ok(ebpf)
 }
 
@@ -217,10 +220,7 @@ fn attach(config: &Config, test: &str, recorder: Recorder) -> Attached {
     let mut attached = Attached { ebpf: Some(ebpf), cgroup, cgroup_id, accepts };
     let fd = fs::File::open(&attached.cgroup).unwrap();
     let ebpf = attached.ebpf.as_mut().unwrap();
-    // As the agent does (kernel.rs): connect4 and connect6 only where sock_ops does not record.
-    let connect_hooks: &[&str] =
-        if accepts { &[] } else { &[names::PROG_CONNECT4, names::PROG_CONNECT6] };
-    for &name in connect_hooks {
+    for &name in connect_hooks(accepts) {
         let prog: &mut CgroupSockAddr = ebpf.program_mut(name).unwrap().try_into().unwrap();
         prog.attach(&fd, CgroupAttachMode::default()).unwrap();
     }
